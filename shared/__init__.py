@@ -1,0 +1,1 @@
+"""What serving and training both need: artifact format, base model, merge, compression, config."""

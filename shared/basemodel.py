@@ -1,0 +1,186 @@
+"""Base-model loading, the cross-attention layer map and the base-model fingerprint.
+
+Any SD 1.x/2.x diffusers directory or single-file checkpoint (by local path) loads the same way;
+nothing is ever fetched from a hub.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.models.attention_processor import Attention
+from transformers import CLIPTextModel
+
+from shared.errors import InvalidArgument
+
+SPEC_FILE = "cdserve_base_spec.json"
+REG_CAPTIONS_FILE = "reg_captions.txt"
+
+
+@dataclass(frozen=True)
+class CrossAttentionLayer:
+    """One `attn2` of the UNet: `to_k`/`to_v` map text features (in_features) to (out_features)."""
+
+    name: str
+    in_features: int
+    out_features: int
+    heads: int
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """What a concept must agree with: the fingerprint, the layer shapes and the token width.
+
+    Serialisable, so that a registry can validate concepts without loading the model.
+    """
+
+    fingerprint: str
+    layers: tuple[CrossAttentionLayer, ...]
+    token_dim: int
+
+    @property
+    def layer_map(self) -> dict[str, CrossAttentionLayer]:
+        return {layer.name: layer for layer in self.layers}
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> BaseSpec:
+        raw = json.loads(text)
+        layers = tuple(CrossAttentionLayer(**layer) for layer in raw["layers"])
+        return BaseSpec(fingerprint=raw["fingerprint"], layers=layers, token_dim=int(raw["token_dim"]))
+
+
+@dataclass
+class BaseModel:
+    """A loaded base pipeline with its spec. The pipeline's weights are never written after load."""
+
+    pipeline: StableDiffusionPipeline
+    spec: BaseSpec
+    source: str
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipeline.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.pipeline.unet.dtype
+
+
+def cross_attention_layers(unet: UNet2DConditionModel) -> dict[str, Attention]:
+    """Every cross-attention module of the UNet by module name (16 `attn2` for SD 1.x)."""
+    return {
+        name: module
+        for name, module in unet.named_modules()
+        if isinstance(module, Attention) and module.is_cross_attention
+    }
+
+
+def layer_map(unet: UNet2DConditionModel) -> tuple[CrossAttentionLayer, ...]:
+    return tuple(
+        CrossAttentionLayer(
+            name=name,
+            in_features=attn.to_k.in_features,
+            out_features=attn.to_k.out_features,
+            heads=attn.heads,
+        )
+        for name, attn in sorted(cross_attention_layers(unet).items())
+    )
+
+
+def fingerprint(unet: UNet2DConditionModel, text_encoder: CLIPTextModel) -> str:
+    """sha256 of the base `to_k`/`to_v` weights and the whole text encoder.
+
+    Values are hashed after rounding to fp16, so fp32 and fp16 copies of one checkpoint share a
+    fingerprint while any retrained or different model does not.
+    """
+    digest = hashlib.sha256()
+
+    def feed(name: str, tensor: torch.Tensor) -> None:
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().to("cpu", torch.float16).contiguous().numpy().tobytes())
+
+    for name, attn in sorted(cross_attention_layers(unet).items()):
+        feed(f"{name}.to_k", attn.to_k.weight)
+        feed(f"{name}.to_v", attn.to_v.weight)
+    for name, param in sorted(text_encoder.state_dict().items()):
+        if param.is_floating_point():
+            feed(f"text_encoder.{name}", param)
+    return digest.hexdigest()[:32]
+
+
+def spec_of(pipeline: StableDiffusionPipeline) -> BaseSpec:
+    return BaseSpec(
+        fingerprint=fingerprint(pipeline.unet, pipeline.text_encoder),
+        layers=layer_map(pipeline.unet),
+        token_dim=pipeline.text_encoder.get_input_embeddings().embedding_dim,
+    )
+
+
+def load_base_model(
+    path: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    single_file_config: str | Path | None = None,
+) -> BaseModel:
+    """Load a diffusers directory or a single-file `.safetensors`/`.ckpt` checkpoint from disk.
+
+    A single file needs `single_file_config`: a local diffusers directory (or its `model_index.json`
+    folder) with the matching configs, because the configs cannot be fetched here.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InvalidArgument(f"base model path {str(path)!r} does not exist", field="base_model")
+    if path.is_dir():
+        if not (path / "model_index.json").exists():
+            raise InvalidArgument(
+                f"{str(path)!r} is not a diffusers directory (no model_index.json)", field="base_model"
+            )
+        pipeline = StableDiffusionPipeline.from_pretrained(
+            str(path), local_files_only=True, safety_checker=None, requires_safety_checker=False
+        )
+    else:
+        if single_file_config is None:
+            raise InvalidArgument(
+                f"single-file checkpoint {path.name!r} needs `single_file_config`, a local diffusers "
+                "directory with the matching configs (nothing is downloaded)",
+                field="single_file_config",
+            )
+        pipeline = StableDiffusionPipeline.from_single_file(
+            str(path), config=str(single_file_config), local_files_only=True, safety_checker=None
+        )
+    return prepare_base_model(pipeline, source=str(path), device=device, dtype=dtype)
+
+
+def prepare_base_model(
+    pipeline: StableDiffusionPipeline,
+    *,
+    source: str,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> BaseModel:
+    """Fingerprint (before any dtype change), move, freeze and wrap an already built pipeline."""
+    spec = spec_of(pipeline)
+    if pipeline.unet.dtype != dtype:
+        pipeline.to(dtype=dtype)
+    pipeline.to(device=device)
+    pipeline.set_progress_bar_config(disable=True)
+    for module in (pipeline.unet, pipeline.vae, pipeline.text_encoder):
+        module.requires_grad_(False)
+        module.eval()
+    return BaseModel(pipeline=pipeline, spec=spec, source=source)
+
+
+def reg_captions_path(model_dir: str | Path) -> Path | None:
+    """The generic captions shipped with a base model for the merge's regularisation, if any."""
+    candidate = Path(model_dir) / REG_CAPTIONS_FILE
+    return candidate if candidate.exists() else None

@@ -1,0 +1,102 @@
+"""Tiny Stable Diffusion pipelines built from configs, for tests and benchmarks.
+
+Same classes and wiring as SD 1.x (UNet2DConditionModel, AutoencoderKL, CLIPTextModel, CLIP BPE
+tokenizer), random seeded weights, nothing downloaded. The tokenizer was trained once by
+`shared.tokenizer.train_clip_tokenizer` on the generic captions and is kept in
+`shared/assets/tiny_tokenizer` (token ids differ between training runs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from shared.tokenizer import load_clip_tokenizer, train_clip_tokenizer
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+TINY_TOKENIZER_DIR = ASSETS / "tiny_tokenizer"
+GENERIC_CAPTIONS = ASSETS / "generic_captions.txt"
+TINY_MAX_LENGTH = 32
+
+
+def sd_scheduler() -> DDIMScheduler:
+    """DDIM with Stable Diffusion's training schedule."""
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+
+
+def tiny_tokenizer() -> CLIPTokenizer:
+    if not (TINY_TOKENIZER_DIR / "vocab.json").exists():
+        corpus = GENERIC_CAPTIONS.read_text().splitlines()
+        return train_clip_tokenizer(corpus, TINY_TOKENIZER_DIR, vocab_size=600, model_max_length=TINY_MAX_LENGTH)
+    return load_clip_tokenizer(TINY_TOKENIZER_DIR, model_max_length=TINY_MAX_LENGTH)
+
+
+def build_tiny_pipeline(
+    seed: int = 0,
+    *,
+    text_dim: int = 32,
+    block_out_channels: tuple[int, ...] = (32, 64),
+    sample_size: int = 8,
+) -> StableDiffusionPipeline:
+    """A ~1 M-parameter SD pipeline: 16×16 images, 8×8 latents, 5 cross-attention layers."""
+    tokenizer = tiny_tokenizer()
+    generator_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=text_dim,
+                intermediate_size=2 * text_dim,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                max_position_embeddings=TINY_MAX_LENGTH,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+        unet = UNet2DConditionModel(
+            sample_size=sample_size,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=block_out_channels,
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D",) * len(block_out_channels),
+            up_block_types=("CrossAttnUpBlock2D",) * len(block_out_channels),
+            cross_attention_dim=text_dim,
+            attention_head_dim=8,
+            norm_num_groups=16,
+        )
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2,
+            block_out_channels=(16, 32),
+            latent_channels=4,
+            norm_num_groups=16,
+            sample_size=sample_size * 2,
+        )
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=sd_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
