@@ -274,7 +274,7 @@ def check_compatible(header: ArtifactHeader, delta: ConceptDelta, base: BaseSpec
         if layer is None:
             raise InvalidArtifact(f"{name}: layer {layer_name!r} is not a cross-attention layer of the base model")
         for projection, weight in projections.items():
-            expected = (layer.out_features, layer.in_features)
+            expected = layer.delta_shape(projection)
             if weight.shape != expected:
                 raise InvalidArtifact(
                     f"{name}: {layer_name}.{projection} delta has shape {weight.shape}; the base needs {expected}"

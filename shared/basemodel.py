@@ -24,12 +24,23 @@ REG_CAPTIONS_FILE = "reg_captions.txt"
 
 @dataclass(frozen=True)
 class CrossAttentionLayer:
-    """One `attn2` of the UNet: `to_k`/`to_v` map text features (in_features) to (out_features)."""
+    """One `attn2` of the UNet: `to_k`/`to_v` map text features (in_features) to (out_features);
+    `to_q` maps image features (query_dim) to out_features and `to_out` maps them back."""
 
     name: str
     in_features: int
     out_features: int
     heads: int
+    query_dim: int
+
+    def delta_shape(self, projection: str) -> tuple[int, int]:
+        """(out, in) of the weight a delta for `projection` must match."""
+        return {
+            "to_k": (self.out_features, self.in_features),
+            "to_v": (self.out_features, self.in_features),
+            "to_q": (self.out_features, self.query_dim),
+            "to_out": (self.query_dim, self.out_features),
+        }[projection]
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,7 @@ def layer_map(unet: UNet2DConditionModel) -> tuple[CrossAttentionLayer, ...]:
             in_features=attn.to_k.in_features,
             out_features=attn.to_k.out_features,
             heads=attn.heads,
+            query_dim=attn.to_q.in_features,
         )
         for name, attn in sorted(cross_attention_layers(unet).items())
     )

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-PROJECTIONS = ("to_k", "to_v")
-"""Projections a servable delta may change: those that only see the text features."""
+KV_PROJECTIONS = ("to_k", "to_v")
+"""Projections that only see the text features: their output is computed once per request."""
+PROJECTIONS = (*KV_PROJECTIONS, "to_q", "to_out")
+"""Every projection a delta may change; `to_q`/`to_out` (mode `crossattn`) act on image features per step."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ class DeltaWeight:
 
 
 LayerDelta = dict[str, DeltaWeight]
-"""Projection name ("to_k", "to_v") → its delta, for one cross-attention layer."""
+"""Projection name (one of PROJECTIONS) → its delta, for one cross-attention layer."""
 
 
 @dataclass
