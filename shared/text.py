@@ -82,20 +82,25 @@ class PromptEncoder:
         return list(self.tokenizer(text, add_special_tokens=False).input_ids) if text.strip() else []
 
     def encode(
-        self, prompts: Sequence[TokenizedPrompt], embeddings: Mapping[str, torch.Tensor] | None = None
+        self,
+        prompts: Sequence[TokenizedPrompt],
+        embeddings: Mapping[str, torch.Tensor] | Sequence[Mapping[str, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
-        """Text features `(batch, max_length, dim)` in the encoder's dtype; modifier positions use `embeddings`.
+        """Text features `(batch, max_length, dim)` in the encoder's dtype.
 
-        Gradients flow into `embeddings` (training optimises them through this very path).
+        Modifier positions take their vector from `embeddings`: one mapping for every prompt, or one
+        mapping per prompt (so two versions of one concept can share a batch). Gradients flow into
+        the vectors (training optimises them through this very path).
         """
         device = self.text_encoder.device
         input_ids = torch.stack([p.input_ids for p in prompts]).to(device)
+        per_prompt = embeddings if isinstance(embeddings, Sequence) else [embeddings or {}] * len(prompts)
         rows, cols, vectors = [], [], []
-        for row, prompt in enumerate(prompts):
+        for row, (prompt, table) in enumerate(zip(prompts, per_prompt, strict=True)):
             for col, token in prompt.token_positions:
                 rows.append(row)
                 cols.append(col)
-                vectors.append(embeddings[token])  # type: ignore[index]
+                vectors.append(table[token])
         with _overrides(rows, cols, vectors, device):
             return self.text_encoder(input_ids)[0]
 

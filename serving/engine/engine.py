@@ -1,0 +1,144 @@
+"""DeltaEngine: one base pipeline, batches where every request brings its own concept delta."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from serving.engine.conditioning import RowLayout, build_conditioning
+from serving.engine.processor import BatchConditioning, DeltaAttnProcessor
+from serving.engine.request import GenerationRequest, GenerationResult
+from serving.engine.schedulers import make_scheduler
+from shared.basemodel import BaseModel, cross_attention_layers
+from shared.errors import InvalidArgument
+from shared.text import PromptEncoder
+
+ProgressCallback = Callable[[int, int], None]
+"""Called after each denoising step with (steps done, total steps)."""
+
+
+class DeltaEngine:
+    """Generates batches of requests with per-request concepts, without ever writing base weights.
+
+    The only set-up change to the pipeline is installing `DeltaAttnProcessor` on every attention
+    layer and a read-only token-embedding hook (see `shared.text`); both hold no per-call state.
+    """
+
+    def __init__(self, base: BaseModel) -> None:
+        self.base = base
+        pipe = base.pipeline
+        self.unet, self.vae, self.pipeline = pipe.unet, pipe.vae, pipe
+        self.prompts = PromptEncoder(pipe.tokenizer, pipe.text_encoder)
+        self.layers = cross_attention_layers(self.unet)
+        self.unet.set_attn_processor({name: DeltaAttnProcessor(name.removesuffix(".processor"))
+                                      for name in self.unet.attn_processors})
+        self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.size_multiple = self.vae_scale * 2 ** (len(self.unet.config.block_out_channels) - 1)
+        self.default_size = int(self.unet.config.sample_size) * self.vae_scale
+
+    @torch.no_grad()
+    def generate(
+        self, requests: Sequence[GenerationRequest], progress: ProgressCallback | None = None
+    ) -> list[GenerationResult]:
+        """Run compatible requests (same steps, size, scheduler) as one UNet batch with CFG."""
+        self._check_compatible(requests)
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        features = self._encode(requests)
+        layout = RowLayout([r.num_images for r in requests])
+        conditioning = build_conditioning(self.layers, features, [r.delta for r in requests], layout)
+        timings["encode_ms"] = _ms_since(started)
+
+        started = time.perf_counter()
+        latents = self._denoise(requests, features, conditioning, layout, progress)
+        timings["denoise_ms"] = _ms_since(started)
+
+        started = time.perf_counter()
+        images = self._decode(latents)
+        timings["decode_ms"] = _ms_since(started)
+        results, first = [], 0
+        for request in requests:
+            results.append(GenerationResult(images[first : first + request.num_images], dict(timings), len(requests)))
+            first += request.num_images
+        return results
+
+    def _check_compatible(self, requests: Sequence[GenerationRequest]) -> None:
+        if not requests:
+            raise InvalidArgument("a batch needs at least one request", field="requests")
+        keys = {r.sampling_key for r in requests}
+        if len(keys) > 1:
+            raise InvalidArgument(f"one batch mixes sampling settings {sorted(map(str, keys))}", field="requests")
+        key = next(iter(keys))
+        for name, size in (("height", key.height), ("width", key.width)):
+            if size <= 0 or size % self.size_multiple:
+                raise InvalidArgument(
+                    f"{name} {size} must be a positive multiple of {self.size_multiple}", field=name
+                )
+
+    def _encode(self, requests: Sequence[GenerationRequest]) -> torch.Tensor:
+        """(2 · requests, tokens, dim) features as [uncond r1…rR, cond r1…rR] in the UNet dtype."""
+        tokenized, tables = [], []
+        for text_of in (lambda r: r.negative_prompt, lambda r: r.prompt):
+            for request in requests:
+                table = request.delta.token_embeddings if request.delta else {}
+                tokenized.append(self.prompts.tokenize(text_of(request), list(table)))
+                tables.append(table)
+        return self.prompts.encode(tokenized, tables).to(self.unet.dtype)
+
+    def _initial_latents(self, requests: Sequence[GenerationRequest]) -> torch.Tensor:
+        """Each request draws its own noise from its own seed: batch neighbours change nothing."""
+        channels = self.unet.config.in_channels
+        noise = []
+        for r in requests:
+            generator = torch.Generator("cpu").manual_seed(r.seed)
+            shape = (r.num_images, channels, r.height // self.vae_scale, r.width // self.vae_scale)
+            noise.append(torch.randn(shape, generator=generator, dtype=self.unet.dtype))
+        return torch.cat(noise).to(self.unet.device)
+
+    def _denoise(
+        self,
+        requests: Sequence[GenerationRequest],
+        features: torch.Tensor,
+        conditioning: BatchConditioning,
+        layout: RowLayout,
+        progress: ProgressCallback | None,
+    ) -> torch.Tensor:
+        first = requests[0]
+        scheduler = make_scheduler(first.scheduler, self.pipeline.scheduler.config, type(self.pipeline.scheduler))
+        scheduler.set_timesteps(first.steps, device=self.unet.device)
+        step_kwargs = {"eta": 0.0} if "eta" in inspect.signature(scheduler.step).parameters else {}
+        latents = self._initial_latents(requests) * scheduler.init_noise_sigma
+        guidance = torch.tensor(
+            [r.guidance_scale for r in requests for _ in range(r.num_images)], device=latents.device
+        ).view(-1, 1, 1, 1)
+        unet_context = features[layout.feature_rows.to(features.device)]
+        total = len(scheduler.timesteps)
+        for i, t in enumerate(scheduler.timesteps):
+            model_input = scheduler.scale_model_input(torch.cat([latents, latents]), t)
+            noise = self.unet(
+                model_input,
+                t,
+                encoder_hidden_states=unet_context,
+                cross_attention_kwargs={"conditioning": conditioning},
+                return_dict=False,
+            )[0]
+            uncond, cond = noise.chunk(2)
+            noise = uncond + guidance.to(noise.dtype) * (cond - uncond)
+            latents = scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
+            if progress is not None:
+                progress(i + 1, total)
+        return latents
+
+    def _decode(self, latents: torch.Tensor) -> np.ndarray:
+        images = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
+        images = (images / 2 + 0.5).clamp(0, 1)
+        return images.float().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+

@@ -1,0 +1,106 @@
+"""The attention processor that uses per-request keys and values.
+
+Semantics (cross-attention layer l, UNet batch row b, request r(b)):
+  K_b = c_b · (W0_k + ΔW_k[r(b)])ᵀ,  V_b = c_b · (W0_v + ΔW_v[r(b)])ᵀ   — computed once per request
+  out_b = to_out(softmax(Q_b K_bᵀ / √d) V_b)                          — every denoising step
+The text features c are fixed for all steps, so K and V are too: the processor only looks them
+up. Per-row `to_q`/`to_out` deltas (concepts trained in mode `crossattn`) are added to the base
+projections of the rows they belong to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention
+
+from shared.delta import DeltaWeight
+
+RowDeltas = list[tuple[slice, DeltaWeight]]
+"""Consecutive UNet batch rows and the delta that applies to them."""
+
+
+@dataclass
+class BatchConditioning:
+    """Per-call state handed to every processor through `cross_attention_kwargs`.
+
+    `kv[layer]`: (key, value), each (batch, tokens, inner) in the UNet dtype, batch in UNet order.
+    `row_deltas[layer][projection]`: extra `to_q`/`to_out` deltas for some rows.
+    """
+
+    kv: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    row_deltas: dict[str, dict[str, RowDeltas]] = field(default_factory=dict)
+
+
+def _add_row_deltas(output: torch.Tensor, inputs: torch.Tensor, deltas: RowDeltas | None) -> torch.Tensor:
+    if not deltas:
+        return output
+    output = output.clone()
+    for rows, delta in deltas:
+        output[rows] += delta.apply(inputs[rows])
+    return output
+
+
+class DeltaAttnProcessor:
+    """Installed on every attention layer (self-attention too, so diffusers passes our kwargs quietly).
+
+    Stateless apart from its layer name: everything per request arrives in `conditioning`.
+    """
+
+    def __init__(self, layer_name: str) -> None:
+        self.layer_name = layer_name
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        conditioning: BatchConditioning | None = None,
+    ) -> torch.Tensor:
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch, channels, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch, channels, height * width).transpose(1, 2)
+        batch = hidden_states.shape[0]
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        precomputed = conditioning.kv.get(self.layer_name) if conditioning else None
+        row_deltas = conditioning.row_deltas.get(self.layer_name, {}) if conditioning else {}
+        query = _add_row_deltas(attn.to_q(hidden_states), hidden_states, row_deltas.get("to_q"))
+        if precomputed is not None:
+            key, value = precomputed
+        else:
+            context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+            if encoder_hidden_states is not None and attn.norm_cross:
+                context = attn.norm_encoder_hidden_states(context)
+            key, value = attn.to_k(context), attn.to_v(context)
+
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, key.shape[1], batch)
+            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
+        head_dim = key.shape[-1] // attn.heads
+        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
+
+        projected = attn.to_out[0](hidden_states)
+        hidden_states = attn.to_out[1](_add_row_deltas(projected, hidden_states, row_deltas.get("to_out")))
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channels, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
