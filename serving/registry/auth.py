@@ -1,0 +1,79 @@
+"""Bearer tokens → tenants.
+
+Tokens come from a YAML/JSON file (`tokens: {<token>: <tenant>}`) or the same text in an
+environment variable (read by the CLI). Only their sha256 is kept in memory and no token is ever
+logged; a lookup by digest also avoids comparing secrets byte by byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+
+import yaml
+from pydantic import Field, ValidationError
+
+from serving.registry.service import Caller
+from shared.config import StrictModel, load_yaml
+from shared.errors import InvalidArgument, Unauthenticated
+
+TOKENS_ENV = "CDSERVE_REGISTRY_TOKENS"
+BEARER = "bearer "
+
+_caller: ContextVar[Caller] = ContextVar("cdserve_registry_caller", default=Caller())
+
+
+class TokensFile(StrictModel):
+    tokens: dict[str, str] = Field(description="bearer token → tenant ('*' is the operator: sees all)")
+
+
+def load_tokens(path: str | Path) -> dict[str, str]:
+    return load_yaml(TokensFile, path).tokens
+
+
+def parse_tokens(text: str, *, source: str) -> dict[str, str]:
+    """Tokens from YAML/JSON text, e.g. the value of CDSERVE_REGISTRY_TOKENS."""
+    try:
+        return TokensFile.model_validate(yaml.safe_load(text) or {}).tokens
+    except (ValidationError, yaml.YAMLError) as e:
+        raise InvalidArgument(f"{source}: expected 'tokens: {{<token>: <tenant>}}'", field=source) from e
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class Authenticator:
+    """Turns the `authorization` metadata of a call into a `Caller`."""
+
+    def __init__(self, tokens: Mapping[str, str]) -> None:
+        for token, tenant in tokens.items():
+            if not token or not tenant:
+                raise InvalidArgument("tokens and tenants must be non-empty strings", field="tokens")
+        self._tenants = {_digest(token): tenant for token, tenant in tokens.items()}
+
+    def caller(self, authorization: str | None) -> Caller:
+        """No header: an anonymous reader. A header: it must be 'Bearer <known token>'."""
+        if authorization is None:
+            return Caller()
+        if not authorization.lower().startswith(BEARER):
+            raise Unauthenticated("the authorization metadata must be 'Bearer <token>'", field="authorization")
+        tenant = self._tenants.get(_digest(authorization[len(BEARER) :].strip()))
+        if tenant is None:
+            raise Unauthenticated("the bearer token is not known to this registry", field="authorization")
+        return Caller(tenant)
+
+
+def current_caller() -> Caller:
+    """The caller of the RPC being handled (set by `interceptors.AuthInterceptor`)."""
+    return _caller.get()
+
+
+def set_caller(caller: Caller) -> object:
+    return _caller.set(caller)
+
+
+def reset_caller(token: object) -> None:
+    _caller.reset(token)  # type: ignore[arg-type]
