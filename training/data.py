@@ -1,0 +1,131 @@
+"""Training examples and the per-step batch.
+
+Every random choice of a step (which images, augmentation, noise, timesteps) comes from a generator
+seeded by (seed, step, rank, purpose). A resumed run therefore continues exactly as the
+uninterrupted run would have, with nothing but the step number to restore, and data-parallel ranks
+draw disjoint slices of the same global order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from shared.errors import InvalidArgument
+from training.augment import Sample, plain, rescaled
+
+REG = -1
+"""`Example.concept` of a regularisation example."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """An image with its caption; `concept` is the concept's index, or REG."""
+
+    image: Image.Image
+    caption: str
+    concept: int
+
+
+@dataclass(frozen=True)
+class Batch:
+    """pixels (B, 3, R, R) fp32 in [-1, 1]; masks (B, 1, R/f, R/f) fp32; is_reg (B,) bool."""
+
+    pixels: torch.Tensor
+    masks: torch.Tensor
+    captions: list[str]
+    is_reg: torch.Tensor
+
+
+def load_image(path: str | Path, *, field: str = "images") -> Image.Image:
+    """Decode an image fully (so that truncated files fail here, naming the file)."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+    except FileNotFoundError as e:
+        raise InvalidArgument(f"image {str(path)!r} does not exist", field=field) from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise InvalidArgument(f"image {str(path)!r} is not a decodable PNG/JPEG ({e})", field=field) from e
+
+
+def generator_for(seed: int, *parts: object) -> torch.Generator:
+    """A CPU generator seeded by a stable hash of (seed, *parts) — the same in every process."""
+    digest = hashlib.sha256(repr((seed, *parts)).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+@lru_cache(maxsize=64)
+def _epoch_order(size: int, seed: int, salt: str, epoch: int) -> tuple[int, ...]:
+    return tuple(torch.randperm(size, generator=generator_for(seed, salt, epoch)).tolist())
+
+
+def draw_indices(size: int, *, seed: int, salt: str, start: int, count: int) -> list[int]:
+    """Positions start..start+count of an endless stream of shuffled epochs over range(size)."""
+    return [_epoch_order(size, seed, salt, p // size)[p % size] for p in range(start, start + count)]
+
+
+class ExampleSource:
+    """Targets and regularisation examples, and the batch each (step, rank) trains on.
+
+    With regularisation, every target sample is paired with one regularisation sample (targets are
+    oversampled to keep the ratio 1:1, however many reg images there are); the loss weighs the pair.
+    """
+
+    def __init__(
+        self,
+        targets: list[Example],
+        regs: list[Example],
+        *,
+        resolution: int,
+        latent_factor: int,
+        augment: bool,
+        flip: bool,
+        seed: int,
+    ) -> None:
+        if not targets:
+            raise InvalidArgument("no target images", field="images")
+        self.targets = targets
+        self.regs = regs
+        self.resolution = resolution
+        self.latent_factor = latent_factor
+        self.augment = augment
+        self.flip = flip
+        self.seed = seed
+
+    def batch(self, step: int, *, per_rank: int, rank: int = 0, world_size: int = 1) -> Batch:
+        """This rank's slice of step `step`'s global batch: `per_rank` targets (+ as many reg examples)."""
+        start = (step * world_size + rank) * per_rank
+        generator = generator_for(self.seed, "augment", step, rank)
+        samples = [
+            self._target(self.targets[i], generator)
+            for i in draw_indices(len(self.targets), seed=self.seed, salt="targets", start=start, count=per_rank)
+        ]
+        if self.regs:
+            samples += [
+                plain(self.regs[i].image, self.regs[i].caption, resolution=self.resolution, latent_factor=self.latent_factor)
+                for i in draw_indices(len(self.regs), seed=self.seed, salt="regs", start=start, count=per_rank)
+            ]
+        is_reg = torch.zeros(len(samples), dtype=torch.bool)
+        is_reg[per_rank:] = True
+        return Batch(
+            pixels=torch.stack([s.pixels for s in samples]),
+            masks=torch.stack([s.mask for s in samples]),
+            captions=[s.caption for s in samples],
+            is_reg=is_reg,
+        )
+
+    def _target(self, example: Example, generator: torch.Generator) -> Sample:
+        image = example.image
+        if self.flip and float(torch.rand((), generator=generator)) < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if not self.augment:
+            return plain(image, example.caption, resolution=self.resolution, latent_factor=self.latent_factor)
+        return rescaled(
+            image, example.caption, resolution=self.resolution, latent_factor=self.latent_factor, generator=generator
+        )

@@ -1,0 +1,71 @@
+"""What a finished run writes: a concept artifact (full ΔW or SVD-compressed), or — for the `full`
+baseline, which changes the whole UNet and so is not a delta — a plain safetensors of the trained
+UNet weights and token embeddings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_file
+
+from shared import artifact
+from shared.artifact import ArtifactHeader, ConceptPart
+from shared.basemodel import BaseSpec
+from shared.compress import compress
+from training.config import TrainConfig
+from training.trainer import ConceptTrainer
+
+FULL_METADATA_KEY = "cdserve_full_finetune"
+
+
+def artifact_path(config: TrainConfig) -> Path:
+    return Path(config.output_dir) / f"{config.artifact_id}.safetensors"
+
+
+def recorded_recipe(config: TrainConfig, trainer: ConceptTrainer) -> dict[str, Any]:
+    """The recipe as given, plus what it resolved to in this run."""
+    return {
+        **config.recipe.model_dump(mode="json"),
+        "resolved": {
+            "steps": config.total_steps,
+            "effective_learning_rate": config.recipe.effective_learning_rate,
+            "resolution": trainer.source.resolution,
+            "initializer_tokens": trainer.initializer_words,
+            "regularization": [concept.reg_source for concept in config.concepts],
+        },
+    }
+
+
+def write_result(config: TrainConfig, trainer: ConceptTrainer, spec: BaseSpec, metrics: dict[str, Any]) -> Path:
+    """Write the run's output next to its checkpoints; returns the file."""
+    path = artifact_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    recipe = recorded_recipe(config, trainer)
+    if config.recipe.mode == "full":
+        tensors = {name: t.detach().float().cpu().contiguous() for name, t in trainer.trainable_tensors().items()}
+        meta = {"base_fingerprint": spec.fingerprint, "recipe": recipe, "metrics": metrics, "concepts": _parts(config)}
+        save_file(tensors, str(path), metadata={FULL_METADATA_KEY: json.dumps(meta)})
+        return path
+    delta, delta_kind = trainer.delta(), "full"
+    if config.recipe.compress_energy is not None or config.recipe.compress_rank is not None:
+        delta, report = compress(delta, energy=config.recipe.compress_energy, rank=config.recipe.compress_rank)
+        delta_kind = "lowrank"
+        metrics = {**metrics, "compression": {"ratio": report.ratio, "max_rank": report.max_rank,
+                                              "relative_error": report.overall_relative_error}}
+    header = ArtifactHeader(
+        concept_id=config.artifact_id,
+        concepts=[ConceptPart(**part) for part in _parts(config)],
+        base_fingerprint=spec.fingerprint,
+        delta_kind=delta_kind,
+        recipe=recipe,
+        metrics=metrics,
+    )
+    return artifact.save(header, delta, path)
+
+
+def _parts(config: TrainConfig) -> list[dict[str, Any]]:
+    return [
+        {"modifier_token": c.token, "category": c.category, "captions": c.resolved_captions()} for c in config.concepts
+    ]

@@ -1,0 +1,208 @@
+"""The Custom Diffusion training step (no Ray): one object owns the trainable copy, the optimizer
+and the step; the Ray Train worker and the in-process loop both drive it.
+
+Semantics of a step (Eq. 2): z = E(x)·s, ε ~ N(0, I), t ~ U{0..T−1}, z_t = √ᾱ_t z + √(1−ᾱ_t) ε,
+loss = ‖ε_θ(z_t, t, c(caption; V*)) − ε‖² on the valid latent region, + λ·(the same on reg samples).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import ContextManager
+
+import torch
+from diffusers import DDPMScheduler
+
+from shared.basemodel import BaseModel, cross_attention_layers
+from shared.delta import ConceptDelta, DeltaWeight
+from shared.text import PromptEncoder, TokenizedPrompt
+from training.checkpoint import TrainingState
+from training.config import TrainConfig
+from training.data import ExampleSource, generator_for
+from training.loss import custom_diffusion_loss
+from training.tokens import initial_embeddings
+from training.trainable import PROJECTIONS_BY_MODE, freeze_all_but, projection_module_name
+
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class Denoiser(torch.nn.Module):
+    """UNet + text encoder + the modifier-token embeddings: the one module data parallelism wraps,
+    so that the gradients of the UNet's trainable weights and of the tokens are averaged together.
+
+    The embedding table is never changed: the tokens are separate (dim,) parameters injected per
+    call by `PromptEncoder`, so only "their rows" can learn and the start-of-text row is untouched.
+    """
+
+    def __init__(
+        self, unet: torch.nn.Module, prompts: PromptEncoder, tokens: list[str], embeddings: list[torch.Tensor], *, train_tokens: bool
+    ) -> None:
+        super().__init__()
+        self.unet = unet
+        self.text_encoder = prompts.text_encoder
+        self.prompts = prompts
+        self.tokens = tokens
+        self.embeddings = torch.nn.ParameterList(
+            [torch.nn.Parameter(e.to(unet.device), requires_grad=train_tokens) for e in embeddings]
+        )
+
+    def token_embeddings(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.tokens, self.embeddings))
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, prompts: tuple[TokenizedPrompt, ...]) -> torch.Tensor:
+        """noisy (B, 4, h, w), timesteps (B,) long → predicted noise (B, 4, h, w)."""
+        features = self.prompts.encode(prompts, self.token_embeddings())
+        return self.unet(noisy, timesteps, encoder_hidden_states=features).sample
+
+
+class ConceptTrainer:
+    """Trains a private copy of the base UNet; the base model itself is never written."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        base: BaseModel,
+        source: ExampleSource,
+        initializer_words: list[str],
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+    ) -> None:
+        recipe = config.recipe
+        self.config = config
+        self.source = source
+        self.initializer_words = initializer_words
+        self.rank = rank
+        self.world_size = world_size
+        self.per_rank = recipe.batch_size // world_size
+        self.device = base.device
+        self.vae = base.pipeline.vae
+        self.unet = copy.deepcopy(base.pipeline.unet)
+        self.trainable = freeze_all_but(self.unet, recipe.mode)
+        self.initial = (
+            {} if recipe.mode == "full" else {name: p.detach().float().clone() for name, p in self.trainable.items()}
+        )
+        prompts = PromptEncoder(base.pipeline.tokenizer, base.pipeline.text_encoder)
+        tokens = [concept.token for concept in config.concepts]
+        embeddings = initial_embeddings(base.pipeline.tokenizer, base.pipeline.text_encoder, initializer_words)
+        self.denoiser = Denoiser(self.unet, prompts, tokens, embeddings, train_tokens=recipe.trains_token)
+        self.model = wrap(self.denoiser) if wrap else self.denoiser
+        parameters = [*self.trainable.values(), *(self.denoiser.embeddings if recipe.trains_token else [])]
+        self.optimizer = torch.optim.AdamW(
+            parameters, lr=recipe.effective_learning_rate, weight_decay=recipe.weight_decay
+        )
+        self.scheduler = DDPMScheduler.from_config(base.pipeline.scheduler.config)
+        self.autocast_dtype = AUTOCAST_DTYPES.get(recipe.mixed_precision) if self.device.type == "cuda" else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
+        self.step = 0
+        self.losses: list[float] = []
+        self._tokenized: dict[str, TokenizedPrompt] = {}
+
+    # -- one step -------------------------------------------------------------------------------
+
+    def _autocast(self) -> ContextManager:
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _tokenize(self, caption: str) -> TokenizedPrompt:
+        if caption not in self._tokenized:
+            self._tokenized[caption] = self.denoiser.prompts.tokenize(caption, self.denoiser.tokens)
+        return self._tokenized[caption]
+
+    @torch.no_grad()
+    def _latents(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """pixels (B, 3, R, R) in [-1, 1] → latents (B, 4, R/f, R/f) fp32 from the frozen VAE."""
+        with self._autocast():
+            distribution = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist
+            latents = distribution.sample(generator=generator).float()
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        return (latents - shift) * self.vae.config.scaling_factor
+
+    def train_step(self) -> float:
+        """Run step `self.step` (0-based) and advance; returns this rank's loss."""
+        batch = self.source.batch(self.step, per_rank=self.per_rank, rank=self.rank, world_size=self.world_size)
+        generator = generator_for(self.config.recipe.seed, "noise", self.step, self.rank)
+        latents = self._latents(batch.pixels, generator)
+        noise = torch.randn(latents.shape, generator=generator).to(self.device)
+        timesteps = torch.randint(
+            0, self.scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator
+        ).to(self.device)
+        noisy = self.scheduler.add_noise(latents, noise, timesteps)
+        if self.scheduler.config.prediction_type == "v_prediction":
+            target = self.scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        prompts = tuple(self._tokenize(caption) for caption in batch.captions)
+        with self._autocast():
+            prediction = self.model(noisy, timesteps, prompts)
+        loss = custom_diffusion_loss(
+            prediction,
+            target,
+            batch.masks.to(self.device),
+            batch.is_reg.to(self.device),
+            prior_loss_weight=self.config.recipe.prior_loss_weight,
+        )
+        self._update(loss)
+        self.step += 1
+        value = float(loss.detach())
+        self.losses.append(value)
+        return value
+
+    def _update(self, loss: torch.Tensor) -> None:
+        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(parameters, self.config.recipe.max_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, self.config.recipe.max_grad_norm)
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def trainable_tensors(self) -> dict[str, torch.Tensor]:
+        """Everything that can change: 'unet.{name}' and 'token.{modifier token}'."""
+        tensors = {f"unet.{name}": p for name, p in self.trainable.items()}
+        tensors.update({f"token.{token}": e for token, e in self.denoiser.token_embeddings().items()})
+        return tensors
+
+    def state(self, metrics: dict | None = None) -> TrainingState:
+        return TrainingState(
+            step=self.step,
+            tensors={name: t.detach() for name, t in self.trainable_tensors().items()},
+            optimizer=self.optimizer.state_dict(),
+            metrics=metrics or {},
+        )
+
+    @torch.no_grad()
+    def restore(self, state: TrainingState) -> None:
+        tensors = self.trainable_tensors()
+        if set(state.tensors) != set(tensors):
+            raise ValueError("checkpoint does not match this run's trainable parameters (different mode or concepts?)")
+        for name, value in state.tensors.items():
+            tensors[name].copy_(value)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.step = state.step
+
+    # -- results --------------------------------------------------------------------------------
+
+    def delta(self) -> ConceptDelta:
+        """ΔW = W_trained − W0 (fp32, CPU) of every trained projection, and the token embeddings."""
+        delta = ConceptDelta(
+            token_embeddings={t: e.detach().float().cpu().clone() for t, e in self.denoiser.token_embeddings().items()}
+        )
+        for layer in sorted(cross_attention_layers(self.unet)):
+            for projection in PROJECTIONS_BY_MODE[self.config.recipe.mode]:
+                name = f"{layer}.{projection_module_name(projection)}.weight"
+                change = self.trainable[name].detach().float() - self.initial[name]
+                delta.layers.setdefault(layer, {})[projection] = DeltaWeight(dense=change.cpu())
+        return delta
+
