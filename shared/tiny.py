@@ -100,3 +100,49 @@ def build_tiny_pipeline(
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+SD15_UNET_CONFIG = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=768,
+    attention_head_dim=8,
+)
+"""The Stable Diffusion 1.x UNet (859.5 M parameters, 16 cross-attention layers)."""
+
+
+def build_sd15_unet(seed: int = 0) -> UNet2DConditionModel:
+    """SD 1.5's UNet architecture with random weights (≈ 20 s and 3.4 GB on a CPU)."""
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        return UNet2DConditionModel(**SD15_UNET_CONFIG)
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def build_clip_l_text_encoder(tokenizer: CLIPTokenizer, seed: int = 0) -> CLIPTextModel:
+    """CLIP ViT-L/14's text transformer shape (768-d, 12 layers) over the given tokenizer's vocabulary."""
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        return CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=768,
+                intermediate_size=3072,
+                num_hidden_layers=12,
+                num_attention_heads=12,
+                max_position_embeddings=int(tokenizer.model_max_length),
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+    finally:
+        torch.random.set_rng_state(state)
