@@ -54,3 +54,9 @@ class StepClock:
 
     def eta_s(self, step: int) -> float:
         return self.seconds_per_step(step) * max(self.total_steps - step, 0)
+
+
+def mark(progress: ProgressFile, state: str, **fields: Any) -> dict[str, Any]:
+    """Record a job state transition (with its time) in the progress file."""
+    stamp = {"RUNNING": "started_ms", "SUCCEEDED": "finished_ms", "FAILED": "finished_ms"}.get(state)
+    return progress.update(state=state, **({stamp: now_ms()} if stamp else {}), **fields)
