@@ -104,7 +104,7 @@ def content_digest(header: ArtifactHeader, tensors: dict[str, torch.Tensor]) -> 
     for name in sorted(tensors):
         tensor = tensors[name]
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     digest.update(header.model_copy(update={"digest": ""}).model_dump_json().encode())
     return digest.hexdigest()
 
