@@ -91,7 +91,7 @@ def rescaled(
         mask[:, top_cell : top_cell + side_cells, left_cell : left_cell + side_cells] = 1.0
         scale = side / resolution
     else:
-        side = round(drawn * resolution)
+        side = min(round(drawn * resolution), math.floor(MAX_SCALE * resolution))
         top, left = (int(torch.randint(side - resolution + 1, (1,), generator=generator)) for _ in range(2))
         large = image.resize((side, side), Image.Resampling.BICUBIC)
         canvas = to_tensor(large.crop((left, top, left + resolution, top + resolution)))

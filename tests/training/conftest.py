@@ -1,0 +1,75 @@
+"""Training fixtures: synthetic target images, the tiny base model on disk, and a helper that runs
+an asyncio server in a background thread (real gRPC on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from PIL import Image
+
+from training.config import ConceptConfig, Recipe, TrainConfig
+
+T = TypeVar("T")
+COLOURS = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 200, 40), (200, 40, 200), (40, 200, 200)]
+
+
+def write_images(folder: Path, count: int, *, offset: int = 0, size: tuple[int, int] = (24, 20)) -> list[str]:
+    """Solid-colour PNGs with a white square, so that flips and crops change them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        image = Image.new("RGB", size, COLOURS[(i + offset) % len(COLOURS)])
+        image.paste((255, 255, 255), (2, 2, 8, 8))
+        path = folder / f"{i:03d}.png"
+        image.save(path)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny pipeline saved as a diffusers directory (what Ray workers load by path)."""
+    from shared.tiny import build_tiny_pipeline
+
+    folder = tmp_path_factory.mktemp("tiny-base")
+    build_tiny_pipeline(seed=0).save_pretrained(folder)
+    return folder
+
+
+def concept(tmp: Path, concept_id: str, category: str, *, count: int = 2, offset: int = 0, **fields: Any) -> ConceptConfig:
+    images = write_images(tmp / f"images-{concept_id}", count, offset=offset)
+    return ConceptConfig(concept_id=concept_id, category=category, images=images, **{"regularization": "none", **fields})
+
+
+def small_config(
+    tmp: Path, concepts: list[ConceptConfig], *, base_model: str = "tiny", bundle_id: str | None = None, **recipe: Any
+) -> TrainConfig:
+    defaults: dict[str, Any] = {"steps": 2, "batch_size": 2}
+    return TrainConfig(
+        base_model=base_model,
+        concepts=concepts,
+        recipe=Recipe(**{**defaults, **recipe}),
+        output_dir=str(tmp / "out"),
+        bundle_id=bundle_id,
+    )
+
+
+class LoopThread:
+    """An asyncio loop in a daemon thread, for servers the synchronous tests call over gRPC."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout_s: float = 60) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=timeout_s)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)

@@ -1,0 +1,116 @@
+"""The Custom Diffusion loop without Ray: what trains, what must not change, the artifact."""
+
+from __future__ import annotations
+
+import torch
+from safetensors import safe_open
+
+from shared import artifact
+from shared.basemodel import cross_attention_layers
+from training.checkpoint import load_state, save_state
+from training.loop import build_trainer, train
+from training.output import FULL_METADATA_KEY
+
+from .conftest import concept, small_config
+
+ATTN_WEIGHTS = {
+    "kv": ("to_k.weight", "to_v.weight"),
+    "kv_frozen_token": ("to_k.weight", "to_v.weight"),
+    "crossattn": ("to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight"),
+    "token": (),
+}
+
+
+def changed_unet_parameters(trainer, base) -> set[str]:
+    before = dict(base.pipeline.unet.named_parameters())
+    return {name for name, p in trainer.unet.named_parameters() if not torch.equal(p, before[name])}
+
+
+def test_each_mode_changes_exactly_its_parameters(tmp_path, tiny_base):
+    layers = sorted(cross_attention_layers(tiny_base.pipeline.unet))
+    base_unet = {k: v.clone() for k, v in tiny_base.pipeline.unet.state_dict().items()}
+    table = tiny_base.pipeline.text_encoder.get_input_embeddings().weight.clone()
+    for mode in ("kv", "crossattn", "kv_frozen_token", "token", "full"):
+        config = small_config(tmp_path, [concept(tmp_path, "c", "dog")], mode=mode)
+        trainer = build_trainer(config, tiny_base)
+        initial_token = trainer.denoiser.embeddings[0].detach().clone()
+        trainer.train_step()
+        changed = changed_unet_parameters(trainer, tiny_base)
+        if mode == "full":
+            assert set(trainer.trainable) == {name for name, _ in tiny_base.pipeline.unet.named_parameters()}
+            assert {f"{layer}.{w}" for layer in layers for w in ATTN_WEIGHTS["crossattn"]} <= changed
+        else:
+            assert changed == {f"{layer}.{w}" for layer in layers for w in ATTN_WEIGHTS[mode]}, mode
+        token_changed = not torch.equal(trainer.denoiser.embeddings[0].detach(), initial_token)
+        assert token_changed == (mode != "kv_frozen_token"), mode
+    # the base model is never written: not the UNet, not the embedding table (start-of-text row included)
+    assert all(torch.equal(v, base_unet[k]) for k, v in tiny_base.pipeline.unet.state_dict().items())
+    assert torch.equal(tiny_base.pipeline.text_encoder.get_input_embeddings().weight, table)
+
+
+def test_joint_training_of_three_concepts_gives_every_token_gradient(tmp_path, tiny_base):
+    concepts = [concept(tmp_path, f"c{i}", category, offset=i) for i, category in enumerate(("dog", "cat", "chair"))]
+    config = small_config(tmp_path, concepts, batch_size=6, steps=1)
+    trainer = build_trainer(config, tiny_base)
+    assert len(set(trainer.initializer_words)) == 3
+    table = tiny_base.pipeline.text_encoder.get_input_embeddings().weight
+    vocab = tiny_base.pipeline.tokenizer.get_vocab()
+    for word, embedding in zip(trainer.initializer_words, trainer.denoiser.embeddings):
+        assert torch.equal(embedding.detach(), table[vocab[f"{word}</w>"]])  # starts from an existing token
+        assert word not in {"dog", "cat", "chair", "photo", "of", "a"}
+    before = [e.detach().clone() for e in trainer.denoiser.embeddings]
+    trainer.train_step()
+    for token, old, new in zip(trainer.denoiser.tokens, before, trainer.denoiser.embeddings):
+        assert not torch.equal(old, new.detach()), f"{token} did not learn"
+
+
+def test_train_writes_a_valid_artifact_for_a_joint_bundle(tmp_path, tiny_base):
+    concepts = [
+        concept(tmp_path, "dog1", "dog", regularization="generated"),
+        concept(tmp_path, "cat1", "cat", offset=2, captions=["a V* cat on grass", ""]),
+        concept(tmp_path, "chair1", "chair", offset=4),
+    ]
+    config = small_config(tmp_path, concepts, num_reg_images=2, reg_generation_steps=2, bundle_id="pets")
+    result = train(config, base=tiny_base, show_bar=False)
+    loaded = artifact.load(result.path, base=tiny_base.spec)
+    header = loaded.header
+    assert header.concept_id == "pets" and header.delta_kind == "full"
+    assert header.modifier_tokens == ["<cd-dog1>", "<cd-cat1>", "<cd-chair1>"]
+    assert header.concepts[1].captions == ["a <cd-cat1> cat on grass", "photo of a <cd-cat1> cat"]
+    assert header.metrics["steps"] == 2 and header.metrics["final_loss"] > 0
+    assert header.recipe["resolved"]["regularization"] == ["generated", "none", "none"]
+    assert set(loaded.delta.layers) == set(cross_attention_layers(tiny_base.pipeline.unet))
+    assert all(set(layer) == {"to_k", "to_v"} for layer in loaded.delta.layers.values())
+
+
+def test_compressed_and_full_finetune_outputs(tmp_path, tiny_base):
+    compressed = train(small_config(tmp_path / "a", [concept(tmp_path, "c", "dog")], compress_rank=1), base=tiny_base,
+                       show_bar=False)  # fmt: skip
+    loaded = artifact.load(compressed.path, base=tiny_base.spec)
+    assert loaded.header.delta_kind == "lowrank" and loaded.delta.max_rank == 1
+    full = train(small_config(tmp_path / "b", [concept(tmp_path, "c", "dog")], mode="full"), base=tiny_base,
+                 show_bar=False)  # fmt: skip
+    with safe_open(str(full.path), "pt") as f:
+        assert FULL_METADATA_KEY in f.metadata()
+        names = set(f.keys())
+    assert "token.<cd-c>" in names and len(names) == 1 + len(list(tiny_base.pipeline.unet.parameters()))
+
+
+def test_restoring_a_checkpoint_continues_exactly(tmp_path, tiny_base):
+    config = small_config(tmp_path, [concept(tmp_path, "c", "dog")], steps=4)
+    straight = build_trainer(config, tiny_base)
+    for _ in range(4):
+        straight.train_step()
+    first = build_trainer(config, tiny_base)
+    first.train_step()
+    first.train_step()
+    save_state(first.state({"note": "half way"}), tmp_path / "ckpt")
+    resumed = build_trainer(config, tiny_base)
+    state = load_state(tmp_path / "ckpt")
+    assert state.step == 2 and state.metrics == {"note": "half way"}
+    resumed.restore(state)
+    resumed.train_step()
+    resumed.train_step()
+    assert resumed.step == 4
+    for name, tensor in straight.trainable_tensors().items():
+        assert torch.equal(tensor, resumed.trainable_tensors()[name]), name

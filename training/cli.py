@@ -1,0 +1,149 @@
+"""`cdserve train …` (submit a concept to the training service) and `cdserve training serve|run`
+(run the service; or train in this process without Ray, from a TrainConfig YAML).
+
+Heavy imports stay inside the handlers so that `cdserve --help` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+SERVICE_ENV = "CDSERVE_TRAINING"
+TOKEN_ENV = "CDSERVE_TOKEN"
+DEFAULT_SERVICE = "127.0.0.1:50061"
+RECIPE_FLAGS = {"steps": int, "batch_size": int, "learning_rate": float, "mode": str, "seed": int,
+                "num_workers": int, "resolution": int, "compress_energy": float, "compress_rank": int}  # fmt: skip
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_train(subparsers)
+    _register_training(subparsers)
+
+
+# -- cdserve train ------------------------------------------------------------------------------
+
+
+def _register_train(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="submit a concept's images to the training service")
+    parser.add_argument("--images", type=Path, required=True, help="folder of PNG/JPEG (optional captions.txt)")
+    parser.add_argument("--category", required=True, help="category word, e.g. dog")
+    parser.add_argument("--id", required=True, dest="concept_id", help="concept id, e.g. my-dog")
+    parser.add_argument("--token-name", dest="modifier_token", default="", help="modifier token (default <cd-ID>)")
+    parser.add_argument("--reg", choices=["auto", "real", "generated", "none"], default="auto", help="regularisation")
+    parser.add_argument("--reg-dir", default="", help="folder of regularisation images + captions.txt (cluster path)")
+    parser.add_argument("--public", action="store_true", help="publish the concept as public")
+    parser.add_argument("--watch", action="store_true", help="follow the job until it ends")
+    parser.add_argument("--server", default=os.environ.get(SERVICE_ENV, DEFAULT_SERVICE), help="service host:port")
+    parser.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"bearer token (default ${TOKEN_ENV})")
+    for name, kind in RECIPE_FLAGS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, dest=name, help=f"recipe.{name}")
+    parser.set_defaults(handler=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from proto import training_pb2
+    from training.client import TrainingClient, uploads_from_folder
+
+    reg = {"auto": 0, "real": training_pb2.REAL, "generated": training_pb2.GENERATED, "none": training_pb2.NONE}
+    recipe = training_pb2.Recipe(**{n: getattr(args, n) for n in RECIPE_FLAGS if getattr(args, n) is not None})
+    concept = training_pb2.ConceptSpec(
+        concept_id=args.concept_id,
+        category=args.category,
+        modifier_token=args.modifier_token,
+        regularization=reg[args.reg],
+        regularization_uri=args.reg_dir,
+    )
+    spec = training_pb2.TrainingSpec(concepts=[concept], recipe=recipe, public=args.public)
+    with TrainingClient(args.server, token=args.token) as client:
+        job = client.submit(spec, uploads_from_folder(args.images))
+        print(f"job {job.job_id} {training_pb2.JobState.Name(job.state)}")
+        if not args.watch:
+            return 0
+        for job in client.watch(job.job_id):
+            print(_describe(job), flush=True)
+    return 0 if job.state == training_pb2.SUCCEEDED else 1
+
+
+def _describe(job: Any) -> str:
+    from proto import training_pb2
+
+    line = f"{training_pb2.JobState.Name(job.state):10s} step {job.step}/{job.total_steps} loss {job.loss:.4f} eta {job.eta_s:.0f}s"
+    if job.published:
+        line += f" published {', '.join(job.published)}"
+    if job.error.message:
+        line += f" error: {job.error.message}"
+    return line
+
+
+# -- cdserve training serve|run -------------------------------------------------------------------
+
+
+def _register_training(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("training", help="run the training service, or train locally without Ray")
+    verbs = parser.add_subparsers(dest="training_command", required=True)
+    serve = verbs.add_parser("serve", help="serve the Training gRPC API until SIGTERM/SIGINT")
+    serve.add_argument("--config", type=Path, help="YAML with TrainingServiceConfig fields")
+    serve.add_argument("--data", type=Path, dest="data_dir", help="folder for jobs.sqlite3 and job directories")
+    serve.add_argument("--base-model", help="diffusers directory of the base model (readable by the cluster)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--metrics-port", type=int)
+    serve.add_argument("--ray-address", help="Ray dashboard address, e.g. http://127.0.0.1:8265")
+    serve.add_argument("--registry", help="registry host:port the jobs publish to")
+    serve.add_argument("--tokens", type=Path, dest="tokens_file", help="YAML/JSON 'tokens: {<token>: <tenant>}'")
+    serve.set_defaults(handler=_serve, serve_parser=serve)
+
+    run = verbs.add_parser("run", help="train in this process (no Ray) from a TrainConfig YAML")
+    run.add_argument("config", type=Path, help="YAML with TrainConfig fields")
+    run.set_defaults(handler=_run_local)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from shared.config import load_yaml
+    from training.service.config import TrainingServiceConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    base = load_yaml(TrainingServiceConfig, args.config).model_dump(exclude_unset=True) if args.config else {}
+    flags = ("data_dir", "base_model", "host", "port", "metrics_port", "ray_address", "registry", "tokens_file")
+    merged = {**base, **{name: getattr(args, name) for name in flags if getattr(args, name) is not None}}
+    missing = [name for name in ("data_dir", "base_model") if name not in merged]
+    if missing:
+        args.serve_parser.error(f"{', '.join(missing)} required (flag or --config)")
+    asyncio.run(_serve_until_signalled(TrainingServiceConfig(**merged)))
+    return 0
+
+
+async def _serve_until_signalled(config: Any) -> None:
+    import asyncio
+    import signal
+
+    from training.service.server import start_training_service
+
+    handle = await start_training_service(config)
+    print(f"training service on {config.host}:{handle.port} (metrics :{handle.metrics_port})", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await handle.stop()
+
+
+def _run_local(args: argparse.Namespace) -> int:
+    import logging
+
+    from shared.config import load_yaml
+    from training.config import TrainConfig
+    from training.loop import train
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result = train(load_yaml(TrainConfig, args.config))
+    print(f"wrote {result.path} ({result.metrics})", file=sys.stderr)
+    return 0

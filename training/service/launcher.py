@@ -1,0 +1,51 @@
+"""Runs jobs as Ray Jobs through the Ray job-submission API, so that each training job is its own
+driver process on the cluster, isolated from the Serve application and from this service."""
+
+from __future__ import annotations
+
+import shlex
+from functools import cached_property
+
+from ray.job_submission import JobStatus, JobSubmissionClient
+
+from shared.errors import Unavailable
+
+RAY_TERMINAL = {JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.STOPPED.value}
+
+
+class RayJobLauncher:
+    """`address`: the Ray dashboard (http://host:8265); None lets Ray find it (RAY_ADDRESS, local)."""
+
+    def __init__(self, address: str | None, *, python: str) -> None:
+        self._address = address
+        self._python = python
+
+    @cached_property
+    def _client(self) -> JobSubmissionClient:
+        try:
+            return JobSubmissionClient(self._address)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise Unavailable(f"the Ray cluster at {self._address or 'auto'} cannot be reached ({e})") from e
+
+    def submit(self, job_id: str, spec_path: str, env: dict[str, str]) -> str:
+        """Start `python -m training.job --spec spec_path`; returns the Ray job's submission id."""
+        entrypoint = f"{shlex.quote(self._python)} -m training.job --spec {shlex.quote(spec_path)}"
+        try:
+            return self._client.submit_job(
+                entrypoint=entrypoint, submission_id=job_id, runtime_env={"env_vars": env}, entrypoint_num_cpus=0
+            )
+        except (ConnectionError, RuntimeError) as e:
+            raise Unavailable(f"submitting training job {job_id!r} to Ray failed ({e})") from e
+
+    def status(self, ray_job_id: str) -> str:
+        """PENDING, RUNNING, STOPPED, SUCCEEDED or FAILED."""
+        try:
+            return self._client.get_job_status(ray_job_id).value
+        except (ConnectionError, RuntimeError) as e:
+            raise Unavailable(f"Ray job {ray_job_id!r} status is unavailable ({e})") from e
+
+    def stop(self, ray_job_id: str) -> None:
+        try:
+            self._client.stop_job(ray_job_id)
+        except (ConnectionError, RuntimeError) as e:
+            raise Unavailable(f"stopping Ray job {ray_job_id!r} failed ({e})") from e

@@ -1,0 +1,199 @@
+"""The training service's domain (no gRPC): submit, get, list, cancel and watch jobs.
+
+A job's state is the merge of three sources, most authoritative first: a cancellation recorded
+here; the job's own progress file (RUNNING/PUBLISHING/SUCCEEDED/FAILED, step, loss, ETA,
+published refs); Ray's job status (which alone knows about a driver that died without writing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from proto import training_pb2
+from shared.errors import CdserveError, InvalidArgument, NotFound
+from training.distributed import DistributedOptions
+from training.job import TOKEN_ENV, JobSpec
+from training.progress import ProgressFile, now_ms
+from training.service.config import TrainingServiceConfig
+from training.service.launcher import RayJobLauncher
+from training.service.metrics import TrainingMetrics
+from training.service.store import TERMINAL_STATES, JobRecord, JobStore
+from training.service.submission import Submission
+
+log = logging.getLogger("cdserve.training.service")
+OPERATOR_TENANT = "*"
+JOB_FILE = "job.json"
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job as callers see it: its record, its current state and its progress file's contents."""
+
+    record: JobRecord
+    state: str
+    progress: dict[str, Any] = field(default_factory=dict)
+
+    def signature(self) -> tuple:
+        """What a Watch reports a change of."""
+        p = self.progress
+        return (self.state, p.get("step"), p.get("loss"), tuple(p.get("published", ())), self.record.message)
+
+
+def resolve_state(recorded: str, progress_state: str | None, ray_status: str | None) -> str:
+    if recorded == "CANCELLED":
+        return recorded
+    if progress_state in TERMINAL_STATES:
+        return progress_state  # type: ignore[return-value]
+    if ray_status == "STOPPED":
+        return "CANCELLED"
+    if ray_status in ("FAILED", "SUCCEEDED"):
+        return "FAILED"  # the driver ended without recording success
+    return progress_state or recorded
+
+
+class TrainingService:
+    def __init__(
+        self, config: TrainingServiceConfig, store: JobStore, launcher: RayJobLauncher, metrics: TrainingMetrics
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._launcher = launcher
+        self._metrics = metrics
+        self._jobs_dir = config.data_dir / "jobs"
+        self._last_step: dict[str, int] = {}
+
+    # -- submit ---------------------------------------------------------------------------------
+
+    async def submit(
+        self, tenant: str, messages: AsyncIterator[training_pb2.SubmitRequest], *, token: str | None
+    ) -> JobView:
+        """Validate and store the stream, record the job, start its Ray Job. Nothing remains of a
+        submission that fails validation."""
+        job_id = uuid.uuid4().hex[:16]
+        job_dir = self._jobs_dir / job_id
+        job_dir.mkdir(parents=True)
+        try:
+            submission = Submission(job_dir, self._config.limits)
+            async for message in messages:
+                await asyncio.to_thread(submission.accept, message)
+            train = submission.train_config(base_model=self._config.base_model, output_dir=job_dir / "output")
+        except BaseException:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise
+        spec = JobSpec(
+            train=train,
+            options=DistributedOptions(job_dir=str(job_dir), max_failures=self._config.max_failures),
+            registry=self._config.registry,
+            public=submission.spec.public,  # type: ignore[union-attr]
+            labels={"training_job": job_id},
+        )
+        (job_dir / JOB_FILE).write_text(spec.model_dump_json(indent=1))
+        record = self._store.insert(
+            JobRecord(job_id, tenant, "PENDING", now_ms(), str(job_dir), submission.spec.SerializeToString())  # type: ignore[union-attr]
+        )
+        env = {TOKEN_ENV: token} if token else {}
+        try:
+            ray_job_id = await asyncio.to_thread(self._launcher.submit, job_id, str(job_dir / JOB_FILE), env)
+        except Exception as e:
+            self._store.update(record, state="FAILED", message=f"could not start the Ray job: {e}")
+            raise
+        record = self._store.update(record, ray_job_id=ray_job_id)
+        return JobView(record, record.state, {})
+
+    # -- read -----------------------------------------------------------------------------------
+
+    def _visible(self, tenant: str, job_id: str) -> JobRecord:
+        record = self._store.get(job_id)
+        if tenant not in (OPERATOR_TENANT, record.tenant):
+            raise NotFound(f"training job {job_id!r} does not exist", field="job_id")
+        return record
+
+    async def _view(self, record: JobRecord) -> JobView:
+        """Current state; persisted when it changed, so List can filter by it."""
+        progress = ProgressFile(record.job_dir).read()
+        if record.finished:
+            return JobView(record, record.state, progress)
+        ray_status = await asyncio.to_thread(self._launcher.status, record.ray_job_id) if record.ray_job_id else None
+        state = resolve_state(record.state, progress.get("state"), ray_status)
+        if state != record.state:
+            record = self._store.update(record, state=state)
+        self._observe_steps(record.job_id, progress)
+        return JobView(record, state, progress)
+
+    def _observe_steps(self, job_id: str, progress: dict[str, Any]) -> None:
+        step, seconds = int(progress.get("step", 0)), progress.get("seconds_per_step")
+        advanced = step - self._last_step.get(job_id, 0)
+        if advanced > 0 and seconds:
+            self._metrics.observe_steps(advanced, float(seconds))
+            self._last_step[job_id] = step
+
+    async def get(self, tenant: str, job_id: str) -> JobView:
+        return await self._view(self._visible(tenant, job_id))
+
+    async def list(self, tenant: str, *, state: str | None, page_size: int, page_token: str) -> tuple[list[JobView], str]:
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = _parse_page_token(page_token)
+        records = self._store.list(
+            tenant=None if tenant == OPERATOR_TENANT else tenant, state=state, after=after, limit=size + 1
+        )
+        views = [await self._view(record) for record in records[:size]]
+        last = records[size - 1] if len(records) > size else None
+        return views, f"{last.created_ms}:{last.job_id}" if last else ""
+
+    async def cancel(self, tenant: str, job_id: str) -> JobView:
+        record = self._visible(tenant, job_id)
+        view = await self._view(record)
+        if view.state in TERMINAL_STATES:
+            return view
+        if record.ray_job_id:
+            await asyncio.to_thread(self._launcher.stop, record.ray_job_id)
+        record = self._store.update(view.record, state="CANCELLED", message="cancelled on request")
+        return JobView(record, record.state, view.progress)
+
+    async def watch(self, tenant: str, job_id: str) -> AsyncIterator[JobView]:
+        """The job's view whenever it changes, ending with its terminal state."""
+        record = self._visible(tenant, job_id)
+        last: tuple | None = None
+        while True:
+            view = await self._view(record)
+            if view.signature() != last:
+                last = view.signature()
+                yield view
+            if view.state in TERMINAL_STATES:
+                return
+            record = view.record
+            await asyncio.sleep(self._config.poll_interval_s)
+
+    # -- background -----------------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Bring every unfinished job's state up to date and publish the counts."""
+        for record in self._store.unfinished():
+            try:
+                await self._view(record)
+            except CdserveError as e:
+                log.warning("could not refresh training job %s: %s", record.job_id, e.message)
+        self._metrics.set_job_counts(self._store.count_by_state())
+
+    async def refresh_forever(self) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self._config.poll_interval_s)
+
+
+def _parse_page_token(token: str) -> tuple[int, str] | None:
+    if not token:
+        return None
+    created, _, job_id = token.partition(":")
+    if not created.isdigit() or not job_id:
+        raise InvalidArgument(f"page_token {token!r} is not one this service issued", field="page_token")
+    return int(created), job_id

@@ -1,0 +1,82 @@
+"""The Training gRPC servicer: converts proto ↔ domain and delegates to `TrainingService`.
+
+Typed errors propagate to the observability interceptor, which sets the status and detail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from proto import common_pb2, training_pb2, training_pb2_grpc
+from serving.registry.auth import BEARER, current_caller
+from training.service.service import JobView, TrainingService
+
+
+def job_message(view: JobView) -> training_pb2.TrainingJob:
+    record, progress = view.record, view.progress
+    spec = training_pb2.TrainingSpec()
+    spec.ParseFromString(record.spec)
+    error = progress.get("error") or {}
+    message = record.message or (error.get("message", "") if error else "")
+    return training_pb2.TrainingJob(
+        job_id=record.job_id,
+        tenant=record.tenant,
+        state=training_pb2.JobState.Value(view.state),
+        step=int(progress.get("step", 0)),
+        total_steps=int(progress.get("total_steps", 0)),
+        loss=float(progress.get("loss") or 0.0),
+        eta_s=float(progress.get("eta_s") or 0.0),
+        created_ms=record.created_ms,
+        started_ms=int(progress.get("started_ms", 0)),
+        finished_ms=int(progress.get("finished_ms", 0)),
+        published=list(progress.get("published", [])),
+        error=common_pb2.ErrorDetail(**error) if error else None,
+        ray_job_id=record.ray_job_id,
+        spec=spec,
+        message=message,
+    )
+
+
+def bearer_token(context: grpc.aio.ServicerContext) -> str | None:
+    """The caller's own token, forwarded to the job so that the concept is published as theirs."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and value.lower().startswith(BEARER):
+            return value[len(BEARER) :].strip()
+    return None
+
+
+class TrainingServicer(training_pb2_grpc.TrainingServicer):
+    def __init__(self, service: TrainingService) -> None:
+        self._service = service
+
+    async def Submit(  # noqa: N802 - gRPC method name
+        self, request_iterator: AsyncIterator[training_pb2.SubmitRequest], context: grpc.aio.ServicerContext
+    ) -> training_pb2.TrainingJob:
+        tenant = current_caller().require_tenant()
+        view = await self._service.submit(tenant, request_iterator, token=bearer_token(context))
+        return job_message(view)
+
+    async def Get(self, request: training_pb2.GetJobRequest, context: grpc.aio.ServicerContext) -> training_pb2.TrainingJob:  # noqa: N802
+        return job_message(await self._service.get(current_caller().require_tenant(), request.job_id))
+
+    async def List(  # noqa: N802
+        self, request: training_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> training_pb2.ListJobsResponse:
+        state = training_pb2.JobState.Name(request.state) if request.state else None
+        views, token = await self._service.list(
+            current_caller().require_tenant(), state=state, page_size=request.page_size, page_token=request.page_token
+        )
+        return training_pb2.ListJobsResponse(jobs=[job_message(v) for v in views], next_page_token=token)
+
+    async def Cancel(  # noqa: N802
+        self, request: training_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> training_pb2.TrainingJob:
+        return job_message(await self._service.cancel(current_caller().require_tenant(), request.job_id))
+
+    async def Watch(  # noqa: N802
+        self, request: training_pb2.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[training_pb2.TrainingJob]:
+        async for view in self._service.watch(current_caller().require_tenant(), request.job_id):
+            yield job_message(view)

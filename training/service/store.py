@@ -1,0 +1,113 @@
+"""Job records in SQLite (WAL): who submitted what, where its directory is, the Ray job id and the
+last known state. Progress (step, loss, ETA) is not stored here: the job writes it to its own
+progress file, which the service reads."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from shared.errors import NotFound
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id      TEXT PRIMARY KEY,
+    tenant      TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    job_dir     TEXT NOT NULL,
+    spec        BLOB NOT NULL,
+    ray_job_id  TEXT NOT NULL DEFAULT '',
+    message     TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, created_ms, job_id);
+"""
+
+TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """`spec` is the serialised `TrainingSpec` as submitted; `state` a `JobState` name."""
+
+    job_id: str
+    tenant: str
+    state: str
+    created_ms: int
+    job_dir: str
+    spec: bytes
+    ray_job_id: str = ""
+    message: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+class JobStore:
+    """Thread-safe; every call is one short transaction."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def insert(self, record: JobRecord) -> JobRecord:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.job_id, record.tenant, record.state, record.created_ms, record.job_dir, record.spec,
+                 record.ray_job_id, record.message),
+            )  # fmt: skip
+        return record
+
+    def update(self, record: JobRecord, **changes: str) -> JobRecord:
+        updated = replace(record, **changes)
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET state = ?, ray_job_id = ?, message = ? WHERE job_id = ?",
+                (updated.state, updated.ray_job_id, updated.message, updated.job_id),
+            )
+        return updated
+
+    def get(self, job_id: str) -> JobRecord:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"training job {job_id!r} does not exist", field="job_id")
+        return JobRecord(*row)
+
+    def list(self, *, tenant: str | None, state: str | None, after: tuple[int, str] | None, limit: int) -> list[JobRecord]:
+        """Oldest first, after the (created_ms, job_id) cursor; tenant None: every tenant's."""
+        clauses, values = [], []
+        if tenant is not None:
+            clauses.append("tenant = ?")
+            values.append(tenant)
+        if state is not None:
+            clauses.append("state = ?")
+            values.append(state)
+        if after is not None:
+            clauses.append("(created_ms, job_id) > (?, ?)")
+            values.extend(after)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        query = f"SELECT * FROM jobs {where} ORDER BY created_ms, job_id LIMIT ?"
+        with self._lock:
+            rows = self._db.execute(query, (*values, limit)).fetchall()
+        return [JobRecord(*row) for row in rows]
+
+    def unfinished(self) -> list[JobRecord]:
+        marks = ", ".join("?" * len(TERMINAL_STATES))
+        with self._lock:
+            rows = self._db.execute(f"SELECT * FROM jobs WHERE state NOT IN ({marks})", tuple(TERMINAL_STATES)).fetchall()
+        return [JobRecord(*row) for row in rows]
+
+    def count_by_state(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return dict(rows)

@@ -1,0 +1,208 @@
+"""One Submit stream → a validated `TrainConfig` with its images stored in the job directory.
+
+Every check happens here, before anything is scheduled, and each failure is an InvalidArgument
+whose `field` names the request field ("spec.recipe.steps", "image[3].data", …).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ValidationError
+
+from proto import training_pb2
+from shared.errors import InvalidArgument
+from training.config import ConceptConfig, Recipe, TrainConfig
+from training.regularization import CAPTIONS_FILE
+from training.service.config import SubmitLimits
+
+FORMATS = {"PNG": ".png", "JPEG": ".jpg"}
+REGULARIZATION = {
+    training_pb2.REGULARIZATION_MODE_UNSPECIFIED: "auto",
+    training_pb2.REAL: "real",
+    training_pb2.GENERATED: "generated",
+    training_pb2.NONE: "none",
+}
+
+
+def validated(model: type[BaseModel], raw: dict[str, Any], *, field: str) -> Any:
+    """`model(**raw)`, with a validation error turned into InvalidArgument naming `field.<key>`."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(part) for part in (field, *first["loc"]))
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise InvalidArgument(f"{where}: {message}", field=where) from e
+
+
+def recipe_from_proto(recipe: training_pb2.Recipe, limits: SubmitLimits) -> Recipe:
+    """The paper's recipe with the fields the request set; service limits on top of the model's."""
+    raw = {f.name: getattr(recipe, f.name) for f in recipe.DESCRIPTOR.fields if recipe.HasField(f.name)}
+    result = validated(Recipe, raw, field="spec.recipe")
+    if result.steps is not None and result.steps > limits.max_steps:
+        raise InvalidArgument(f"spec.recipe.steps: {result.steps} exceeds this service's limit {limits.max_steps}",
+                              field="spec.recipe.steps")  # fmt: skip
+    if result.num_workers > limits.max_workers:
+        raise InvalidArgument(
+            f"spec.recipe.num_workers: {result.num_workers} exceeds this service's limit {limits.max_workers}",
+            field="spec.recipe.num_workers",
+        )
+    return result
+
+
+def check_image(data: bytes, limits: SubmitLimits, *, field: str) -> str:
+    """Size, format and decodability of one encoded image; returns its file suffix."""
+    if not data:
+        raise InvalidArgument(f"{field}: the image is empty", field=field)
+    if len(data) > limits.max_image_bytes:
+        raise InvalidArgument(f"{field}: {len(data)} bytes exceeds the limit of {limits.max_image_bytes}", field=field)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if max(image.size) > limits.max_image_side:
+                raise InvalidArgument(
+                    f"{field}: {image.width}×{image.height} exceeds the largest side {limits.max_image_side}",
+                    field=field,
+                )
+            if image.format not in FORMATS:
+                raise InvalidArgument(f"{field}: format {image.format} is not PNG or JPEG", field=field)
+            image.load()
+            return FORMATS[image.format]
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise InvalidArgument(f"{field}: not a decodable PNG/JPEG ({e})", field=field) from e
+
+
+def local_path(uri: str, *, field: str) -> Path:
+    """A path the cluster can read: plain paths and file:// URIs."""
+    path = Path(uri.removeprefix("file://"))
+    if "://" in uri and not uri.startswith("file://"):
+        raise InvalidArgument(f"{field}: only local paths and file:// URIs are supported, got {uri!r}", field=field)
+    if not path.is_absolute():
+        raise InvalidArgument(f"{field}: {uri!r} must be an absolute path", field=field)
+    return path
+
+
+class Submission:
+    """Collects one Submit stream into `job_dir`, validating each message as it arrives."""
+
+    def __init__(self, job_dir: Path, limits: SubmitLimits) -> None:
+        self.job_dir = job_dir
+        self.limits = limits
+        self.spec: training_pb2.TrainingSpec | None = None
+        self.recipe: Recipe | None = None
+        self.uploads: list[list[tuple[Path, str]]] = []
+        self.total_bytes = 0
+        self.count = 0
+
+    def accept(self, message: training_pb2.SubmitRequest) -> None:
+        part = message.WhichOneof("part")
+        if self.spec is None:
+            if part != "spec":
+                raise InvalidArgument("the first Submit message must carry the spec", field="spec")
+            self._accept_spec(message.spec)
+        elif part == "image":
+            self._accept_image(message.image)
+        else:
+            raise InvalidArgument("only the first Submit message may carry a spec", field="spec")
+
+    def _accept_spec(self, spec: training_pb2.TrainingSpec) -> None:
+        count = len(spec.concepts)
+        if not 1 <= count <= self.limits.max_concepts:
+            raise InvalidArgument(
+                f"spec.concepts: {count} concepts; give 1 to {self.limits.max_concepts}", field="spec.concepts"
+            )
+        self.recipe = recipe_from_proto(spec.recipe, self.limits)
+        for index, concept in enumerate(spec.concepts):
+            field = f"spec.concepts[{index}]"
+            if concept.captions and len(concept.captions) not in (1, len(concept.image_uris)):
+                raise InvalidArgument(
+                    f"{field}.captions: {len(concept.captions)} captions for {len(concept.image_uris)} image_uris; "
+                    "give none, one for all images, or one per image_uri",
+                    field=f"{field}.captions",
+                )
+            for number, uri in enumerate(concept.image_uris):
+                path = local_path(uri, field=f"{field}.image_uris[{number}]")
+                self._check_file(path, field=f"{field}.image_uris[{number}]")
+            if concept.regularization_uri:
+                folder = local_path(concept.regularization_uri, field=f"{field}.regularization_uri")
+                if not (folder / CAPTIONS_FILE).is_file():
+                    raise InvalidArgument(
+                        f"{field}.regularization_uri: {str(folder)!r} has no {CAPTIONS_FILE}",
+                        field=f"{field}.regularization_uri",
+                    )
+        self.spec = spec
+        self.uploads = [[] for _ in spec.concepts]
+
+    def _check_file(self, path: Path, *, field: str) -> None:
+        if not path.is_file():
+            raise InvalidArgument(f"{field}: {str(path)!r} is not a readable file", field=field)
+        if path.stat().st_size > self.limits.max_image_bytes:
+            raise InvalidArgument(f"{field}: {str(path)!r} exceeds {self.limits.max_image_bytes} bytes", field=field)
+        check_image(path.read_bytes(), self.limits, field=field)
+
+    def _accept_image(self, upload: training_pb2.ImageUpload) -> None:
+        field = f"image[{self.count}]"
+        self.count += 1
+        if upload.concept_index >= len(self.uploads):
+            raise InvalidArgument(
+                f"{field}.concept_index: {upload.concept_index} but the spec has {len(self.uploads)} concepts",
+                field=f"{field}.concept_index",
+            )
+        images = self.uploads[upload.concept_index]
+        uris = len(self.spec.concepts[upload.concept_index].image_uris)  # type: ignore[union-attr]
+        if len(images) + uris >= self.limits.max_images_per_concept:
+            raise InvalidArgument(
+                f"{field}: concept {upload.concept_index} already has the most images allowed "
+                f"({self.limits.max_images_per_concept})",
+                field=f"{field}.concept_index",
+            )
+        self.total_bytes += len(upload.data)
+        if self.total_bytes > self.limits.max_total_bytes:
+            raise InvalidArgument(
+                f"{field}: the uploads exceed {self.limits.max_total_bytes} bytes in all", field=f"{field}.data"
+            )
+        suffix = check_image(upload.data, self.limits, field=f"{field}.data")
+        path = self.job_dir / "images" / str(upload.concept_index) / f"{len(images):04d}{suffix}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(upload.data)
+        images.append((path, upload.caption))
+
+    def train_config(self, *, base_model: str, output_dir: Path) -> TrainConfig:
+        """The run the submission describes; call after the stream ended."""
+        if self.spec is None or self.recipe is None:
+            raise InvalidArgument("the Submit stream carried no spec", field="spec")
+        concepts = [self._concept(index, spec) for index, spec in enumerate(self.spec.concepts)]
+        raw = {
+            "base_model": base_model,
+            "concepts": concepts,
+            "recipe": self.recipe,
+            "output_dir": str(output_dir),
+            "bundle_id": self.spec.bundle_id or None,
+        }
+        return validated(TrainConfig, raw, field="spec")
+
+    def _concept(self, index: int, spec: training_pb2.ConceptSpec) -> ConceptConfig:
+        field = f"spec.concepts[{index}]"
+        uploads = self.uploads[index]
+        images = [uri.removeprefix("file://") for uri in spec.image_uris] + [str(path) for path, _ in uploads]
+        if not images:
+            raise InvalidArgument(
+                f"{field}: concept {spec.concept_id!r} has no images; upload or reference at least 1",
+                field=f"{field}.image_uris",
+            )
+        shared = spec.captions[0] if len(spec.captions) == 1 else ""
+        uri_captions = list(spec.captions) if len(spec.captions) == len(spec.image_uris) else [shared] * len(spec.image_uris)
+        captions = uri_captions + [caption or shared for _, caption in uploads]
+        raw = {
+            "concept_id": spec.concept_id,
+            "category": spec.category,
+            "modifier_token": spec.modifier_token or None,
+            "images": images,
+            "captions": captions,
+            "regularization": REGULARIZATION[spec.regularization],
+            "reg_dir": spec.regularization_uri.removeprefix("file://") or None,
+        }
+        return validated(ConceptConfig, raw, field=field)
