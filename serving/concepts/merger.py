@@ -1,0 +1,53 @@
+"""Combines several loaded concepts into one delta: the closed-form merge or the naive-sum baseline.
+
+C_regᵀC_reg is computed once per base model (lazily, on the first merge) from the caption set the
+base model ships (`reg_captions.txt`) or the project's generic captions, and kept on disk.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from enum import Enum
+
+from diffusers.models.attention_processor import Attention
+
+from serving.concepts.store import LoadedConcept
+from shared.delta import ConceptDelta
+from shared.merge import RegularizationCache, RegularizationStats, closed_form_merge, naive_sum
+from shared.text import PromptEncoder
+
+
+class MultiConcept(str, Enum):
+    MERGE = "merge"
+    NAIVE_SUM = "naive_sum"
+
+
+class ConceptMerger:
+    def __init__(
+        self,
+        encoder: PromptEncoder,
+        layers: dict[str, Attention],
+        fingerprint: str,
+        captions: Sequence[str],
+        cache: RegularizationCache,
+    ) -> None:
+        self._encoder = encoder
+        self._layers = layers
+        self._fingerprint = fingerprint
+        self._captions = list(captions)
+        self._cache = cache
+        self._lock = threading.Lock()
+
+    def regularization(self) -> RegularizationStats:
+        with self._lock:  # one computation even when two merged sets are first asked for at once
+            return self._cache.get(self._fingerprint, self._encoder, self._captions)
+
+    def merge(self, mode: MultiConcept, concepts: Sequence[LoadedConcept]) -> ConceptDelta:
+        """Semantics: MERGE solves Custom Diffusion Eq. 4–5 per layer (see `shared.merge`);
+        NAIVE_SUM is ΔW = Σₙ ΔWₙ. Inputs are read on the host (the merge runs in fp64 there)."""
+        inputs = [(c.header, c.delta.to("cpu")) for c in concepts]
+        if mode is MultiConcept.NAIVE_SUM:
+            return naive_sum(inputs)
+        delta, _ = closed_form_merge(inputs, self._encoder, self._layers, self.regularization())
+        return delta
