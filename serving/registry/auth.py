@@ -1,7 +1,7 @@
 """Bearer tokens → tenants.
 
 Tokens come from a YAML/JSON file (`tokens: {<token>: <tenant>}`) or the same text in an
-environment variable (read by the CLI). Only their sha256 is kept in memory and no token is ever
+environment variable (read by the CLI, `CDSERVE_REGISTRY_TOKENS`). Only their sha256 is kept in memory and no token is ever
 logged; a lookup by digest also avoids comparing secrets byte by byte.
 """
 
@@ -19,7 +19,6 @@ from serving.registry.service import Caller
 from shared.config import StrictModel, load_yaml
 from shared.errors import InvalidArgument, Unauthenticated
 
-TOKENS_ENV = "CDSERVE_REGISTRY_TOKENS"
 BEARER = "bearer "
 
 _caller: ContextVar[Caller] = ContextVar("cdserve_registry_caller", default=Caller())
@@ -34,7 +33,7 @@ def load_tokens(path: str | Path) -> dict[str, str]:
 
 
 def parse_tokens(text: str, *, source: str) -> dict[str, str]:
-    """Tokens from YAML/JSON text, e.g. the value of CDSERVE_REGISTRY_TOKENS."""
+    """Tokens from YAML/JSON text, e.g. the value of an environment variable named `source`."""
     try:
         return TokensFile.model_validate(yaml.safe_load(text) or {}).tokens
     except (ValidationError, yaml.YAMLError) as e:

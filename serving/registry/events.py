@@ -18,6 +18,10 @@ class EventHub:
         self._changed = asyncio.Condition()
 
     @property
+    def latest(self) -> int:
+        return self._latest
+
+    @property
     def closed(self) -> bool:
         return self._closed
 

@@ -20,7 +20,15 @@ from serving.registry.config import MESSAGE_OVERHEAD_BYTES, RegistryConfig
 from serving.registry.events import EventHub
 from serving.registry.metrics import RegistryMetrics
 from serving.registry.refs import check_concept_id, parse_ref
-from serving.registry.storage import BlobStore, ConceptEventRecord, ConceptQuery, ConceptRecord, MetadataStore, NewConcept
+from serving.registry.storage import (
+    BlobStore,
+    ConceptEventRecord,
+    ConceptQuery,
+    ConceptRecord,
+    MetadataStore,
+    NewConcept,
+    StagedBlob,
+)
 from shared.artifact import ArtifactLimits, ConceptArtifact, from_bytes, read_header
 from shared.basemodel import BaseSpec
 from shared.errors import IncompatibleBase, InvalidArgument, NotFound, PermissionDenied, TooLarge, Unauthenticated
@@ -152,6 +160,10 @@ class Registry:
         self._metrics.set_totals(*self._metadata.totals())
 
     @property
+    def latest_sequence(self) -> int:
+        return self._hub.latest
+
+    @property
     def accepted_fingerprints(self) -> list[str]:
         return sorted(self._specs)
 
@@ -169,7 +181,8 @@ class Registry:
         self._check_intent(intent)
         if intent.concept_id:
             await self._check_owner(check_concept_id(intent.concept_id), tenant)
-        staged = await asyncio.to_thread(self._blobs.stage)
+        staged = self._blobs.stage()
+        commit: asyncio.Future[tuple[ConceptRecord, bool]] | None = None
         try:
             async for chunk in chunks:
                 if staged.size + len(chunk) > intent.total_bytes:
@@ -192,7 +205,23 @@ class Registry:
                 )
             artifact = await asyncio.to_thread(self._validate, await asyncio.to_thread(staged.read_all))
             concept_id = check_concept_id(intent.concept_id or artifact.concept_id)
+            # From here the publish completes even if the caller goes away: a commit is never half done.
             new = self._new_concept(concept_id, tenant, intent, artifact, staged.size)
+            commit = asyncio.ensure_future(self._commit(staged, new))
+            record, deduplicated = await asyncio.shield(commit)
+        finally:
+            if commit is None:
+                staged.discard()  # synchronous, so that a cancelled call cannot skip it
+        log.info(
+            "published",
+            extra={"fields": {"concept_id": concept_id, "version": record.version, "tenant": tenant,
+                              "size_bytes": record.size_bytes, "deduplicated": deduplicated}},
+        )  # fmt: skip
+        return PublishResult(record, deduplicated)
+
+    async def _commit(self, staged: StagedBlob, new: NewConcept) -> tuple[ConceptRecord, bool]:
+        """Store the blob, then the row and its event; a failed insert collects the blob again."""
+        try:
             async with self._commit_lock:
                 deduplicated = await asyncio.to_thread(staged.commit)
                 try:
@@ -201,14 +230,9 @@ class Registry:
                     await asyncio.to_thread(self._collect, [new.sha256])
                     raise
         finally:
-            await asyncio.to_thread(staged.discard)
+            staged.discard()
         await self._committed(sequence)
-        log.info(
-            "published",
-            extra={"fields": {"concept_id": concept_id, "version": record.version, "tenant": tenant,
-                              "size_bytes": record.size_bytes, "deduplicated": deduplicated}},
-        )  # fmt: skip
-        return PublishResult(record, deduplicated)
+        return record, deduplicated
 
     def _check_intent(self, intent: PublishIntent) -> None:
         if intent.total_bytes <= 0:
@@ -338,13 +362,18 @@ class Registry:
         target = await self.get(caller, ref)
         if target.tenant != tenant and not caller.sees_all:
             raise PermissionDenied(f"concept {concept_id!r} belongs to another tenant; you may not delete it", field="ref")
+        deleted = await asyncio.shield(self._delete(concept_id, version))  # completes even if the caller leaves
+        if not deleted:
+            raise NotFound(f"{ref!r} was deleted meanwhile", field="ref")
+        log.info("deleted", extra={"fields": {"ref": ref, "versions": [r.version for r in deleted], "tenant": tenant}})
+        return deleted
+
+    async def _delete(self, concept_id: str, version: int | None) -> list[ConceptRecord]:
         async with self._commit_lock:
             deleted = await asyncio.to_thread(self._metadata.mark_deleted, concept_id, version)
             await asyncio.to_thread(self._collect, {record.sha256 for record, _ in deleted})
-        if not deleted:
-            raise NotFound(f"{ref!r} was deleted meanwhile", field="ref")
-        await self._committed(max(sequence for _, sequence in deleted))
-        log.info("deleted", extra={"fields": {"ref": ref, "versions": [r.version for r, _ in deleted], "tenant": tenant}})
+        if deleted:
+            await self._committed(max(sequence for _, sequence in deleted))
         return [record for record, _ in deleted]
 
     def _collect(self, digests: Iterable[str]) -> None:
