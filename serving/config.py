@@ -35,9 +35,6 @@ class RequestLimits(StrictModel):
     """What one request may ask for; anything outside is INVALID_ARGUMENT naming the field."""
 
     max_prompt_chars: int = Field(1000, gt=0, description="Longest prompt or negative prompt, in characters")
-    max_prompt_tokens: int = Field(
-        0, ge=0, description="Most prompt tokens (modifier tokens included); 0: the tokenizer's own limit"
-    )
     max_concepts: int = Field(4, gt=0, description="Most concepts named in one request")
     min_steps: int = Field(1, gt=0)
     max_steps: int = Field(100, gt=0)

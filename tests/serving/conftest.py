@@ -3,14 +3,20 @@ foreign base, a publisher client, and concept stores over temporary disk tiers."
 
 from __future__ import annotations
 
+import socket
+import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from serving.basemodels import materialize_tiny
+from serving.client import GeneratorClient
 from serving.concepts.observer import CacheStats
 from serving.concepts.store import ConceptStore, TierBudgets
+from serving.config import ServingConfig
 from serving.registry.config import RegistryConfig
 from shared.artifact import to_bytes
 from shared.basemodel import BaseModel, BaseSpec
@@ -70,3 +76,66 @@ def make_store(tmp_path: Path, spec: BaseSpec, operator: RegistryClient) -> Call
         return ConceptStore(spec, operator, budgets, disk_dir or tmp_path / "disk", observer=CacheStats())
 
     return make
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LiveServe:
+    """A local Ray with Serve's gRPC proxy; `deploy(name, **config)` runs one more application."""
+
+    grpc_port: int
+    metrics_port: int
+    base_config: ServingConfig
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def deploy(self, name: str, **updates: Any) -> ServingConfig:
+        from serving.app import run_app
+
+        fields = {**self.base_config.model_dump(), "app_name": name, "route_prefix": f"/{name}", **updates}
+        config = ServingConfig.model_validate(fields)
+        run_app(config)
+        return config
+
+    def client(self, app: str) -> GeneratorClient:
+        return GeneratorClient(self.target, application=app, timeout_s=120)
+
+    def scrape(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as reply:
+            return reply.read().decode()
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny seeded pipeline as a diffusers directory: the same weights (and fingerprint) as `tiny_base`."""
+    return materialize_tiny(tmp_path_factory.mktemp("base") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def live_serve(registry: ServerThread, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServe]:
+    import ray
+    from ray import serve
+
+    metrics_port = free_port()
+    ray.init(
+        num_cpus=2, include_dashboard=False, _metrics_export_port=metrics_port, log_to_driver=False,
+        _system_config={"metrics_report_interval_ms": 500},
+    )  # fmt: skip
+    base = ServingConfig(
+        grpc_port=free_port(),
+        http_port=free_port(),
+        base_model={"path": model_dir},
+        registry={"address": registry.target, "token": OPERATOR_TOKEN, "watch_heartbeat_s": 1},
+        cache={"disk_dir": None, "reg_cache_dir": tmp_path_factory.mktemp("creg")},
+        ray_actor_options={"num_cpus": 0.2, "num_gpus": "auto"},
+    )
+    yield LiveServe(base.grpc_port, metrics_port, base)
+    serve.shutdown()
+    ray.shutdown()

@@ -1,0 +1,69 @@
+"""Builds the Serve application and the proxy options from a `ServingConfig`.
+
+`app_builder` is the entry for Serve config files (`deploy/serve-*.yaml`: `import_path:
+serving.app:app_builder`, `args:` = ServingConfig fields); `run_app` is what `cdserve up` and the
+tests call on a running Ray.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+from ray.serve.config import gRPCOptions
+
+from serving.config import ServingConfig
+from serving.deployment import Generator
+
+SERVICER_FUNCTION = "proto.generator_pb2_grpc.add_GeneratorServicer_to_server"
+
+
+def deployment_options(config: ServingConfig, *, cluster_has_gpu: bool) -> dict[str, Any]:
+    actor = config.ray_actor_options
+    num_gpus = (1.0 if cluster_has_gpu else 0.0) if actor.num_gpus == "auto" else actor.num_gpus
+    ray_actor_options: dict[str, Any] = {"num_cpus": actor.num_cpus, "num_gpus": num_gpus}
+    if actor.memory_bytes:
+        ray_actor_options["memory"] = actor.memory_bytes
+    options: dict[str, Any] = {
+        "ray_actor_options": ray_actor_options,
+        "max_ongoing_requests": config.queue.max_ongoing_requests,
+        "max_queued_requests": config.queue.max_queued_requests,
+    }
+    if config.autoscaling is None:
+        options["num_replicas"] = config.num_replicas
+    else:
+        a = config.autoscaling
+        options["autoscaling_config"] = {
+            "min_replicas": a.min_replicas,
+            "initial_replicas": max(a.min_replicas, 1),
+            "max_replicas": a.max_replicas,
+            "target_ongoing_requests": a.target_ongoing_requests,
+            "upscale_delay_s": a.upscale_delay_s,
+            "downscale_delay_s": a.downscale_delay_s,
+            "metrics_interval_s": a.metrics_interval_s,
+            "look_back_period_s": a.look_back_period_s,
+        }
+    return options
+
+
+def build_app(config: ServingConfig) -> Application:
+    import ray
+
+    has_gpu = ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
+    return Generator.options(**deployment_options(config, cluster_has_gpu=has_gpu)).bind(config.model_dump_json())
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    """Serve config-file entry point: `args` are ServingConfig fields (unknown keys are errors)."""
+    return build_app(ServingConfig.model_validate(args))
+
+
+def grpc_options(config: ServingConfig) -> gRPCOptions:
+    return gRPCOptions(port=config.grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION])
+
+
+def run_app(config: ServingConfig, *, blocking: bool = False) -> None:
+    """Start Serve's proxies (gRPC on `grpc_port`) and deploy the application on the current Ray."""
+    serve.start(grpc_options=grpc_options(config), http_options={"host": "127.0.0.1", "port": config.http_port})
+    serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix, blocking=blocking)

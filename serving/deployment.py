@@ -1,0 +1,126 @@
+"""The Ray Serve deployment of the Generator gRPC service: a thin shell around `ReplicaCore`.
+
+Method names are the RPC names (Serve's gRPC proxy routes by them). Both RPCs go through one
+`@serve.batch` queue, so unary and streaming requests with different concepts share UNet batches;
+concept ids travel in the payload (never as multiplexed ids, which would split batches). Errors are
+mapped to status codes by `shared.grpc_status` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from typing import NoReturn, TypeVar
+
+from ray import serve
+from ray.serve.grpc_util import RayServegRPCContext
+
+from proto import generator_pb2
+from serving.config import ServingConfig
+from serving.metrics import ServingMetrics
+from serving.replica import Outcome, PendingRequest, ProgressSink, build_replica
+from shared.grpc_status import detail_for, status_for, trailing_metadata
+
+T = TypeVar("T")
+
+
+@serve.deployment(name="Generator")
+class Generator:
+    def __init__(self, config_json: str) -> None:
+        config = ServingConfig.model_validate_json(config_json)
+        self.metrics = ServingMetrics()
+        replica_id = serve.get_replica_context().replica_id.unique_id
+        self.replica = build_replica(config, replica=replica_id, observer=self.metrics)
+        self.core = self.replica.core
+        self._batch.set_max_batch_size(config.batching.max_batch_size)
+        self._batch.set_batch_wait_timeout_s(config.batching.batch_wait_timeout_s)
+
+    def __del__(self) -> None:
+        self.replica.close()
+
+    async def Generate(
+        self, request: generator_pb2.GenerateRequest, grpc_context: RayServegRPCContext
+    ) -> generator_pb2.GenerateResponse:
+        started, code = time.perf_counter(), "OK"
+        try:
+            return await self._submit(await self._prepare(request, None))
+        except Exception as e:
+            code = status_for(e).name
+            self._fail(grpc_context, e)
+        finally:
+            self.metrics.request_done("Generate", code, time.perf_counter() - started)
+
+    async def GenerateStream(
+        self, request: generator_pb2.GenerateRequest, grpc_context: RayServegRPCContext
+    ) -> AsyncIterator[generator_pb2.GenerateProgress]:
+        started, code = time.perf_counter(), "OK"
+        loop = asyncio.get_running_loop()
+        steps: asyncio.Queue[generator_pb2.StepProgress] = asyncio.Queue()
+
+        def on_progress(step: int, total: int, elapsed_ms: float) -> None:
+            progress = generator_pb2.StepProgress(step=step, total_steps=total, elapsed_ms=elapsed_ms)
+            loop.call_soon_threadsafe(steps.put_nowait, progress)
+
+        try:
+            result = asyncio.ensure_future(self._submit(await self._prepare(request, on_progress)))
+            while not result.done():
+                next_step = asyncio.ensure_future(steps.get())
+                await asyncio.wait({next_step, result}, return_when=asyncio.FIRST_COMPLETED)
+                if next_step.done():
+                    yield generator_pb2.GenerateProgress(progress=next_step.result())
+                else:
+                    next_step.cancel()
+            while not steps.empty():  # steps posted before the batch returned
+                yield generator_pb2.GenerateProgress(progress=steps.get_nowait())
+            yield generator_pb2.GenerateProgress(result=result.result())
+        except Exception as e:
+            code = status_for(e).name
+            self._fail(grpc_context, e)
+        finally:
+            self.metrics.request_done("GenerateStream", code, time.perf_counter() - started)
+
+    def cache_stats(self) -> dict[str, object]:
+        """Plain counters of this replica's concept cache (for tests and operators via a handle)."""
+        return {**self.replica.stats.snapshot(), "hit_rate": self.replica.stats.hit_rate(), "replica": self.core.replica}
+
+    async def _prepare(self, request: generator_pb2.GenerateRequest, on_progress: ProgressSink | None) -> PendingRequest:
+        """Validation and concept resolution run in a thread (they may fetch or merge). Should the
+        caller go away meanwhile, the lease of what was resolved is released when it finishes."""
+        work = asyncio.ensure_future(asyncio.to_thread(self.core.prepare, request, on_progress))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            work.add_done_callback(_release_when_prepared)
+            raise
+
+    async def _submit(self, pending: PendingRequest) -> generator_pb2.GenerateResponse:
+        try:
+            outcome = await self._batch(pending)
+        except asyncio.CancelledError:  # deadline or disconnect: skip the work if not started yet
+            pending.cancelled = True
+            raise
+        if isinstance(outcome, BaseException):
+            raise outcome
+        self.metrics.response(outcome)
+        return outcome
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
+    async def _batch(self, pending: list[PendingRequest]) -> list[Outcome]:
+        for size in Counter(p.request.sampling_key for p in pending if not p.cancelled).values():
+            self.metrics.batch(size)
+        return await asyncio.to_thread(self.core.run_batch, pending)
+
+    @staticmethod
+    def _fail(grpc_context: RayServegRPCContext, error: Exception) -> NoReturn:
+        """Set the status the error maps to, then re-raise so that Serve sends it with its details."""
+        grpc_context.set_code(status_for(error))
+        grpc_context.set_details(detail_for(error).message)
+        grpc_context.set_trailing_metadata(list(trailing_metadata(error)))
+        raise error
+
+
+def _release_when_prepared(work: asyncio.Future[PendingRequest]) -> None:
+    if not work.cancelled() and work.exception() is None:
+        work.result().resolved.release()

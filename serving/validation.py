@@ -1,0 +1,93 @@
+"""A GenerateRequest checked against the limits, before any work: every error names the field,
+the value and the allowed range. Zero values mean "server default", as the proto documents."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+
+from proto import generator_pb2
+from serving.concepts.merger import MultiConcept
+from serving.config import RequestLimits
+from serving.engine.schedulers import DEFAULT, SCHEDULERS
+from shared.errors import InvalidArgument
+
+MODES = {
+    generator_pb2.MULTI_CONCEPT_MODE_UNSPECIFIED: MultiConcept.MERGE,
+    generator_pb2.MERGE: MultiConcept.MERGE,
+    generator_pb2.NAIVE_SUM: MultiConcept.NAIVE_SUM,
+}
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    """A validated request with every default filled in."""
+
+    prompt: str
+    negative_prompt: str
+    concepts: tuple[str, ...]
+    mode: MultiConcept
+    steps: int
+    guidance_scale: float
+    seed: int
+    width: int
+    height: int
+    num_images: int
+    scheduler: str
+    request_id: str
+
+
+def _within(field: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise InvalidArgument(f"{field} {value:g} is outside [{low:g}, {high:g}]", field=field)
+
+
+def validate_request(
+    request: generator_pb2.GenerateRequest, limits: RequestLimits, *, default_size: int, size_multiple: int
+) -> GenerateParams:
+    if not request.prompt.strip():
+        raise InvalidArgument("prompt is empty; describe the image to generate", field="prompt")
+    for field in ("prompt", "negative_prompt"):
+        length = len(getattr(request, field))
+        if length > limits.max_prompt_chars:
+            raise InvalidArgument(f"{field} has {length} characters; the limit is {limits.max_prompt_chars}", field=field)
+    if len(request.concepts) > limits.max_concepts:
+        raise InvalidArgument(
+            f"concepts names {len(request.concepts)} concepts; the limit is {limits.max_concepts}", field="concepts"
+        )
+    if request.multi_concept not in MODES:
+        raise InvalidArgument(f"multi_concept {request.multi_concept} is not a known mode", field="multi_concept")
+    steps = request.steps or limits.default_steps
+    _within("steps", steps, limits.min_steps, limits.max_steps)
+    guidance = request.guidance_scale or limits.default_guidance_scale
+    if not math.isfinite(guidance):
+        raise InvalidArgument(f"guidance_scale {guidance} is not a finite number", field="guidance_scale")
+    _within("guidance_scale", guidance, limits.min_guidance_scale, limits.max_guidance_scale)
+    width, height = request.width or default_size, request.height or default_size
+    for field, size, most in (("width", width, limits.max_width_px), ("height", height, limits.max_height_px)):
+        _within(field, size, size_multiple, most)
+        if size % size_multiple:
+            raise InvalidArgument(f"{field} {size} must be a multiple of {size_multiple}", field=field)
+    num_images = request.num_images or 1
+    _within("num_images", num_images, 1, limits.max_num_images)
+    scheduler = request.scheduler or limits.default_scheduler
+    if scheduler not in (DEFAULT, *SCHEDULERS):
+        raise InvalidArgument(f"scheduler {scheduler!r} is not one of {sorted([DEFAULT, *SCHEDULERS])}", field="scheduler")
+    if request.HasField("seed") and request.seed > MAX_SEED:
+        raise InvalidArgument(f"seed {request.seed} exceeds {MAX_SEED}", field="seed")
+    return GenerateParams(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        concepts=tuple(request.concepts),
+        mode=MODES[request.multi_concept],
+        steps=steps,
+        guidance_scale=guidance,
+        seed=request.seed if request.HasField("seed") else secrets.randbelow(MAX_SEED),
+        width=width,
+        height=height,
+        num_images=num_images,
+        scheduler=scheduler,
+        request_id=request.request_id or secrets.token_hex(8),
+    )
