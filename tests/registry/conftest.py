@@ -4,7 +4,9 @@ temporary data folder, real SQLite and real blob files, driven by the synchronou
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from proto import registry_pb2
 from serving.registry.config import RegistryConfig
 from serving.registry.server import RegistryHandle, start_registry
 from shared.artifact import to_bytes
@@ -122,3 +125,22 @@ def store_snapshot(server: ServerThread) -> tuple[list[tuple[str, int, bool]], l
     blobs = sorted(p.name for p in (data_dir / "sha256").glob("*/*"))
     staged = sorted(p.name for p in (data_dir / "staging").iterdir())
     return rows, blobs, staged, server.handle.registry.latest_sequence
+
+
+def header(data: bytes, **fields) -> registry_pb2.PublishHeader:
+    return registry_pb2.PublishHeader(
+        **{"total_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), **fields}
+    )
+
+
+def iter_then_block(messages, release: threading.Event):
+    """Send `messages`, then hold the stream open (an upload in progress) until `release`."""
+    yield from messages
+    release.wait(30)
+
+
+def wait_until(condition, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)

@@ -3,9 +3,7 @@ no staged file, no event. The wire status is checked, as a client in any languag
 
 from __future__ import annotations
 
-import hashlib
 import threading
-import time
 from dataclasses import replace
 
 import grpc
@@ -14,15 +12,9 @@ import pytest
 from proto import registry_pb2, registry_pb2_grpc
 from shared.artifact import to_bytes
 from shared.synthetic import random_concept
-from tests.registry.conftest import other_base, store_snapshot
+from tests.registry.conftest import header, iter_then_block, other_base, store_snapshot, wait_until
 
 Code = grpc.StatusCode
-
-
-def header(data: bytes, **fields) -> registry_pb2.PublishHeader:
-    return registry_pb2.PublishHeader(
-        **{"total_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), **fields}
-    )
 
 
 def raw_publish(server, messages: list[registry_pb2.PublishRequest], token: str = "tok-acme") -> Code:
@@ -112,21 +104,8 @@ def test_a_client_that_gives_up_mid_upload_leaves_no_trace(server, earlier, make
     wait_until(lambda: store_snapshot(server) == before)
 
 
-def iter_then_block(messages, release: threading.Event):
-    """Send `messages`, then hold the stream open (an upload in progress) until `release`."""
-    yield from messages
-    release.wait(30)
-
-
 def wait_for_staged_upload(server) -> None:
     wait_until(lambda: any((server.config.data_dir / "staging").iterdir()))
-
-
-def wait_until(condition, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 @pytest.mark.parametrize(

@@ -86,7 +86,7 @@ def test_list_pages_and_filters(acme, make_artifact):
         list(acme.list(page_size=100_000))
 
 
-def test_fetch_resumes_at_its_offset_after_the_registry_restarts(server, make_artifact, spec):
+def test_fetch_resumes_at_its_offset_after_the_registry_restarts(server, make_artifact):
     data = make_artifact("big", scale=1.0)  # ~90 KB: many 4 KiB chunks
     with server.client("tok-acme") as publisher:
         publisher.publish(data)
