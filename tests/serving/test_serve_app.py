@@ -44,7 +44,8 @@ def pixels(response: generator_pb2.GenerateResponse, i: int = 0) -> np.ndarray:
 
 
 def request(prompt: str, concepts: tuple[str, ...] = (), **options: Any) -> generator_pb2.GenerateRequest:
-    return GeneratorClient.request(prompt, concepts=concepts, steps=STEPS, seed=options.pop("seed", 7), **options)
+    options = {"steps": STEPS, "seed": 7, **options}
+    return GeneratorClient.request(prompt, concepts=concepts, **options)
 
 
 def poll(call: Callable[[], Any], accept: Callable[[Any], bool], timeout_s: float = 20.0) -> Any:
@@ -94,3 +95,132 @@ def test_publish_generate_swap_delete(
     operator.delete("e2e-dog")
     gone = poll(lambda: gen.generate(request(prompt, ("e2e-dog",))), lambda r: isinstance(r, NotFound), timeout_s=5)
     assert "e2e-dog" in gone.message
+
+
+def test_two_concepts_are_merged_once_then_served_from_the_merged_set_cache(
+    gen: GeneratorClient, publish: Publish, live_serve: LiveServe
+) -> None:
+    publish("mix-cat", seed=31, category="cat")
+    publish("mix-hat", seed=32, category="hat")
+    prompt = "a <mix-cat> cat wearing a <mix-hat> hat"
+    merges_before = metric(live_serve.scrape(), "cdserve_concept_merges_total")
+    first = gen.generate(request(prompt, ("mix-cat", "mix-hat")))
+    second = gen.generate(request(prompt, ("mix-hat", "mix-cat")))  # same set, other order
+    assert sorted(first.concepts) == ["mix-cat@1", "mix-hat@1"] and first.timings.merge_ms > 0
+    assert np.array_equal(pixels(first), pixels(second))
+    poll(live_serve.scrape, lambda text: metric(text, "cdserve_concept_cache_hits_total", tier="merged") >= 1)
+    assert metric(live_serve.scrape(), "cdserve_concept_merges_total") == merges_before + 1
+    naive = gen.generate(request(prompt, ("mix-cat", "mix-hat"), multi_concept="naive_sum"))
+    assert np.abs(pixels(naive) - pixels(first)).max() > 0
+
+
+def test_concurrent_requests_with_different_concepts_share_one_batch(
+    gen: GeneratorClient, publish: Publish, live_serve: LiveServe
+) -> None:
+    for i in range(3):
+        publish(f"batch-{i}", seed=40 + i)
+    gen.generate(request("warm <batch-0> <batch-1> <batch-2>", ("batch-0", "batch-1", "batch-2"), multi_concept="naive_sum"))
+    requests = [request(f"photo of a <batch-{i}> dog", (f"batch-{i}",), seed=i) for i in range(3)]
+    requests.append(request("photo of a dog"))
+    barrier = threading.Barrier(len(requests))
+
+    def send(message: generator_pb2.GenerateRequest) -> generator_pb2.GenerateResponse:
+        barrier.wait()
+        return gen.generate(message)
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        responses = list(pool.map(send, requests))
+    assert [r.batch_requests for r in responses] == [4, 4, 4, 4]
+    assert [list(r.concepts) for r in responses] == [["batch-0@1"], ["batch-1@1"], ["batch-2@1"], []]
+    poll(live_serve.scrape, lambda text: metric(text, "cdserve_batch_requests_bucket", le="4.0") >= 1)
+
+
+def test_generate_stream_reports_every_step_then_the_result(gen: GeneratorClient) -> None:
+    events = list(gen.stream(request("a red square", num_images=2)))
+    steps = [e.progress.step for e in events if e.HasField("progress")]
+    assert steps == list(range(1, STEPS + 1)) and all(e.progress.total_steps == STEPS for e in events[:-1])
+    result = events[-1].result
+    assert len(result.images) == 2 and result.images[0].width == 16
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"steps": 1000}, "steps"),
+        ({"width": 17}, "width"),
+        ({"height": 4096}, "height"),
+        ({"num_images": 99}, "num_images"),
+        ({"guidance_scale": 500.0}, "guidance_scale"),
+        ({"scheduler": "magic"}, "scheduler"),
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "x" * 5000}, "prompt"),
+        ({"prompt": "a <not-requested> dog"}, "prompt"),
+        ({"concepts": ["Bad Id!"]}, "concepts"),
+        ({"concepts": ["a", "b", "c", "d", "e"]}, "concepts"),
+    ],
+)
+def test_invalid_requests_fail_with_invalid_argument_naming_the_field(
+    gen: GeneratorClient, options: dict[str, Any], field: str
+) -> None:
+    message = request("photo of a dog")
+    for key, value in options.items():
+        if key == "concepts":
+            message.concepts.extend(value)
+        else:
+            setattr(message, key, value)
+    with pytest.raises(InvalidArgument) as caught:
+        gen.generate(message)
+    assert re.search(rf"\b{field}\b", caught.value.message), caught.value.message
+
+
+def test_unknown_and_foreign_concepts_fail_with_their_status(gen: GeneratorClient, publish: Publish, foreign_spec: Any) -> None:
+    with pytest.raises(NotFound):
+        gen.generate(request("photo of a dog", ("never-published",)))
+    with pytest.raises(NotFound):
+        gen.generate(request("photo of a dog", ("never-published@3",)))
+    publish("other-base", seed=50, base=foreign_spec)
+    with pytest.raises(IncompatibleBase) as caught:
+        gen.generate(request("photo of a <other-base> dog", ("other-base",)))
+    assert "base model" in caught.value.message
+
+
+def test_deadlines_are_respected(gen: GeneratorClient) -> None:
+    with pytest.raises(DeadlineExceeded):
+        gen.generate(request("a slow one", steps=60), timeout_s=0.2)
+    assert len(gen.generate(request("the next one")).images) == 1
+
+
+def test_a_full_queue_answers_resource_exhausted(live_serve: LiveServe) -> None:
+    from ray import serve
+
+    live_serve.deploy("tight", queue={"max_ongoing_requests": 1, "max_queued_requests": 1},
+                      batching={"max_batch_size": 1, "batch_wait_timeout_s": 0.0})  # fmt: skip
+    try:
+        with live_serve.client("tight") as client, ThreadPoolExecutor(6) as pool:
+            outcomes = list(pool.map(lambda _: _outcome(client, request("busy", steps=30)), range(6)))
+        assert any(isinstance(o, CapacityExceeded) for o in outcomes), outcomes
+        assert any(isinstance(o, generator_pb2.GenerateResponse) for o in outcomes), outcomes
+    finally:
+        serve.delete("tight")
+
+
+def _outcome(client: GeneratorClient, message: generator_pb2.GenerateRequest) -> Any:
+    try:
+        return client.generate(message)
+    except Exception as e:  # noqa: BLE001 - the test sorts outcomes by type
+        return e
+
+
+def test_a_killed_replica_is_replaced_and_later_requests_succeed(gen: GeneratorClient) -> None:
+    import ray
+
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if f"SERVE_REPLICA::{APP}#" in a["name"]]
+    assert len(replicas) == 1
+    victim = ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"])
+    before = gen.generate(request("before")).replica
+    with ThreadPoolExecutor(2) as pool:
+        traffic = [pool.submit(_outcome, gen, request(f"during {i}")) for i in range(4)]
+        ray.kill(victim, no_restart=True)
+        [t.result() for t in traffic]  # some may fail while the replica is down
+    after = poll(lambda: gen.generate(request("after")), lambda r: isinstance(r, generator_pb2.GenerateResponse), timeout_s=90)
+    assert after.replica != before and len(after.images) == 1
