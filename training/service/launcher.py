@@ -4,21 +4,23 @@ driver process on the cluster, isolated from the Serve application and from this
 from __future__ import annotations
 
 import shlex
+import time
 from functools import cached_property
 
-from ray.job_submission import JobStatus, JobSubmissionClient
+from ray.job_submission import JobSubmissionClient
 
 from shared.errors import Unavailable
 
-RAY_TERMINAL = {JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.STOPPED.value}
+SUBMIT_RETRY_S = 1.0
 
 
 class RayJobLauncher:
     """`address`: the Ray dashboard (http://host:8265); None lets Ray find it (RAY_ADDRESS, local)."""
 
-    def __init__(self, address: str | None, *, python: str) -> None:
+    def __init__(self, address: str | None, *, python: str, submit_timeout_s: float = 60.0) -> None:
         self._address = address
         self._python = python
+        self._submit_timeout_s = submit_timeout_s
 
     @cached_property
     def _client(self) -> JobSubmissionClient:
@@ -30,12 +32,26 @@ class RayJobLauncher:
     def submit(self, job_id: str, spec_path: str, env: dict[str, str]) -> str:
         """Start `python -m training.job --spec spec_path`; returns the Ray job's submission id."""
         entrypoint = f"{shlex.quote(self._python)} -m training.job --spec {shlex.quote(spec_path)}"
+        deadline = time.monotonic() + self._submit_timeout_s
+        while True:
+            try:
+                return self._client.submit_job(
+                    entrypoint=entrypoint, submission_id=job_id, runtime_env={"env_vars": env}, entrypoint_num_cpus=0
+                )
+            except (ConnectionError, RuntimeError) as e:
+                # e.g. "No available agent to submit job" while a fresh cluster's agent starts
+                if self._exists(job_id):
+                    return job_id  # an earlier attempt went through; its reply was lost
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"submitting training job {job_id!r} to Ray failed ({e})") from e
+                time.sleep(SUBMIT_RETRY_S)
+
+    def _exists(self, ray_job_id: str) -> bool:
         try:
-            return self._client.submit_job(
-                entrypoint=entrypoint, submission_id=job_id, runtime_env={"env_vars": env}, entrypoint_num_cpus=0
-            )
-        except (ConnectionError, RuntimeError) as e:
-            raise Unavailable(f"submitting training job {job_id!r} to Ray failed ({e})") from e
+            self._client.get_job_info(ray_job_id)
+            return True
+        except (ConnectionError, RuntimeError):
+            return False
 
     def status(self, ray_job_id: str) -> str:
         """PENDING, RUNNING, STOPPED, SUCCEEDED or FAILED."""

@@ -69,6 +69,7 @@ class TrainingService:
         self._launcher = launcher
         self._metrics = metrics
         self._jobs_dir = config.data_dir / "jobs"
+        self._jobs_dir.mkdir(parents=True, exist_ok=True)
         self._last_step: dict[str, int] = {}
 
     # -- submit ---------------------------------------------------------------------------------
@@ -80,7 +81,7 @@ class TrainingService:
         submission that fails validation."""
         job_id = uuid.uuid4().hex[:16]
         job_dir = self._jobs_dir / job_id
-        job_dir.mkdir(parents=True)
+        job_dir.mkdir()
         try:
             submission = Submission(job_dir, self._config.limits)
             async for message in messages:

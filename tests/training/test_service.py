@@ -1,0 +1,152 @@
+"""The Training service over real gRPC: every validation error, auth, and the full round trip
+Submit → Ray Job (Ray Train inside) → Publish → the concept in the registry."""
+
+from __future__ import annotations
+
+import io
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from proto import training_pb2
+from serving.registry.config import RegistryConfig
+from serving.registry.server import start_registry
+from shared import artifact
+from shared.basemodel import load_base_model
+from shared.errors import InvalidArgument, NotFound, Unauthenticated
+from shared.registry_client import RegistryClient
+from training.client import TrainingClient, uploads_from_folder
+from training.service.config import SubmitLimits, TrainingServiceConfig
+from training.service.server import start_training_service
+
+from .conftest import LoopThread, write_images
+
+TOKENS = {"tok-acme": "acme", "tok-beta": "beta"}
+LIMITS = SubmitLimits(max_concepts=3, max_images_per_concept=3, max_image_bytes=20_000, max_image_side=512, max_steps=50)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, tiny_base_dir):
+    """Ray (with its dashboard: the job-submission API lives there), a registry and the service."""
+    import ray
+
+    context = ray.init(num_cpus=2, include_dashboard=True, dashboard_port=0)
+    root = tmp_path_factory.mktemp("stack")
+    loop = LoopThread()
+    spec = load_base_model(tiny_base_dir).spec
+    registry = loop.run(start_registry(RegistryConfig(data_dir=root / "registry", metrics_port=None,
+                                                      shutdown_grace_s=0), base_specs=[spec], tokens=TOKENS))  # fmt: skip
+    config = TrainingServiceConfig(
+        data_dir=root / "training", base_model=str(tiny_base_dir), ray_address=f"http://{context.dashboard_url}",
+        registry=f"127.0.0.1:{registry.port}", limits=LIMITS, poll_interval_s=0.3, shutdown_grace_s=0,
+    )  # fmt: skip
+    service = loop.run(start_training_service(config, tokens=TOKENS))
+    yield {"service": service, "registry": registry, "spec": spec, "root": root}
+    loop.run(service.stop(0))
+    loop.run(registry.stop(0))
+    loop.close()
+    ray.shutdown()
+
+
+@pytest.fixture
+def acme(stack):
+    with TrainingClient(f"127.0.0.1:{stack['service'].port}", token="tok-acme") as client:
+        yield client
+
+
+def spec_of(*concepts: training_pb2.ConceptSpec, **recipe) -> training_pb2.TrainingSpec:
+    return training_pb2.TrainingSpec(concepts=list(concepts), recipe=training_pb2.Recipe(**recipe))
+
+
+def dog(**fields) -> training_pb2.ConceptSpec:
+    return training_pb2.ConceptSpec(**{"concept_id": "my-dog", "category": "dog", "regularization": training_pb2.NONE,
+                                       **fields})  # fmt: skip
+
+
+def png(size: tuple[int, int] = (16, 16), colour=(200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def upload(data: bytes | None = None, index: int = 0, caption: str = "") -> training_pb2.ImageUpload:
+    return training_pb2.ImageUpload(concept_index=index, filename="x.png", caption=caption, data=data or png())
+
+
+NOISE = bytes(range(256)) * 100  # 25.6 kB of undecodable bytes, over the 20 kB limit
+BAD_SUBMISSIONS = {
+    "no images": (spec_of(dog()), [], "spec.concepts[0].image_uris"),
+    "no concepts": (spec_of(), [], "spec.concepts"),
+    "too many concepts": (spec_of(*(dog(concept_id=f"d{i}") for i in range(4))), [], "spec.concepts"),
+    "too many images": (spec_of(dog()), [upload()] * 4, "image[3].concept_index"),
+    "undecodable image": (spec_of(dog()), [upload(b"not an image at all")], "image[0].data"),
+    "oversized image bytes": (spec_of(dog()), [upload(NOISE)], "image[0].data"),
+    "oversized image side": (spec_of(dog()), [upload(png((600, 8)))], "image[0].data"),
+    "unknown concept index": (spec_of(dog()), [upload(index=1)], "image[0].concept_index"),
+    "zero steps": (spec_of(dog(), steps=0), [upload()], "spec.recipe.steps"),
+    "steps over the service limit": (spec_of(dog(), steps=51), [upload()], "spec.recipe.steps"),
+    "unknown mode": (spec_of(dog(), mode="lora"), [upload()], "spec.recipe.mode"),
+    "negative learning rate": (spec_of(dog(), learning_rate=-1.0), [upload()], "spec.recipe.learning_rate"),
+    "threshold above one": (spec_of(dog(), reg_similarity_threshold=1.5), [upload()],
+                            "spec.recipe.reg_similarity_threshold"),  # fmt: skip
+    "batch not divisible by workers": (spec_of(dog(), batch_size=3, num_workers=2), [upload()], "spec.recipe"),
+    "bad concept id": (spec_of(dog(concept_id="My Dog!")), [upload()], "spec.concepts[0]"),
+    "caption without the token": (spec_of(dog()), [upload(caption="a photo of a dog")], "spec.concepts[0]"),
+    "relative image uri": (spec_of(dog(image_uris=["images/a.png"])), [], "spec.concepts[0].image_uris[0]"),
+    "missing image uri": (spec_of(dog(image_uris=["/nonexistent/a.png"])), [], "spec.concepts[0].image_uris[0]"),
+    "real regularisation without a folder": (spec_of(dog(regularization=training_pb2.REAL)), [upload()],
+                                             "spec.concepts[0]"),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_SUBMISSIONS))
+def test_invalid_submissions_are_rejected_naming_the_field(name, acme, stack):
+    spec, uploads, field = BAD_SUBMISSIONS[name]
+    jobs_before = sorted((stack["root"] / "training" / "jobs").iterdir())
+    with pytest.raises(InvalidArgument) as error:
+        acme.submit(spec, uploads)
+    assert error.value.field == field, error.value.message
+    assert sorted((stack["root"] / "training" / "jobs").iterdir()) == jobs_before  # nothing left behind
+
+
+def test_calls_need_a_known_token_and_see_only_their_tenant(stack, acme):
+    target = f"127.0.0.1:{stack['service'].port}"
+    with TrainingClient(target) as anonymous, pytest.raises(Unauthenticated):
+        anonymous.submit(spec_of(dog()), [upload()])
+    with TrainingClient(target, token="tok-wrong") as stranger, pytest.raises(Unauthenticated):
+        stranger.list()
+    with pytest.raises(NotFound):
+        acme.get("no-such-job")
+
+
+def test_submit_runs_a_ray_job_that_publishes_to_the_registry(tmp_path, stack, acme):
+    folder = tmp_path / "images"
+    write_images(folder, 2)
+    (folder / "captions.txt").write_text("000.png\ta V* dog on grass\n")
+    spec = spec_of(dog(), steps=2, batch_size=2, checkpoint_every=1)
+    job = acme.submit(spec, uploads_from_folder(folder))
+    assert job.state == training_pb2.PENDING and job.ray_job_id == job.job_id
+
+    states = [update.state for update in acme.watch(job.job_id, timeout_s=240)]
+    final = acme.get(job.job_id)
+    assert final.state == training_pb2.SUCCEEDED, final.message
+    assert states[-1] == training_pb2.SUCCEEDED and training_pb2.RUNNING in states
+    assert (final.step, final.total_steps) == (2, 2) and final.loss > 0 and final.finished_ms >= final.started_ms
+    assert final.published == ["my-dog@1"]
+
+    with RegistryClient(f"127.0.0.1:{stack['registry'].port}", token="tok-acme") as registry:
+        info = registry.get("my-dog@1")
+        concept = artifact.from_bytes(registry.fetch("my-dog@1"), base=stack["spec"])
+    assert info.tenant == "acme" and dict(info.labels) == {"training_job": job.job_id}
+    assert concept.header.concepts[0].captions == ["a <cd-my-dog> dog on grass", "photo of a <cd-my-dog> dog"]
+    assert concept.header.metrics["steps"] == 2
+
+    listed = acme.list(state=training_pb2.SUCCEEDED)
+    assert [j.job_id for j in listed.jobs] == [job.job_id]
+    with TrainingClient(f"127.0.0.1:{stack['service'].port}", token="tok-beta") as beta, pytest.raises(NotFound):
+        beta.get(job.job_id)
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{stack['service'].metrics_port}/metrics").read().decode()
+    assert 'cdserve_training_jobs{state="SUCCEEDED"} 1.0' in metrics
+    assert "cdserve_training_step_seconds_count" in metrics
