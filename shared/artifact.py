@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
-from shared.basemodel import BaseSpec
+from shared.spec import BaseSpec
 from shared.delta import PROJECTIONS, ConceptDelta, DeltaWeight
 from shared.errors import IncompatibleBase, InvalidArtifact, TooLarge
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from shared.artifact import ArtifactHeader, ConceptPart
-from shared.basemodel import BaseSpec
+from shared.spec import BaseSpec
 from shared.delta import ConceptDelta, DeltaWeight
 
 

@@ -23,7 +23,7 @@ from serving.registry.metrics import RegistryMetrics
 from serving.registry.service import Registry
 from serving.registry.servicer import RegistryServicer
 from serving.registry.sqlite_store import SqliteMetadataStore
-from shared.basemodel import BaseSpec
+from shared.spec import BaseSpec
 from shared.errors import InvalidArgument
 
 log = logging.getLogger("cdserve.registry")

@@ -30,7 +30,7 @@ from serving.registry.storage import (
     StagedBlob,
 )
 from shared.artifact import ArtifactLimits, ConceptArtifact, from_bytes, read_header
-from shared.basemodel import BaseSpec
+from shared.spec import BaseSpec
 from shared.errors import IncompatibleBase, InvalidArgument, NotFound, PermissionDenied, TooLarge, Unauthenticated
 
 log = logging.getLogger("cdserve.registry")

@@ -18,7 +18,7 @@ from proto import registry_pb2
 from serving.registry.config import RegistryConfig
 from serving.registry.server import RegistryHandle, start_registry
 from shared.artifact import to_bytes
-from shared.basemodel import BaseSpec
+from shared.spec import BaseSpec
 from shared.registry_client import RegistryClient, RetryPolicy
 from shared.synthetic import random_concept
 

@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from prometheus_client.parser import text_string_to_metric_families
 
 from cli.main import main as cdserve
-from shared.basemodel import SPEC_FILE, BaseSpec
+from shared.spec import SPEC_FILE, BaseSpec
 from shared.errors import NotFound, Unavailable
 
 

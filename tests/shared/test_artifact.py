@@ -11,7 +11,7 @@ import torch
 
 from shared import artifact
 from shared.artifact import ArtifactLimits
-from shared.basemodel import BaseSpec
+from shared.spec import BaseSpec
 from shared.errors import IncompatibleBase, InvalidArtifact, TooLarge
 from shared.synthetic import random_concept
 

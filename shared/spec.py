@@ -1,0 +1,56 @@
+"""What a concept must agree with in a base model — importable without torch model code, so that
+the registry validates artifacts without loading diffusers or transformers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+SPEC_FILE = "cdserve_base_spec.json"
+"""Written next to a base model so that a registry can validate concepts without loading it."""
+
+
+@dataclass(frozen=True)
+class CrossAttentionLayer:
+    """One `attn2` of the UNet: `to_k`/`to_v` map text features (in_features) to (out_features);
+    `to_q` maps image features (query_dim) to out_features and `to_out` maps them back."""
+
+    name: str
+    in_features: int
+    out_features: int
+    heads: int
+    query_dim: int
+
+    def delta_shape(self, projection: str) -> tuple[int, int]:
+        """(out, in) of the weight a delta for `projection` must match."""
+        return {
+            "to_k": (self.out_features, self.in_features),
+            "to_v": (self.out_features, self.in_features),
+            "to_q": (self.out_features, self.query_dim),
+            "to_out": (self.query_dim, self.out_features),
+        }[projection]
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """What a concept must agree with: the fingerprint, the layer shapes and the token width.
+
+    Serialisable, so that a registry can validate concepts without loading the model.
+    """
+
+    fingerprint: str
+    layers: tuple[CrossAttentionLayer, ...]
+    token_dim: int
+
+    @property
+    def layer_map(self) -> dict[str, CrossAttentionLayer]:
+        return {layer.name: layer for layer in self.layers}
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> BaseSpec:
+        raw = json.loads(text)
+        layers = tuple(CrossAttentionLayer(**layer) for layer in raw["layers"])
+        return BaseSpec(fingerprint=raw["fingerprint"], layers=layers, token_dim=int(raw["token_dim"]))
