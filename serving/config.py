@@ -133,3 +133,21 @@ class ServingConfig(StrictModel):
     ray_actor_options: ActorOptions = Field(default_factory=ActorOptions)
     num_replicas: int = Field(1, gt=0, description="Replicas when autoscaling is None")
     autoscaling: AutoscalingConfig | None = Field(None, description="Request-based autoscaling; None: fixed replicas")
+
+
+def load_serving_config(path: str | Path) -> ServingConfig:
+    """A YAML of ServingConfig fields, or a Serve config file (the first application's `args`)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from shared.errors import InvalidArgument
+
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    if "applications" in raw:
+        raw = raw["applications"][0].get("args") or {}
+    try:
+        return ServingConfig.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidArgument(f"{path}: {where}: {first['msg']}", field=where) from e
