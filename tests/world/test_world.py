@@ -1,0 +1,67 @@
+"""The world is a pure function of its seed, and its captions say what the images show."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training.world.captions import describe, generic_captions, vocabulary
+from training.world.concepts import CONCEPTS, render_concept_targets, render_reg_pool
+from training.world.scenes import CONCEPT_PATTERNS, PATTERNS, Appearance, Scene, WorldObject, random_scene, render
+
+
+def _renders(seed: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    return [render(random_scene(rng, patterns=PATTERNS, two_object_prob=0.5)).tobytes() for _ in range(12)]
+
+
+def test_same_seed_same_world_other_seed_other_world() -> None:
+    assert _renders(3) == _renders(3)
+    assert _renders(3) != _renders(4)
+
+
+def test_caption_names_objects_left_to_right_with_articles() -> None:
+    scene = Scene(
+        "pink",
+        (
+            WorldObject("triangle", Appearance("red"), "small", 16, 32, 15),
+            WorldObject("circle", Appearance("orange"), "large", 48, 32, 26),
+        ),
+    )
+    assert describe(scene) == "a small red triangle and a large orange circle on a pink background"
+    assert describe(scene, sizes=(False, False), background=False, photo=True) == "photo of a red triangle and an orange circle"
+
+
+def test_render_paints_the_objects_colour_where_the_caption_puts_it() -> None:
+    scene = Scene("white", (WorldObject("square", Appearance("blue"), "large", 32, 32, 40),))
+    pixels = np.asarray(render(scene))
+    assert tuple(pixels[32, 32]) == (40, 80, 225)
+    assert tuple(pixels[2, 2]) == (245, 245, 245)
+
+
+def test_generic_captions_are_distinct_plain_and_in_vocabulary() -> None:
+    captions = generic_captions(1000)
+    assert len(set(captions)) == 1000
+    words = set(vocabulary())
+    assert all(set(c.split()) <= words for c in captions)
+    assert not any(p in c for c in captions for p in CONCEPT_PATTERNS)
+
+
+def test_shipped_tokenizer_keeps_every_world_word_whole(pipe) -> None:
+    tokenizer = pipe.tokenizer
+    assert all(len(tokenizer(w, add_special_tokens=False).input_ids) == 1 for w in vocabulary())
+    assert tokenizer.model_max_length == pipe.text_encoder.config.max_position_embeddings == 32
+
+
+def test_reg_captions_file_ships_with_the_model(toyworld_dir) -> None:
+    lines = (toyworld_dir / "reg_captions.txt").read_text().splitlines()
+    assert len(set(lines)) >= 1000
+
+
+def test_concept_targets_and_reg_pool_are_captioned_by_category() -> None:
+    concept = CONCEPTS["striped-circle"]
+    targets = render_concept_targets(concept, 8, seed=1, modifier="<cd-stripes>")
+    assert len({im.tobytes() for im, _ in targets}) == 8
+    assert all("<cd-stripes> circle" in caption for _, caption in targets)
+    assert render_concept_targets(concept, 1, seed=1, detailed=False)[0][1] == "photo of a <cd-x> circle"
+    pool = render_reg_pool("circle", 30, seed=2)
+    assert all("circle" in caption and "<" not in caption for _, caption in pool)

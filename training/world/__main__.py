@@ -1,0 +1,43 @@
+"""`python -m training.world train-base --out shared/assets/toyworld [--minutes 40] [--seed 0] [--*-steps N]`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from training.world.base import train_base
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training.world")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train-base", help="train the toy-world base model and its evaluator")
+    train.add_argument("--out", type=Path, required=True, help="asset folder (a StableDiffusionPipeline directory)")
+    train.add_argument("--minutes", type=float, default=60.0, help="wall-clock cap of all stages together")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--vae-steps", type=int, default=1200)
+    train.add_argument("--evaluator-steps", type=int, default=500)
+    train.add_argument("--diffusion-steps", type=int, default=2500)
+    train.add_argument("--scenes", type=int, default=16000, help="distinct training scenes of the diffusion stage")
+    train.add_argument("--evaluator-images", type=int, default=10000)
+    train.add_argument(
+        "--threads", type=int, default=2, help="torch threads; 1 is several times faster when others load the cores"
+    )
+    train.add_argument("--eval-samples", type=int, default=128, help="fixed-seed samples for the prompt-following check")
+    args = parser.parse_args(argv)
+    train_base(
+        args.out,
+        minutes=args.minutes,
+        seed=args.seed,
+        vae_steps=args.vae_steps,
+        evaluator_steps=args.evaluator_steps,
+        diffusion_steps=args.diffusion_steps,
+        scenes=args.scenes,
+        evaluator_images=args.evaluator_images,
+        eval_samples=args.eval_samples,
+        threads=args.threads,
+    )
+
+
+if __name__ == "__main__":
+    main()

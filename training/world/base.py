@@ -1,0 +1,137 @@
+"""`train-base`: train the toy-world base model and its evaluator, and save them as one asset folder.
+
+Stages run fixed step counts (each capped in wall-clock time) and checkpoint under
+`<out>/checkpoints/` (removed when done), so rerunning the same command resumes an interrupted run:
+  1. CLIP BPE tokenizer on the world's captions      4. text encoder + UNet (diffusion loss)
+  2. VAE (generic codec, all appearances)            5. save a stock StableDiffusionPipeline,
+  3. evaluator (on softened renders + VAE round trips)  reg captions, evaluator, TRAINING.md
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from shared.tokenizer import load_clip_tokenizer, train_clip_tokenizer
+from training.world.autoencoder import set_scaling_factor, train_vae
+from training.world.captions import generic_captions, vocabulary
+from training.world.diffusion import train_diffusion
+from training.world.evaluator_training import heldout_accuracy, train_evaluator
+from training.world.models import MAX_TOKENS, build_pipeline
+from training.world.prompting import GUIDANCE, SAMPLE_STEPS, prompt_following
+
+REG_CAPTIONS = "reg_captions.txt"
+N_REG_CAPTIONS = 1000
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Steps per stage, each capped by a share of the wall-clock budget `minutes`. The step counts fix
+    the quality; the caps keep a run on a loaded machine from overrunning (it then trains less)."""
+
+    vae_steps: int
+    evaluator_steps: int
+    diffusion_steps: int
+    vae_s: float
+    evaluator_s: float
+    diffusion_s: float
+
+    @classmethod
+    def make(cls, minutes: float, vae_steps: int, evaluator_steps: int, diffusion_steps: int) -> Plan:
+        budget = minutes * 60
+        return cls(vae_steps, evaluator_steps, diffusion_steps, budget * 0.27, budget * 0.1, budget * 0.55)
+
+
+def _tokenizer(work: Path, seed: int):
+    """Train once and keep the files: BPE ids differ between training runs."""
+    tok_dir = work / "tokenizer"
+    if (tok_dir / "vocab.json").exists():
+        return load_clip_tokenizer(tok_dir, model_max_length=MAX_TOKENS)
+    corpus = generic_captions(5000, seed) + vocabulary()
+    return train_clip_tokenizer(corpus, tok_dir, vocab_size=1000, model_max_length=MAX_TOKENS)
+
+
+def train_base(
+    out: Path,
+    *,
+    minutes: float = 60.0,
+    seed: int = 0,
+    vae_steps: int = 1200,
+    evaluator_steps: int = 500,
+    diffusion_steps: int = 2500,
+    scenes: int = 16000,
+    evaluator_images: int = 10000,
+    eval_samples: int = 128,
+    threads: int = 2,
+) -> dict:
+    torch.set_num_threads(threads)
+    started = time.monotonic()
+    plan = Plan.make(minutes, vae_steps, evaluator_steps, diffusion_steps)
+    work = out / "checkpoints"
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"[train-base] out={out} seed={seed} plan={plan}", flush=True)
+
+    tokenizer = _tokenizer(work, seed)
+    vae, vae_result = train_vae(work, seed, plan.vae_s, plan.vae_steps)
+    scaling = set_scaling_factor(vae, seed)
+    print(f"[vae] scaling_factor {scaling:.4f}", flush=True)
+
+    evaluator, evaluator_result = train_evaluator(
+        work, vae, seed, plan.evaluator_s, plan.evaluator_steps, n_train=evaluator_images
+    )
+    evaluator_acc = heldout_accuracy(evaluator, vae, seed + 1)
+    evaluator.config["heldout_accuracy"] = evaluator_acc
+    print(f"[evaluator] held-out accuracy {json.dumps(evaluator_acc)}", flush=True)
+
+    text_encoder, unet, diffusion_result = train_diffusion(
+        work, vae, tokenizer, seed, plan.diffusion_s, plan.diffusion_steps, n_scenes=scenes
+    )
+    pipe = build_pipeline(vae, text_encoder, tokenizer, unet)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(out, safe_serialization=True)
+    evaluator.save(out)
+    (out / REG_CAPTIONS).write_text("\n".join(generic_captions(N_REG_CAPTIONS, seed)) + "\n")
+
+    following = {
+        "one_object": prompt_following(pipe, evaluator, eval_samples, seed=1000),
+        "two_objects": prompt_following(pipe, evaluator, eval_samples // 2, seed=2000, two_object_prob=1.0),
+    }
+    print(f"[base] prompt following {json.dumps(following)}", flush=True)
+    report = {
+        "command": " ".join(["python -m training.world", *sys.argv[1:]]),
+        "seed": seed,
+        "minutes": minutes,
+        "plan_s": asdict(plan),
+        "wall_s": round(time.monotonic() - started, 1),
+        "vae": {"steps": vae_result.steps, "loss": vae_result.last_loss, "scaling_factor": scaling},
+        "diffusion": {"steps": diffusion_result.steps, "loss": diffusion_result.last_loss, "scenes": scenes},
+        "evaluator": {"steps": evaluator_result.steps, "images": evaluator_images, "heldout_accuracy": evaluator_acc},
+        "prompt_following": following,
+        "sampling": {"scheduler": "DDIM", "steps": SAMPLE_STEPS, "guidance": GUIDANCE},
+        "torch_threads": torch.get_num_threads(),
+    }
+    (out / "TRAINING.md").write_text(_training_md(report))
+    shutil.rmtree(work)
+    print(f"[train-base] done in {report['wall_s']:.0f} s", flush=True)
+    return report
+
+
+def _training_md(report: dict) -> str:
+    return (
+        "# Toy-world base model: how it was trained\n\n"
+        "Written by `train-base` (training/world/base.py). Rerun the command to reproduce: stages run for\n"
+        "fixed step counts (capped by shares of `--minutes`), with data and noise fixed by the seed.\n\n"
+        f"* command: `{report['command']}`\n"
+        f"* seed: {report['seed']}, budget: {report['minutes']} min, wall time: {report['wall_s'] / 60:.1f} min "
+        f"({report['torch_threads']} torch threads)\n"
+        f"* VAE: {report['vae']['steps']} steps; text encoder + UNet: {report['diffusion']['steps']} steps\n"
+        f"* sampling for the checks: {report['sampling']['scheduler']}, {report['sampling']['steps']} steps, "
+        f"guidance {report['sampling']['guidance']}, fixed seeds\n\n"
+        "## Figures\n\n```json\n" + json.dumps(report, indent=2) + "\n```\n"
+    )

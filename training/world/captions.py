@@ -1,0 +1,84 @@
+"""Plain-English captions of world scenes, from a vocabulary where every word is one BPE token.
+
+"a small red circle and a large green square on a white background": objects are named left to
+right. Training captions drop attributes at random so the base model also answers short prompts
+("a circle", "photo of a red star") the way Custom Diffusion's class and concept prompts are written.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training.world.scenes import BACKGROUNDS, COLOURS, PLAIN, SHAPES, SIZES, Scene, WorldObject, random_scene
+
+# Words of the augmentation prompts Custom Diffusion adds to rescaled targets ("very small",
+# "far away", "zoomed in", "close up") and of its class prompts ("photo of a dog"): kept in the
+# tokenizer's vocabulary so they are whole tokens, even where the base model never trained on them.
+PROMPT_WORDS: tuple[str, ...] = ("photo", "of", "very", "far", "away", "zoomed", "in", "close", "up")
+PHOTO_PREFIX = "photo of "
+
+
+def with_article(phrase: str) -> str:
+    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+
+
+def object_phrase(obj: WorldObject, *, size: bool = True, colour: bool = True, modifier: str | None = None) -> str:
+    """"small red circle"; with `modifier` the appearance is named by it instead: "small <cd-x> circle"."""
+    if modifier is None and obj.appearance.pattern != PLAIN:
+        raise ValueError(f"pattern={obj.appearance.pattern!r} has no words; name it with a modifier token")
+    words = [obj.size] if size else []
+    if modifier is not None:
+        words.append(modifier)
+    elif colour:
+        words.append(obj.appearance.colour)
+    return " ".join([*words, obj.shape])
+
+
+def describe(
+    scene: Scene,
+    *,
+    sizes: tuple[bool, ...] | None = None,
+    colours: tuple[bool, ...] | None = None,
+    background: bool = True,
+    photo: bool = False,
+    modifiers: tuple[str | None, ...] | None = None,
+) -> str:
+    """Caption a scene; per-object flags choose which attributes are spoken (all by default)."""
+    n = len(scene.objects)
+    sizes, colours, modifiers = sizes or (True,) * n, colours or (True,) * n, modifiers or (None,) * n
+    phrases = [
+        with_article(object_phrase(o, size=s, colour=c, modifier=m))
+        for o, s, c, m in zip(scene.objects, sizes, colours, modifiers)
+    ]
+    text = " and ".join(phrases)
+    if background:
+        text += f" on {with_article(scene.background)} background"
+    return (PHOTO_PREFIX if photo else "") + text
+
+
+def training_caption(scene: Scene, rng: np.random.Generator) -> str:
+    """A caption with attributes dropped at random: size 30 %, colour 10 %, background 15 %; 25 % "photo of"."""
+    n = len(scene.objects)
+    return describe(
+        scene,
+        sizes=tuple(bool(rng.random() >= 0.3) for _ in range(n)),
+        colours=tuple(bool(rng.random() >= 0.1) for _ in range(n)),
+        background=bool(rng.random() >= 0.15),
+        photo=bool(rng.random() < 0.25),
+    )
+
+
+def generic_captions(n: int = 1000, seed: int = 0) -> list[str]:
+    """`n` distinct captions of plain scenes: the regularisation captions of the closed-form merge."""
+    rng = np.random.default_rng([seed, 0xCA9])
+    seen: dict[str, None] = {}
+    while len(seen) < n:
+        seen.setdefault(training_caption(random_scene(rng, two_object_prob=0.5), rng))
+    return list(seen)
+
+
+def vocabulary() -> list[str]:
+    """Every word a world caption or a Custom Diffusion prompt may use, one per line of the corpus."""
+    return sorted(
+        {"a", "an", "and", "on", "background", *SHAPES, *COLOURS, *BACKGROUNDS, *SIZES, *PROMPT_WORDS}
+    )

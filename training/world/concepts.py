@@ -1,0 +1,149 @@
+"""Concepts of the world and the data Custom Diffusion trains them with.
+
+A concept is one held-out appearance of a known shape ("a particular blue-and-yellow striped
+circle"). This module renders its target images with captions, the captioned "real-style"
+regularisation pool of its category, and held-out prompts (with what they ask for) to evaluate it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from training.world.captions import describe
+from training.world.scenes import BACKGROUNDS, COLOURS, PLAIN, SHAPES, SIZES, Appearance, Scene, place, random_appearance, random_scene, render
+
+
+@dataclass(frozen=True)
+class Concept:
+    """A particular appearance of a category (the shape word, e.g. "circle")."""
+
+    name: str
+    category: str
+    appearance: Appearance
+
+    def __post_init__(self) -> None:
+        if self.category not in SHAPES:
+            raise ValueError(f"category={self.category!r} is not one of {SHAPES}")
+        if self.appearance.pattern == PLAIN:
+            raise ValueError(f"concept {self.name!r}: a plain appearance is what the base model already knows")
+
+
+# A catalogue of ready-made concepts, one per family, with distinct categories so any two compose.
+CONCEPTS: dict[str, Concept] = {
+    c.name: c
+    for c in (
+        Concept("striped-circle", "circle", Appearance("blue", "striped", "yellow")),
+        Concept("dotted-square", "square", Appearance("red", "dotted", "green")),
+        Concept("checkered-diamond", "diamond", Appearance("purple", "checkered", "orange")),
+        Concept("twotone-star", "star", Appearance("green", "twotone", "red")),
+        Concept("outlined-triangle", "triangle", Appearance("orange", "outlined", "blue")),
+    )
+}
+
+
+@dataclass(frozen=True)
+class ExpectedObject:
+    """What a prompt asks of one object; None means the prompt leaves it open. `concept` marks the
+    object named by a modifier token (its appearance is judged by concept fidelity, not here)."""
+
+    shape: str
+    colour: str | None = None
+    size: str | None = None
+    concept: Concept | None = None
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a prompt asks of a whole image; objects left to right as the prompt names them."""
+
+    objects: tuple[ExpectedObject, ...]
+    background: str | None = None
+
+
+def _concept_scene(concept: Concept, rng: np.random.Generator) -> Scene:
+    size = str(rng.choice(SIZES))
+    return Scene(str(rng.choice(list(BACKGROUNDS))), (place(rng, concept.category, concept.appearance, size, 0, 1),))
+
+
+def render_concept_targets(
+    concept: Concept, n: int = 8, seed: int = 0, *, modifier: str = "<cd-x>", detailed: bool = True
+) -> list[tuple[Image.Image, str]]:
+    """`n` 64×64 images of the concept alone, varied in size, position and background, with captions:
+    "a small <cd-x> circle on a pink background" (detailed) or "photo of a <cd-x> circle" (the paper's)."""
+    rng = np.random.default_rng([seed, 0xC0])
+    out = []
+    for _ in range(n):
+        scene = _concept_scene(concept, rng)
+        if detailed:
+            caption = describe(scene, modifiers=(modifier,))
+        else:
+            caption = describe(scene, sizes=(False,), background=False, photo=True, modifiers=(modifier,))
+        out.append((render(scene), caption))
+    return out
+
+
+def render_reg_pool(category: str, k: int = 200, seed: int = 0) -> list[tuple[Image.Image, str]]:
+    """`k` captioned plain images of `category` ("a large red circle on a white background"), a third
+    with a companion object: the "real images with close captions" of Custom Diffusion's regularisation."""
+    if category not in SHAPES:
+        raise ValueError(f"category={category!r} is not one of {SHAPES}")
+    rng = np.random.default_rng([seed, 0x8E6])
+    out = []
+    for _ in range(k):
+        count = 2 if rng.random() < 1 / 3 else 1
+        slot = int(rng.integers(count))
+        objects = tuple(
+            place(rng, category if i == slot else str(rng.choice(SHAPES)), random_appearance(rng), str(rng.choice(SIZES)), i, count)
+            for i in range(count)
+        )
+        scene = Scene(str(rng.choice(list(BACKGROUNDS))), objects)
+        out.append((render(scene), describe(scene)))
+    return out
+
+
+def concept_prompts(
+    concepts: tuple[Concept, ...], modifiers: tuple[str, ...], n: int = 16, seed: int = 0, *, companion: bool = True
+) -> list[tuple[str, Expected]]:
+    """`n` prompts naming every concept by its modifier, in contexts of backgrounds, sizes and (for one
+    concept, every other prompt with `companion`) a plain companion object, with what each asks for."""
+    if len(concepts) != len(modifiers):
+        raise ValueError(f"{len(concepts)} concepts but {len(modifiers)} modifiers")
+    rng = np.random.default_rng([seed, 0x9A])
+    out = []
+    for i in range(n):
+        size = str(rng.choice(SIZES))
+        named = [(c, m) for c, m in zip(concepts, modifiers)]
+        if len(concepts) == 1 and companion and i % 2 == 1:
+            named.insert(int(rng.integers(2)), (None, None))
+        count = len(named)
+        objects, modifier_list, expected = [], [], []
+        for slot, (concept, modifier) in enumerate(named):
+            if concept is None:
+                obj = place(rng, str(rng.choice(SHAPES)), random_appearance(rng), size, slot, count)
+                expected.append(ExpectedObject(obj.shape, obj.appearance.colour, size))
+            else:
+                obj = place(rng, concept.category, concept.appearance, size, slot, count)
+                expected.append(ExpectedObject(concept.category, None, size, concept))
+            objects.append(obj)
+            modifier_list.append(modifier)
+        scene = Scene(str(rng.choice(list(BACKGROUNDS))), tuple(objects))
+        out.append((describe(scene, modifiers=tuple(modifier_list)), Expected(tuple(expected), scene.background)))
+    return out
+
+
+def class_prompts(category: str, n: int = 16, seed: int = 0) -> list[tuple[str, Expected]]:
+    """Prompts for the category without the modifier ("a circle on a white background", "a small circle"):
+    the prompts on which drift is measured."""
+    rng = np.random.default_rng([seed, 0xD1])
+    out = []
+    for _ in range(n):
+        scene = random_scene(rng, two_object_prob=0.0)
+        obj = place(rng, category, Appearance(str(rng.choice(list(COLOURS)))), scene.objects[0].size, 0, 1)
+        scene = Scene(scene.background, (obj,))
+        say_size, say_bg = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+        prompt = describe(scene, sizes=(say_size,), colours=(False,), background=say_bg)
+        out.append((prompt, Expected((ExpectedObject(category, None, obj.size if say_size else None),), scene.background if say_bg else None)))
+    return out

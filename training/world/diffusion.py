@@ -1,0 +1,108 @@
+"""Stage 3 of the base model: text encoder and UNet, trained jointly through the diffusion loss.
+
+SD's recipe in miniature: DDPM noise schedule, epsilon prediction, 10 % empty captions so
+classifier-free guidance works, latents encoded once up front (the VAE is frozen by then), and an
+EMA of the weights as the result. Only plain objects are shown: concept families stay unseen.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from safetensors.torch import load_file, save_file
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from training.world.autoencoder import lr_at
+from training.world.captions import training_caption
+from training.world.checkpoint import StageResult, run_stage
+from training.world.models import MAX_TOKENS, build_text_encoder, build_unet, train_scheduler
+from training.world.scenes import Scene, random_scene, render, to_array
+
+EMPTY_CAPTION_PROB = 0.1
+TWO_OBJECT_PROB = 0.35
+
+
+def training_scenes(seed: int, n: int) -> list[Scene]:
+    rng = np.random.default_rng([seed, 6])
+    return [random_scene(rng, two_object_prob=TWO_OBJECT_PROB) for _ in range(n)]
+
+
+@torch.no_grad()
+def encode_scenes(vae: AutoencoderKL, scenes: list[Scene], cache: Path, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std, each (n, 4, 8, 8) fp32, of every scene's render; cached in `cache`."""
+    if cache.exists():
+        t = load_file(str(cache))
+        return t["mean"], t["std"]
+    means, stds = [], []
+    for i in range(0, len(scenes), batch):
+        x = torch.from_numpy(to_array([render(s) for s in scenes[i : i + batch]]))
+        dist = vae.encode(x).latent_dist
+        means.append(dist.mean)
+        stds.append(dist.std)
+        print(f"[latents] {min(i + batch, len(scenes))}/{len(scenes)}", flush=True)
+    mean, std = torch.cat(means), torch.cat(stds)
+    save_file({"mean": mean.contiguous(), "std": std.contiguous()}, str(cache))
+    return mean, std
+
+
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters()):
+            e.lerp_(p, 1.0 - decay)
+
+
+def train_diffusion(
+    work_dir: Path,
+    vae: AutoencoderKL,
+    tokenizer: CLIPTokenizer,
+    seed: int,
+    budget_s: float,
+    max_steps: int,
+    *,
+    n_scenes: int = 16000,
+    batch: int = 64,
+    lr: float = 5e-4,
+    ema_decay: float = 0.998,
+) -> tuple[CLIPTextModel, UNet2DConditionModel, StageResult]:
+    """Returns the EMA text encoder and UNet."""
+    scenes = training_scenes(seed, n_scenes)
+    mean, std = encode_scenes(vae, scenes, work_dir / "latents.safetensors")
+    scale = float(vae.config.scaling_factor)
+    torch.manual_seed(seed)
+    text_encoder, unet = build_text_encoder(tokenizer), build_unet()
+    ema_te, ema_unet = copy.deepcopy(text_encoder).requires_grad_(False), copy.deepcopy(unet).requires_grad_(False)
+    params = [*text_encoder.parameters(), *unet.parameters()]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    noise_schedule = train_scheduler()
+
+    def step_fn(step: int, progress: float) -> float:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(lr, step, progress, warmup=100)
+        rng = np.random.default_rng([seed, 7, step])
+        idx = torch.from_numpy(rng.choice(n_scenes, batch, replace=False))
+        captions = ["" if rng.random() < EMPTY_CAPTION_PROB else training_caption(scenes[i], rng) for i in idx.tolist()]
+        ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        latents = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale
+        noise = torch.randn(latents.shape, generator=g)
+        t = torch.randint(0, noise_schedule.config.num_train_timesteps, (batch,), generator=g)
+        pred = unet(noise_schedule.add_noise(latents, noise, t), t, text_encoder(ids)[0]).sample
+        loss = torch.nn.functional.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(ema_decay, (1 + step) / (10 + step))
+        _ema_update(ema_te, text_encoder, decay)
+        _ema_update(ema_unet, unet, decay)
+        return loss.item()
+
+    modules = {"text_encoder": text_encoder, "unet": unet, "ema_text_encoder": ema_te, "ema_unet": ema_unet}
+    result = run_stage(
+        "diffusion", work_dir / "diffusion.ckpt.safetensors", modules, opt, step_fn, budget_s=budget_s, max_steps=max_steps
+    )
+    return ema_te.eval(), ema_unet.eval(), result
