@@ -47,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _up(args: argparse.Namespace) -> int:
     import asyncio
+    import signal
     import threading
 
     import ray
@@ -93,13 +94,14 @@ def _up(args: argparse.Namespace) -> int:
         f"  base model:                    {model_dir} (fingerprint {spec.fingerprint})\n"
         f"try: cdserve concepts publish FILE --registry {config.registry.address} --token {token}\n"
         f"     cdserve generate --target 127.0.0.1:{config.grpc_port} --prompt '...' --concept ID --out out/\n"
-        "Ctrl-C stops everything.",
+        "Ctrl-C (or SIGTERM) stops everything.",
         flush=True,
     )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
+        stop.wait()
     finally:
         from ray import serve
 
