@@ -280,6 +280,11 @@ class ConceptStore:
                     return tier  # type: ignore[return-value]
         return None
 
+    def pins(self, key: ConceptKey) -> int:
+        """Requests currently using `key`'s device entry."""
+        with self._lock:
+            return self._device.pins(key)
+
     def resident_bytes(self) -> dict[Tier, int]:
         with self._lock:
             return self._resident()
