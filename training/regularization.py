@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from PIL import Image
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from shared.basemodel import BaseModel
@@ -49,6 +50,20 @@ def read_captioned_folder(folder: str | Path) -> list[tuple[Path, str]]:
             )
         entries.append((folder / name, caption.strip()))
     return entries
+
+
+def write_captioned_folder(folder: str | Path, examples: Sequence[tuple[Image.Image, str]]) -> Path:
+    """Write (image, caption) pairs as a folder `read_captioned_folder` reads (e.g. the toy world's
+    `render_reg_pool`), for a REAL regularisation source."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for index, (image, caption) in enumerate(examples):
+        name = f"{index:05d}.png"
+        image.save(folder / name)
+        lines.append(f"{name}\t{caption}\n")
+    (folder / CAPTIONS_FILE).write_text("".join(lines))
+    return folder
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ from training.augment import LARGE_WORDS, SMALL_WORDS, rescaled
 from training.config import Recipe
 from training.data import REG, Example, ExampleSource, generator_for
 from training.loss import custom_diffusion_loss, masked_mse
-from training.regularization import read_captioned_folder, real_examples, similar_captions
+from training.regularization import read_captioned_folder, real_examples, similar_captions, write_captioned_folder
 
 from .conftest import concept
 
@@ -84,11 +84,7 @@ def test_real_regularisation_keeps_similar_captions(tmp_path, tiny_base):
     everything = similar_captions(pipeline.tokenizer, pipeline.text_encoder, captions, "photo of a dog", threshold=-1, limit=3)
     assert len(everything) == 3 and [s for _, s in everything] == sorted((s for _, s in everything), reverse=True)
 
-    folder = tmp_path / "reg"
-    folder.mkdir()
-    for i, caption in enumerate(captions):
-        RED.save(folder / f"{i}.png")
-    (folder / "captions.txt").write_text("".join(f"{i}.png\t{c}\n" for i, c in enumerate(captions)))
+    folder = write_captioned_folder(tmp_path / "reg", [(RED, caption) for caption in captions])
     assert [c for _, c in read_captioned_folder(folder)] == captions
     spec = concept(tmp_path, "x", "dog", regularization="real", reg_dir=str(folder))
     examples = real_examples(spec, Recipe(reg_similarity_threshold=0.999), tiny_base)

@@ -35,6 +35,9 @@ class TrainingServiceConfig(StrictModel):
     ray_address: str | None = Field(
         None, description="Ray dashboard address for job submission (http://host:8265); None: RAY_ADDRESS or local"
     )
+    submit_timeout_s: float = Field(
+        120.0, gt=0, description="How long to retry a Ray job submission (a fresh cluster's job agent starts late)"
+    )
     job_python: str = Field(sys.executable, description="Python on the cluster that runs `-m training.job`")
     registry: str | None = Field(None, description="Registry 'host:port' the jobs publish to; None: no publishing")
     tokens_file: Path | None = Field(None, description="YAML/JSON 'tokens: {token: tenant}', as the registry's")

@@ -17,7 +17,7 @@ SUBMIT_RETRY_S = 1.0
 class RayJobLauncher:
     """`address`: the Ray dashboard (http://host:8265); None lets Ray find it (RAY_ADDRESS, local)."""
 
-    def __init__(self, address: str | None, *, python: str, submit_timeout_s: float = 60.0) -> None:
+    def __init__(self, address: str | None, *, python: str, submit_timeout_s: float) -> None:
         self._address = address
         self._python = python
         self._submit_timeout_s = submit_timeout_s

@@ -64,7 +64,8 @@ async def start_training_service(
     all_tokens = {**(load_tokens(config.tokens_file) if config.tokens_file else {}), **(tokens or {})}
     metrics = TrainingMetrics()
     store = JobStore(config.data_dir / DB_FILE)
-    service = TrainingService(config, store, RayJobLauncher(config.ray_address, python=config.job_python), metrics)
+    launcher = RayJobLauncher(config.ray_address, python=config.job_python, submit_timeout_s=config.submit_timeout_s)
+    service = TrainingService(config, store, launcher, metrics)
     server = grpc.aio.server(
         interceptors=[ObservabilityInterceptor(metrics), AuthInterceptor(Authenticator(all_tokens))],  # type: ignore[arg-type]
         options=[
