@@ -63,7 +63,7 @@ def _register_server(subparsers: argparse._SubParsersAction) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    from serving.registry.auth import parse_tokens
+    from shared.auth import parse_tokens
     from serving.registry.config import RegistryConfig
     from serving.registry.logs import configure_logging
     from shared.config import load_yaml

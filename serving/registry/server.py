@@ -15,10 +15,10 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from proto import registry_pb2, registry_pb2_grpc
-from serving.registry.auth import Authenticator, load_tokens
+from shared.auth import Authenticator, load_tokens
 from serving.registry.blob_files import FileBlobStore
 from serving.registry.config import RegistryConfig
-from serving.registry.interceptors import AuthInterceptor, ObservabilityInterceptor
+from shared.rpc_interceptors import AuthInterceptor, ObservabilityInterceptor
 from serving.registry.metrics import RegistryMetrics
 from serving.registry.service import Registry
 from serving.registry.servicer import RegistryServicer

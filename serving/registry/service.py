@@ -30,37 +30,18 @@ from serving.registry.storage import (
     StagedBlob,
 )
 from shared.artifact import ArtifactLimits, ConceptArtifact, from_bytes, read_header
+from shared.auth import Caller
 from shared.spec import BaseSpec
-from shared.errors import IncompatibleBase, InvalidArgument, NotFound, PermissionDenied, TooLarge, Unauthenticated
+from shared.errors import IncompatibleBase, InvalidArgument, NotFound, PermissionDenied, TooLarge
 
 log = logging.getLogger("cdserve.registry")
 
-OPERATOR_TENANT = "*"
 """A token mapped to this tenant sees and may delete every concept (replicas, operators)."""
 
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 WATCH_BATCH = 256
 RECORD_OVERHEAD_BYTES = 2048
 """Generous size of a ConceptInfo without its header_json (ids, tokens, labels), for paging."""
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is calling: a tenant from a bearer token, or None for an anonymous reader."""
-
-    tenant: str | None = None
-
-    @property
-    def sees_all(self) -> bool:
-        return self.tenant == OPERATOR_TENANT
-
-    def may_see(self, record: ConceptRecord) -> bool:
-        return record.public or self.sees_all or record.tenant == self.tenant
-
-    def require_tenant(self) -> str:
-        if self.tenant is None:
-            raise Unauthenticated("this call writes; send 'authorization: Bearer <token>'", field="authorization")
-        return self.tenant
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from contextlib import aclosing
 import grpc
 
 from proto import common_pb2, registry_pb2, registry_pb2_grpc
-from serving.registry.auth import current_caller
+from shared.auth import current_caller
 from serving.registry.service import Heartbeat, ListFilter, PublishIntent, Registry
 from serving.registry.storage import DELETED, PUBLISHED, ConceptRecord
 from shared.errors import InvalidArgument

@@ -16,8 +16,8 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from proto import training_pb2, training_pb2_grpc
-from serving.registry.auth import Authenticator, load_tokens
-from serving.registry.interceptors import AuthInterceptor, ObservabilityInterceptor
+from shared.auth import Authenticator, load_tokens
+from shared.rpc_interceptors import AuthInterceptor, ObservabilityInterceptor
 from training.service.config import TrainingServiceConfig
 from training.service.launcher import RayJobLauncher
 from training.service.metrics import TrainingMetrics

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from proto import training_pb2
+from shared.auth import OPERATOR_TENANT
 from shared.errors import CdserveError, InvalidArgument, NotFound
 from training.distributed import DistributedOptions
 from training.job import TOKEN_ENV, JobSpec
@@ -28,7 +29,6 @@ from training.service.store import TERMINAL_STATES, JobRecord, JobStore
 from training.service.submission import Submission
 
 log = logging.getLogger("cdserve.training.service")
-OPERATOR_TENANT = "*"
 JOB_FILE = "job.json"
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from proto import common_pb2, training_pb2, training_pb2_grpc
-from serving.registry.auth import BEARER, current_caller
+from shared.auth import BEARER, current_caller
 from training.service.service import JobView, TrainingService
 
 

@@ -1,4 +1,5 @@
-"""Server interceptors: authentication, and error conversion with metrics and logs.
+"""gRPC server interceptors shared by cdserve's services: authentication, and error conversion
+with metrics and logs.
 
 Each wraps the RPC's behaviour in an async context manager and returns a handler of the same
 streaming shape, as grpc requires.
@@ -12,16 +13,15 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
-from serving.registry.auth import Authenticator, reset_caller, set_caller
-from serving.registry.metrics import RegistryMetrics
+from shared.auth import Authenticator, reset_caller, set_caller
 from shared.errors import CdserveError
 from shared.grpc_status import status_for, trailing_metadata
 
-log = logging.getLogger("cdserve.registry.rpc")
+log = logging.getLogger("cdserve.rpc")
 
 Around = Callable[[grpc.aio.ServicerContext], AbstractAsyncContextManager[None]]
 
@@ -70,6 +70,10 @@ def short_method(full_method: str) -> str:
     return full_method.rsplit(".", 1)[-1]
 
 
+class CallObserver(Protocol):
+    def observe_call(self, method: str, code: str, seconds: float) -> None: ...
+
+
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 
 
@@ -105,7 +109,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     """Turns typed errors into status + trailing detail (via `shared.grpc_status`), counts every
     call by method and code, times it, and logs failures. Must be the outermost interceptor."""
 
-    def __init__(self, metrics: RegistryMetrics) -> None:
+    def __init__(self, metrics: CallObserver) -> None:
         self._metrics = metrics
 
     async def intercept_service(
@@ -133,7 +137,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             except Exception as e:
                 code = grpc.StatusCode.INTERNAL
                 log.exception("rpc crashed", extra={"fields": {"method": method}})
-                await context.abort(code, f"internal error ({type(e).__name__}); see the registry log", trailing_metadata(e))
+                await context.abort(code, f"internal error ({type(e).__name__}); see the server log", trailing_metadata(e))
             finally:
                 self._metrics.observe_call(method, code.name, time.perf_counter() - start)
 

@@ -1,4 +1,6 @@
-"""Bearer tokens → tenants.
+"""Bearer tokens → tenants, and the caller of the RPC being handled.
+
+Shared by every cdserve gRPC service (registry, training) so tokens mean the same everywhere.
 
 Tokens come from a YAML/JSON file (`tokens: {<token>: <tenant>}`) or the same text in an
 environment variable (read by the CLI, `CDSERVE_REGISTRY_TOKENS`). Only their sha256 is kept in memory and no token is ever
@@ -10,18 +12,49 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 from pydantic import Field, ValidationError
 
-from serving.registry.service import Caller
 from shared.config import StrictModel, load_yaml
 from shared.errors import InvalidArgument, Unauthenticated
 
 BEARER = "bearer "
+OPERATOR_TENANT = "*"
+"""A token mapped to this tenant sees and may delete everything (replicas, operators)."""
 
-_caller: ContextVar[Caller] = ContextVar("cdserve_registry_caller", default=Caller())
+
+class Owned(Protocol):
+    """Anything a tenant owns that may be public."""
+
+    tenant: str
+    public: bool
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: a tenant from a bearer token, or None for an anonymous reader."""
+
+    tenant: str | None = None
+
+    @property
+    def sees_all(self) -> bool:
+        return self.tenant == OPERATOR_TENANT
+
+    def may_see(self, record: Owned) -> bool:
+        return record.public or self.sees_all or record.tenant == self.tenant
+
+    def require_tenant(self) -> str:
+        if self.tenant is None:
+            raise Unauthenticated("this call writes; send 'authorization: Bearer <token>'", field="authorization")
+        return self.tenant
+
+
+
+_caller: ContextVar[Caller] = ContextVar("cdserve_caller", default=Caller())
 
 
 class TokensFile(StrictModel):
@@ -61,7 +94,7 @@ class Authenticator:
             raise Unauthenticated("the authorization metadata must be 'Bearer <token>'", field="authorization")
         tenant = self._tenants.get(_digest(authorization[len(BEARER) :].strip()))
         if tenant is None:
-            raise Unauthenticated("the bearer token is not known to this registry", field="authorization")
+            raise Unauthenticated("the bearer token is not known to this service", field="authorization")
         return Caller(tenant)
 
 
