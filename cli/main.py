@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "serving.registry.cli",
     "serving.cli",
     "training.cli",
+    "cli.up",
     "cli.demo",
 )
 
