@@ -79,8 +79,21 @@ class RegistryLink(StrictModel):
 
     address: str = Field("127.0.0.1:50051", description="host:port of the registry gRPC service")
     token: str | None = Field(None, description="Bearer token of a service tenant that may read every concept")
+    token_file: Path | None = Field(
+        None, description="File holding that token (a mounted Secret); keeps it out of Serve configs"
+    )
     timeout_s: float = Field(10.0, gt=0.0, description="Deadline of one registry call")
     watch_heartbeat_s: int = Field(5, ge=0, description="Watch heartbeat the replica asks for (0: registry default)")
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> RegistryLink:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("give registry.token or registry.token_file, not both")
+        return self
+
+    def bearer_token(self) -> str | None:
+        """The token, read from `token_file` when one is given (read at replica start)."""
+        return self.token_file.read_text().strip() if self.token_file is not None else self.token
 
 
 class QueueConfig(StrictModel):

@@ -189,7 +189,7 @@ def build_replica(config: ServingConfig, *, replica: str = "", observer: CacheOb
     observers: CacheObserver = stats if observer is None else Observers(stats, observer)
     registry = RegistryClient(
         config.registry.address,
-        token=config.registry.token,
+        token=config.registry.bearer_token(),
         timeout_s=config.registry.timeout_s,
         retry=RetryPolicy(attempts=3, initial_backoff_s=0.05, max_backoff_s=1.0),
     )

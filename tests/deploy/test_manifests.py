@@ -349,6 +349,8 @@ def test_one_base_model_and_one_training_volume_path_everywhere() -> None:
 def test_serve_config_carries_no_secret_and_secrets_are_placeholders_kept_out_of_kustomize() -> None:
     for path in (DEPLOY / "serve-cluster.yaml", DEPLOY / "serve-local.yaml"):
         assert ServingConfig.model_validate(serve_args(load_yaml(path))).registry.token is None, path
+    cluster = ServingConfig.model_validate(serve_args(load_yaml(DEPLOY / "serve-cluster.yaml")))
+    assert str(cluster.registry.token_file) == "/etc/cdserve/serve-token/token"  # the mounted Secret
     for doc in k8s_objects():
         if doc.body["kind"] == "Secret":
             assert all("REPLACE" in value for value in doc.body["stringData"].values()), doc.where
