@@ -1,0 +1,220 @@
+"""Concept quality on the toy world, measured by the project's evaluator (the CLIP stand-in).
+
+    python -m bench.quality [--samples 64] [--steps 250] [--quick]
+
+Rows (paper, Table 1/2 and §5): the base model; Custom Diffusion (K/V + token, real regularisation
+images); without regularisation; without augmentation; token only (textual inversion); fine-tuning
+the whole UNet; two concepts trained jointly; their closed-form merge; the naive sum of their deltas;
+the single concept compressed to several ranks. Columns: concept fidelity (image alignment) and
+prompt fidelity (text alignment) on held-out prompts in unseen contexts, drift on class prompts
+without the modifier token, and for two concepts the share of samples that show both.
+Writes bench/results/quality.json and bench/results/quality.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from bench.common import RESULTS, write_result
+from serving.engine import DeltaEngine, GenerationRequest
+from shared import artifact
+from shared.basemodel import BaseModel, cross_attention_layers, load_base_model, reg_captions_path
+from shared.compress import compress
+from shared.delta import ConceptDelta
+from shared.merge import MergeInput, closed_form_merge, load_captions, naive_sum, regularization_stats
+from training.config import ConceptConfig, Recipe, TrainConfig
+from training.loop import train
+from training.regularization import write_captioned_folder
+from training.world.concepts import CONCEPTS, Concept, class_prompts, concept_prompts, render_concept_targets, render_reg_pool
+from training.world.evaluator import Evaluator
+from training.world.metrics import composition, concept_fidelity, drift, prompt_fidelity
+from training.world.prompting import GUIDANCE, SAMPLE_STEPS
+
+TOYWORLD = Path(__file__).resolve().parent.parent / "shared" / "assets" / "toyworld"
+FIRST, SECOND = CONCEPTS["striped-circle"], CONCEPTS["dotted-square"]
+
+
+def token_of(concept: Concept) -> str:
+    return f"<cd-{concept.name}>"
+
+
+@dataclass
+class Subject:
+    """What one row samples with: a base (possibly a fine-tuned copy) and a delta."""
+
+    engine: DeltaEngine
+    delta: ConceptDelta | None
+
+
+class Bench:
+    def __init__(self, model_dir: Path, work: Path, samples: int, steps: int, quick: bool) -> None:
+        self.model_dir, self.work, self.samples, self.steps, self.quick = model_dir, work, samples, steps, quick
+        self.base = load_base_model(model_dir)
+        self.engine = DeltaEngine(self.base)
+        self.evaluator = Evaluator.load(model_dir)
+        self.train_seconds: dict[str, float] = {}
+
+    # -- data and training -----------------------------------------------------------------------
+
+    def concept_config(self, concept: Concept, *, reg: str = "real") -> ConceptConfig:
+        folder = self.work / "data" / concept.name
+        if not folder.exists():
+            targets = render_concept_targets(concept, n=8, seed=1, modifier=token_of(concept), detailed=False)
+            write_captioned_folder(folder / "targets", targets)
+            write_captioned_folder(folder / "reg", render_reg_pool(concept.category, k=200, seed=2))
+        images = sorted(str(p) for p in (folder / "targets").glob("*.png"))
+        captions = dict(line.split("\t", 1) for line in (folder / "targets" / "captions.txt").read_text().splitlines())
+        return ConceptConfig(
+            concept_id=concept.name, category=concept.category, modifier_token=token_of(concept), images=images,
+            captions=[captions[Path(p).name] for p in images], regularization=reg,
+            reg_dir=str(folder / "reg") if reg == "real" else None,
+        )  # fmt: skip
+
+    def train(self, name: str, concepts: Sequence[ConceptConfig], **recipe: object) -> Path:
+        steps = self.steps * (2 if len(concepts) > 1 else 1)
+        config = TrainConfig(
+            base_model=str(self.model_dir), concepts=list(concepts), output_dir=str(self.work / "runs" / name),
+            recipe=Recipe(steps=steps, checkpoint_every=10**5, **recipe), bundle_id=name,
+        )  # fmt: skip
+        started = time.perf_counter()
+        path = train(config, base=self.base, show_bar=False).path
+        self.train_seconds[name] = round(time.perf_counter() - started, 1)
+        print(f"trained {name} in {self.train_seconds[name]} s", flush=True)
+        return path
+
+    def load(self, path: Path) -> MergeInput:
+        concept = artifact.load(path, base=self.base.spec)
+        return concept.header, concept.delta
+
+    def fine_tuned_whole(self, path: Path) -> Subject:
+        """Mode `full` writes UNet weights, not a delta: sample from a copy of the base with them loaded."""
+        tensors = load_file(str(path))
+        pipeline = copy.deepcopy(self.base.pipeline)
+        unet_state = {k.removeprefix("unet."): v for k, v in tensors.items() if k.startswith("unet.")}
+        missing, unexpected = pipeline.unet.load_state_dict(unet_state, strict=False)
+        if unexpected or len(missing) == len(pipeline.unet.state_dict()):
+            raise ValueError(f"{path.name}: UNet weights do not match the base ({unexpected[:3]})")
+        tokens = {k.removeprefix("token."): v for k, v in tensors.items() if k.startswith("token.")}
+        engine = DeltaEngine(BaseModel(pipeline=pipeline, spec=self.base.spec, source="fine-tuned"))
+        return Subject(engine, ConceptDelta(token_embeddings=tokens))
+
+    # -- measuring -------------------------------------------------------------------------------
+
+    def sample(self, subject: Subject, prompts: Sequence[str], seed: int) -> list[Image.Image]:
+        requests = [
+            GenerationRequest(prompt, delta=subject.delta, steps=SAMPLE_STEPS, guidance_scale=GUIDANCE, seed=seed + i,
+                              height=subject.engine.default_size, width=subject.engine.default_size)
+            for i, prompt in enumerate(prompts)
+        ]  # fmt: skip
+        images = []
+        for start in range(0, len(requests), 32):
+            for result in subject.engine.generate(requests[start : start + 32]):
+                images.append(Image.fromarray((result.images[0] * 255).round().astype("uint8")))
+        return images
+
+    def single(self, subject: Subject, concept: Concept, *, with_token: bool = True) -> dict[str, float]:
+        """Fidelity on held-out prompts in unseen contexts; drift on class prompts without the token."""
+        prompts = concept_prompts((concept,), (token_of(concept) if with_token else "",), n=self.samples, seed=7)
+        texts = [p if with_token else " ".join(p.split()) for p, _ in prompts]
+        readings = self.evaluator.read(self.sample(subject, texts, seed=1000))
+        class_set = class_prompts(concept.category, n=self.samples, seed=8)
+        class_readings = self.evaluator.read(self.sample(subject, [p for p, _ in class_set], seed=2000))
+        return {
+            "concept_fidelity": concept_fidelity(readings, concept),
+            "prompt_fidelity": prompt_fidelity(readings, [e for _, e in prompts]),
+            "drift": drift(class_readings, concept),
+        }
+
+    def pair(self, subject: Subject) -> dict[str, float]:
+        prompts = concept_prompts((FIRST, SECOND), (token_of(FIRST), token_of(SECOND)), n=self.samples, seed=9)
+        readings = self.evaluator.read(self.sample(subject, [p for p, _ in prompts], seed=3000))
+        return {
+            "both_present": composition(readings, (FIRST, SECOND)),
+            f"fidelity_{FIRST.name}": concept_fidelity(readings, FIRST),
+            f"fidelity_{SECOND.name}": concept_fidelity(readings, SECOND),
+            "prompt_fidelity": prompt_fidelity(readings, [e for _, e in prompts]),
+        }
+
+
+def run(args: argparse.Namespace) -> dict:
+    work = Path(args.work or tempfile.mkdtemp(prefix="cdserve-quality-"))
+    bench = Bench(Path(args.model), work, args.samples, args.steps, args.quick)
+    first, second = bench.concept_config(FIRST), bench.concept_config(SECOND)
+    rows: dict[str, dict[str, float]] = {}
+    base = Subject(bench.engine, None)
+    rows["base model"] = bench.single(base, FIRST, with_token=False)
+
+    custom = bench.load(bench.train("custom-diffusion", [first]))
+    rows["Custom Diffusion (K/V + token, real reg)"] = bench.single(Subject(bench.engine, custom[1]), FIRST)
+    rows["w/o regularisation"] = bench.single(
+        Subject(bench.engine, bench.load(bench.train("no-reg", [bench.concept_config(FIRST, reg="none")]))[1]), FIRST)
+    rows["w/o augmentation"] = bench.single(
+        Subject(bench.engine, bench.load(bench.train("no-aug", [first], augment=False))[1]), FIRST)
+    rows["token only (textual inversion)"] = bench.single(
+        Subject(bench.engine, bench.load(bench.train("token-only", [first], mode="token"))[1]), FIRST)
+    rows["fine-tune all UNet + token"] = bench.single(bench.fine_tuned_whole(bench.train("full", [first], mode="full")), FIRST)
+    for rank in (1, 2, 4):
+        compressed, report = compress(custom[1], rank=rank)
+        rows[f"compressed, rank {rank} ({report.ratio:.0f}× smaller)"] = bench.single(Subject(bench.engine, compressed), FIRST)
+
+    second_concept = bench.load(bench.train("second", [second]))
+    joint = bench.load(bench.train("joint", [first, second]))
+    rows["two concepts: joint training"] = bench.pair(Subject(bench.engine, joint[1]))
+    captions = reg_captions_path(bench.model_dir)
+    stats = regularization_stats(bench.engine.prompts, load_captions(captions) if captions else load_captions())
+    merged, merge_report = closed_form_merge(
+        [custom, second_concept], bench.engine.prompts, cross_attention_layers(bench.base.pipeline.unet), stats)
+    rows["two concepts: closed-form merge"] = bench.pair(Subject(bench.engine, merged))
+    rows["two concepts: naive sum"] = bench.pair(Subject(bench.engine, naive_sum([custom, second_concept])))
+
+    result = {
+        "model": str(args.model),
+        "samples_per_metric": args.samples,
+        "training_steps_single": args.steps,
+        "train_seconds": bench.train_seconds,
+        "merge": {"constraint_residual": merge_report.max_constraint_residual,
+                  "regularization_residual": merge_report.max_regularization_residual,
+                  "target_tokens": merge_report.num_target_tokens},
+        "rows": rows,
+    }  # fmt: skip
+    print(write_result("quality" if not args.quick else "quality-quick", result))
+    table = markdown(rows)
+    (RESULTS / ("quality.md" if not args.quick else "quality-quick.md")).write_text(table)
+    print(table)
+    return result
+
+
+def markdown(rows: dict[str, dict[str, float]]) -> str:
+    columns = ["concept_fidelity", "prompt_fidelity", "drift", "both_present"]
+    lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, values in rows.items():
+        cells = [f"{values[c]:.2f}" if c in values else "" for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(TOYWORLD))
+    parser.add_argument("--samples", type=int, default=64, help="samples per metric")
+    parser.add_argument("--steps", type=int, default=250, help="training steps for one concept (joint: twice)")
+    parser.add_argument("--work", help="folder for data and runs (default: a temporary one)")
+    parser.add_argument("--quick", action="store_true", help="write quality-quick.* (for smoke runs)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    return run(args)
+
+
+if __name__ == "__main__":
+    main()

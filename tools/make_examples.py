@@ -1,0 +1,50 @@
+"""Write examples/: the demo's target images and regularisation set (rendered by the toy world), and
+the second concept the demo publishes, trained here once with the paper's recipe.
+
+    python tools/make_examples.py      (needs the embedded base model in shared/assets/toyworld)
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from training.config import ConceptConfig, Recipe, TrainConfig
+from training.loop import train
+from training.regularization import write_captioned_folder
+from training.world.concepts import CONCEPTS, render_concept_targets, render_reg_pool
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+MODEL = ROOT / "shared" / "assets" / "toyworld"
+
+
+def write_concept_data(name: str, token: str, seed: int) -> Path:
+    concept = CONCEPTS[name]
+    folder = EXAMPLES / name
+    shutil.rmtree(folder, ignore_errors=True)
+    write_captioned_folder(folder / "targets", render_concept_targets(concept, n=8, seed=seed, modifier=token, detailed=False))
+    write_captioned_folder(folder / "reg", render_reg_pool(concept.category, k=200, seed=seed + 1))
+    return folder
+
+
+def main() -> None:
+    write_concept_data("striped-circle", "<cd-striped-circle>", seed=11)
+    folder = write_concept_data("dotted-square", "<cd-dotted-square>", seed=21)
+    images = sorted(str(p) for p in (folder / "targets").glob("*.png"))
+    captions = dict(line.split("\t", 1) for line in (folder / "targets" / "captions.txt").read_text().splitlines())
+    with tempfile.TemporaryDirectory() as work:
+        result = train(TrainConfig(
+            base_model=str(MODEL), output_dir=work, concepts=[ConceptConfig(
+                concept_id="dotted-square", category="square", modifier_token="<cd-dotted-square>", images=images,
+                captions=[captions[Path(p).name] for p in images], regularization="real", reg_dir=str(folder / "reg"))],
+            recipe=Recipe(checkpoint_every=10**5),
+        ))  # fmt: skip
+        (EXAMPLES / "concepts").mkdir(parents=True, exist_ok=True)
+        shutil.copy(result.path, EXAMPLES / "concepts" / "dotted-square.safetensors")
+    print(f"wrote {EXAMPLES}")
+
+
+if __name__ == "__main__":
+    main()
