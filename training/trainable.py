@@ -49,6 +49,23 @@ def trainable_unet_parameters(unet: UNet2DConditionModel, mode: str) -> dict[str
     }
 
 
+def detach_start_of_text(unet: UNet2DConditionModel) -> None:
+    """Stop gradients through the start-of-text token's keys and values in every cross-attention layer.
+
+    Its text feature is the same in every prompt (the text encoder is causal), so fine-tuned K/V that
+    learned from it would shift the output of every prompt, not only the concept's: the paper detaches it.
+    Installed on the trainer's private UNet copy only.
+    """
+    for attn in cross_attention_layers(unet).values():
+        for linear in (attn.to_k, attn.to_v):
+            linear.register_forward_hook(_detach_first_token)
+
+
+def _detach_first_token(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    """output (batch, tokens, inner): token 0 keeps its value but passes no gradient."""
+    return torch.cat([output[:, :1].detach(), output[:, 1:]], dim=1)
+
+
 def freeze_all_but(unet: UNet2DConditionModel, mode: str) -> dict[str, torch.nn.Parameter]:
     """Set requires_grad on exactly the mode's parameters; returns them."""
     unet.requires_grad_(False)

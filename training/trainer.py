@@ -23,7 +23,7 @@ from training.config import TrainConfig
 from training.data import ExampleSource, generator_for
 from training.loss import custom_diffusion_loss
 from training.tokens import initial_embeddings
-from training.trainable import PROJECTIONS_BY_MODE, freeze_all_but, projection_module_name
+from training.trainable import PROJECTIONS_BY_MODE, detach_start_of_text, freeze_all_but, projection_module_name
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -82,6 +82,7 @@ class ConceptTrainer:
         self.vae = base.pipeline.vae
         self.unet = copy.deepcopy(base.pipeline.unet)
         self.trainable = freeze_all_but(self.unet, recipe.mode)
+        detach_start_of_text(self.unet)
         self.initial = (
             {} if recipe.mode == "full" else {name: p.detach().float().clone() for name, p in self.trainable.items()}
         )
