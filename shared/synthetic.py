@@ -6,7 +6,7 @@ import torch
 
 from shared.artifact import ArtifactHeader, ConceptPart
 from shared.spec import BaseSpec
-from shared.delta import ConceptDelta, DeltaWeight
+from shared.delta import KV_PROJECTIONS, ConceptDelta, DeltaWeight
 
 
 def random_concept(
@@ -19,8 +19,10 @@ def random_concept(
     category: str = "dog",
     modifier_token: str | None = None,
     dtype: torch.dtype = torch.float32,
+    projections: tuple[str, ...] = KV_PROJECTIONS,
 ) -> tuple[ArtifactHeader, ConceptDelta]:
-    """A concept for `spec` whose deltas are random (dense, or low-rank when `rank` is given)."""
+    """A concept for `spec` whose deltas are random (dense, or low-rank when `rank` is given);
+    `projections` may add "to_q"/"to_out" (a concept trained in mode `crossattn`)."""
     generator = torch.Generator().manual_seed(seed)
 
     def randn(*shape: int) -> torch.Tensor:
@@ -28,15 +30,14 @@ def random_concept(
 
     delta = ConceptDelta()
     for layer in spec.layers:
-        out_f, in_f = layer.out_features, layer.in_features
-        delta.layers[layer.name] = {
-            projection: (
+        delta.layers[layer.name] = {}
+        for projection in projections:
+            out_f, in_f = layer.delta_shape(projection)
+            delta.layers[layer.name][projection] = (
                 DeltaWeight(dense=randn(out_f, in_f) / in_f**0.5)
                 if rank is None
                 else DeltaWeight.low_rank(randn(out_f, rank), randn(rank, in_f) / in_f**0.5)
             )
-            for projection in ("to_k", "to_v")
-        }
     token = modifier_token or f"<{concept_id}>"
     delta.token_embeddings[token] = randn(spec.token_dim) * 3
     header = ArtifactHeader(

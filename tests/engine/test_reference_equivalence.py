@@ -25,17 +25,20 @@ def engine_and_pristine(tiny_base):
 def concepts(tiny_base):
     dense = random_concept(tiny_base.spec, "dog-a", seed=1, modifier_token="<dog-a>")[1]
     low_rank = random_concept(tiny_base.spec, "cat-b", seed=2, rank=3, modifier_token="<cat-b>", category="cat")[1]
-    return dense, low_rank
+    crossattn = random_concept(tiny_base.spec, "fox-c", seed=3, rank=2, modifier_token="<fox-c>", category="fox",
+                               projections=("to_k", "to_v", "to_q", "to_out"))[1]
+    return dense, low_rank, crossattn
 
 
 def test_mixed_batch_matches_stock_diffusers_per_request(engine_and_pristine, concepts):
     engine, pristine = engine_and_pristine
-    dense, low_rank = concepts
+    dense, low_rank, crossattn = concepts
     requests = [
         GenerationRequest("a photo of a dog", negative_prompt="blurry", delta=None, seed=11),
         GenerationRequest("a photo of a <dog-a> dog on the beach", delta=dense, seed=12),
         GenerationRequest("a painting of a <cat-b> cat", negative_prompt="<cat-b>", delta=low_rank, seed=13,
                           num_images=2, guidance_scale=3.0),
+        GenerationRequest("a <fox-c> fox", delta=crossattn, seed=14),  # mode crossattn: per-row q/out deltas
     ]
     for r in requests:
         r.steps, r.height, r.width = STEPS, SIZE, SIZE
@@ -61,7 +64,7 @@ def test_concept_changes_the_image(engine_and_pristine, concepts):
 
 def test_request_output_does_not_depend_on_its_batch(engine_and_pristine, concepts):
     engine, _ = engine_and_pristine
-    dense, low_rank = concepts
+    dense, low_rank, _ = concepts
     target = GenerationRequest("a photo of a <dog-a> dog", delta=dense, seed=7, steps=STEPS, height=SIZE, width=SIZE)
     alone = engine.generate([target])[0].images
     neighbours = [
