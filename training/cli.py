@@ -7,21 +7,52 @@ Heavy imports stay inside the handlers so that `cdserve --help` is fast.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 SERVICE_ENV = "CDSERVE_TRAINING"
 TOKEN_ENV = "CDSERVE_TOKEN"
 DEFAULT_SERVICE = "127.0.0.1:50061"
-RECIPE_FLAGS = {"steps": int, "batch_size": int, "learning_rate": float, "mode": str, "seed": int,
-                "num_workers": int, "resolution": int, "compress_energy": float, "compress_rank": int}  # fmt: skip
+
+
+def _uint(text: str) -> int:
+    """The proto's unsigned fields: a negative value is an argparse error naming the flag (range
+    checks beyond that are the service's, which names the recipe field)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+RECIPE_FLAGS = {"steps": _uint, "batch_size": _uint, "learning_rate": float, "mode": str, "seed": _uint,
+                "num_workers": _uint, "resolution": _uint, "compress_energy": float, "compress_rank": _uint}  # fmt: skip
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     _register_train(subparsers)
     _register_training(subparsers)
+
+
+def _typed_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A typed error (bad recipe value, unknown job, …) becomes one line on stderr and exit status
+    1, as in the registry CLI, instead of a traceback."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        from shared.errors import CdserveError
+
+        try:
+            return handler(args)
+        except CdserveError as e:
+            where = f" [{e.field}]" if e.field and e.field not in e.message else ""
+            print(f"error ({e.reason}){where}: {e.message}", file=sys.stderr)
+            return 1
+
+    return run
 
 
 # -- cdserve train ------------------------------------------------------------------------------
@@ -41,7 +72,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"bearer token (default ${TOKEN_ENV})")
     for name, kind in RECIPE_FLAGS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, dest=name, help=f"recipe.{name}")
-    parser.set_defaults(handler=_train)
+    parser.set_defaults(handler=_typed_errors(_train))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -99,7 +130,7 @@ def _register_training(subparsers: argparse._SubParsersAction) -> None:
 
     run = verbs.add_parser("run", help="train in this process (no Ray) from a TrainConfig YAML")
     run.add_argument("config", type=Path, help="YAML with TrainConfig fields")
-    run.set_defaults(handler=_run_local)
+    run.set_defaults(handler=_typed_errors(_run_local))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -121,18 +152,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _serve_until_signalled(config: Any) -> None:
-    import asyncio
-    import signal
-
+    from shared.rpc_server import wait_for_stop_signal
     from training.service.server import start_training_service
 
     handle = await start_training_service(config)
     print(f"training service on {config.host}:{handle.port} (metrics :{handle.metrics_port})", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    await wait_for_stop_signal()
     await handle.stop()
 
 

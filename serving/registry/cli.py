@@ -86,17 +86,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _serve_until_signalled(config: Any, specs: list[Any], tokens: dict[str, str]) -> None:
-    import asyncio
-    import signal
-
     from serving.registry.server import start_registry
+    from shared.rpc_server import wait_for_stop_signal
 
     handle = await start_registry(config, base_specs=specs, tokens=tokens)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    await wait_for_stop_signal()
     await handle.stop()
 
 

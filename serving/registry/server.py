@@ -10,21 +10,19 @@ from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
+from grpc_health.v1 import health
 
 from proto import registry_pb2, registry_pb2_grpc
-from shared.auth import Authenticator, load_tokens
 from serving.registry.blob_files import FileBlobStore
 from serving.registry.config import RegistryConfig
-from shared.rpc_interceptors import AuthInterceptor, ObservabilityInterceptor
 from serving.registry.metrics import RegistryMetrics
 from serving.registry.service import Registry
 from serving.registry.servicer import RegistryServicer
 from serving.registry.sqlite_store import SqliteMetadataStore
-from shared.spec import BaseSpec
+from shared.auth import load_tokens
 from shared.errors import InvalidArgument
+from shared.rpc_server import add_health_and_reflection, mark_serving, new_server, start_metrics_http
+from shared.spec import BaseSpec
 
 log = logging.getLogger("cdserve.registry")
 
@@ -90,29 +88,15 @@ async def start_registry(
     metadata = SqliteMetadataStore(config.data_dir / METADATA_FILE)
     registry = Registry(metadata, FileBlobStore(config.data_dir), config=config, base_specs=specs, metrics=metrics)
 
-    server = grpc.aio.server(
-        interceptors=[ObservabilityInterceptor(metrics), AuthInterceptor(Authenticator(all_tokens))],
-        options=[
-            ("grpc.max_receive_message_length", config.max_message_bytes),
-            ("grpc.max_send_message_length", config.max_message_bytes),
-        ],
-    )
+    server = new_server(metrics, all_tokens, max_message_bytes=config.max_message_bytes)
     registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(registry), server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
-    )
+    health_servicer = add_health_and_reflection(server, SERVICE_NAME)
     address = f"{config.host}:{config.port}"
     credentials = _credentials(config)
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     await server.start()
-    for service in ("", SERVICE_NAME):
-        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-
-    metrics_http = None
-    if config.metrics_port is not None:
-        metrics_http, _ = start_http_server(config.metrics_port, addr=config.host, registry=metrics.registry)
+    await mark_serving(health_servicer, SERVICE_NAME)
+    metrics_http = start_metrics_http(config.metrics_port, config.host, metrics.registry)
     handle = RegistryHandle(
         port=port,
         metrics_port=metrics_http.server_port if metrics_http else None,

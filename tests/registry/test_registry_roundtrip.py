@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from shared.errors import InvalidArgument, NotFound
+from shared.spec import BaseSpec, CrossAttentionLayer
 
 
 def test_publish_get_fetch_round_trip_is_bit_exact(acme, make_artifact, spec):
@@ -86,8 +87,15 @@ def test_list_pages_and_filters(acme, make_artifact):
         list(acme.list(page_size=100_000))
 
 
-def test_fetch_resumes_at_its_offset_after_the_registry_restarts(server, make_artifact):
-    data = make_artifact("big", scale=1.0)  # ~90 KB: many 4 KiB chunks
+WIDE = BaseSpec(fingerprint="wide", layers=(CrossAttentionLayer("wide.attn2", 1024, 1024, 8, 1024),), token_dim=1024)
+
+
+def test_fetch_resumes_at_its_offset_after_the_registry_restarts(server_factory, make_artifact):
+    """8 MB, far more than HTTP/2 flow control lets the server push ahead: the download must resume."""
+    server = server_factory()
+    server.specs.append(WIDE)
+    server.restart()
+    data = make_artifact("big", base=WIDE)
     with server.client("tok-acme") as publisher:
         publisher.publish(data)
     received: list[int] = []
@@ -97,10 +105,10 @@ def test_fetch_resumes_at_its_offset_after_the_registry_restarts(server, make_ar
         if len(received) == 3:
             server.restart()  # breaks the stream mid-download
 
-    with server.client("tok-acme", chunk_bytes=4096) as client:
+    with server.client("tok-acme", chunk_bytes=65536) as client:
         assert client.fetch("big", progress=progress) == data
     assert received == sorted(received) and received[-1] == len(data)
     sent_after_restart = server.handle.metrics.registry.get_sample_value(
         "cdserve_registry_transfer_bytes_total", {"direction": "download"}
     )
-    assert 0 < sent_after_restart <= len(data) - 3 * 4096
+    assert 0 < sent_after_restart <= len(data) - 3 * 65536

@@ -11,13 +11,11 @@ from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
+from grpc_health.v1 import health
 
 from proto import training_pb2, training_pb2_grpc
-from shared.auth import Authenticator, load_tokens
-from shared.rpc_interceptors import AuthInterceptor, ObservabilityInterceptor
+from shared.auth import load_tokens
+from shared.rpc_server import add_health_and_reflection, mark_serving, new_server, start_metrics_http
 from training.service.config import TrainingServiceConfig
 from training.service.launcher import RayJobLauncher
 from training.service.metrics import TrainingMetrics
@@ -66,26 +64,13 @@ async def start_training_service(
     store = JobStore(config.data_dir / DB_FILE)
     launcher = RayJobLauncher(config.ray_address, python=config.job_python, submit_timeout_s=config.submit_timeout_s)
     service = TrainingService(config, store, launcher, metrics)
-    server = grpc.aio.server(
-        interceptors=[ObservabilityInterceptor(metrics), AuthInterceptor(Authenticator(all_tokens))],  # type: ignore[arg-type]
-        options=[
-            ("grpc.max_receive_message_length", config.max_message_bytes),
-            ("grpc.max_send_message_length", config.max_message_bytes),
-        ],
-    )
+    server = new_server(metrics, all_tokens, max_message_bytes=config.max_message_bytes)
     training_pb2_grpc.add_TrainingServicer_to_server(TrainingServicer(service), server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
-    )
+    health_servicer = add_health_and_reflection(server, SERVICE_NAME)
     port = server.add_insecure_port(f"{config.host}:{config.port}")
     await server.start()
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    metrics_http = None
-    if config.metrics_port is not None:
-        metrics_http, _ = start_http_server(config.metrics_port, addr=config.host, registry=metrics.registry)
+    await mark_serving(health_servicer, SERVICE_NAME)
+    metrics_http = start_metrics_http(config.metrics_port, config.host, metrics.registry)
     refresher = asyncio.get_running_loop().create_task(service.refresh_forever())
     log.info("training service on port %d (metrics %s)", port, metrics_http.server_port if metrics_http else None)
     return TrainingServiceHandle(
