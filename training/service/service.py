@@ -18,7 +18,7 @@ from typing import Any
 
 from proto import training_pb2
 from shared.auth import OPERATOR_TENANT
-from shared.errors import CdserveError, InvalidArgument, NotFound
+from shared.errors import CdserveError, Conflict, InvalidArgument, NotFound
 from training.distributed import DistributedOptions
 from training.job import TOKEN_ENV, JobSpec
 from training.progress import ProgressFile, now_ms
@@ -151,10 +151,15 @@ class TrainingService:
         return views, f"{last.created_ms}:{last.job_id}" if last else ""
 
     async def cancel(self, tenant: str, job_id: str) -> JobView:
+        """Stop the job's Ray job and record CANCELLED. Cancelling a cancelled job is a no-op (safe
+        to retry); a job that already SUCCEEDED or FAILED cannot be cancelled: CONFLICT, naming
+        its state, rather than an OK the caller could mistake for a cancellation."""
         record = self._visible(tenant, job_id)
         view = await self._view(record)
-        if view.state in TERMINAL_STATES:
+        if view.state == "CANCELLED":
             return view
+        if view.state in TERMINAL_STATES:
+            raise Conflict(f"training job {job_id!r} already {view.state}; there is nothing to cancel", field="job_id")
         if record.ray_job_id:
             await asyncio.to_thread(self._launcher.stop, record.ray_job_id)
         record = self._store.update(view.record, state="CANCELLED", message="cancelled on request")
