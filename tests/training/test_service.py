@@ -150,3 +150,24 @@ def test_submit_runs_a_ray_job_that_publishes_to_the_registry(tmp_path, stack, a
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{stack['service'].metrics_port}/metrics").read().decode()
     assert 'cdserve_training_jobs{state="SUCCEEDED"} 1.0' in metrics
     assert "cdserve_training_step_seconds_count" in metrics
+
+
+def test_a_job_whose_launch_was_interrupted_fails_at_the_next_start(tmp_path, stack, tiny_base_dir):
+    """The service stopped after recording a job but before Ray received it: on restart it is FAILED."""
+    from training.service.store import JobRecord, JobStore
+
+    data = tmp_path / "training"
+    data.mkdir()
+    store = JobStore(data / "jobs.sqlite3")
+    store.insert(JobRecord("never-launched", "acme", "PENDING", 1, str(tmp_path / "job"), b"", ray_job_id="never-launched"))
+    store.close()
+    config = stack["service"].service._config.model_copy(update={"data_dir": data, "port": 0, "metrics_port": None})
+    loop = LoopThread()
+    service = loop.run(start_training_service(config, tokens={"tok-acme": "acme"}))
+    try:
+        with TrainingClient(f"127.0.0.1:{service.port}", token="tok-acme") as client:
+            job = client.get("never-launched")
+        assert job.state == training_pb2.FAILED and "restarted" in job.message
+    finally:
+        loop.run(service.stop(0))
+        loop.close()

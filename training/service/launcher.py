@@ -40,18 +40,24 @@ class RayJobLauncher:
                 )
             except (ConnectionError, RuntimeError) as e:
                 # e.g. "No available agent to submit job" while a fresh cluster's agent starts
-                if self._exists(job_id):
+                if self._known(job_id):
                     return job_id  # an earlier attempt went through; its reply was lost
                 if time.monotonic() > deadline:
                     raise Unavailable(f"submitting training job {job_id!r} to Ray failed ({e})") from e
                 time.sleep(SUBMIT_RETRY_S)
 
-    def _exists(self, ray_job_id: str) -> bool:
+    def _known(self, ray_job_id: str) -> bool:
         try:
-            self._client.get_job_info(ray_job_id)
-            return True
-        except (ConnectionError, RuntimeError):
+            return self.exists(ray_job_id)
+        except Unavailable:
             return False
+
+    def exists(self, ray_job_id: str) -> bool:
+        """Whether Ray has a job with this submission id; Unavailable when Ray cannot say."""
+        try:
+            return any(job.submission_id == ray_job_id for job in self._client.list_jobs())
+        except (ConnectionError, RuntimeError) as e:
+            raise Unavailable(f"listing Ray jobs failed ({e})") from e
 
     def status(self, ray_job_id: str) -> str:
         """PENDING, RUNNING, STOPPED, SUCCEEDED or FAILED."""

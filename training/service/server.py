@@ -71,6 +71,7 @@ async def start_training_service(
     await server.start()
     await mark_serving(health_servicer, SERVICE_NAME)
     metrics_http = start_metrics_http(config.metrics_port, config.host, metrics.registry)
+    await service.fail_unlaunched()
     refresher = asyncio.get_running_loop().create_task(service.refresh_forever())
     log.info("training service on port %d (metrics %s)", port, metrics_http.server_port if metrics_http else None)
     return TrainingServiceHandle(

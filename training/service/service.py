@@ -71,14 +71,16 @@ class TrainingService:
         self._jobs_dir = config.data_dir / "jobs"
         self._jobs_dir.mkdir(parents=True, exist_ok=True)
         self._last_step: dict[str, int] = {}
+        self._launching: dict[str, asyncio.Task[None]] = {}
 
     # -- submit ---------------------------------------------------------------------------------
 
     async def submit(
         self, tenant: str, messages: AsyncIterator[training_pb2.SubmitRequest], *, token: str | None
     ) -> JobView:
-        """Validate and store the stream, record the job, start its Ray Job. Nothing remains of a
-        submission that fails validation."""
+        """Validate and store the stream, record the job (PENDING) and return; its Ray Job starts in
+        the background, because a fresh cluster's job agent can take a minute to accept it. Nothing
+        remains of a submission that fails validation."""
         job_id = uuid.uuid4().hex[:16]
         job_dir = self._jobs_dir / job_id
         job_dir.mkdir()
@@ -99,16 +101,24 @@ class TrainingService:
         )
         (job_dir / JOB_FILE).write_text(spec.model_dump_json(indent=1))
         record = self._store.insert(
-            JobRecord(job_id, tenant, "PENDING", now_ms(), str(job_dir), submission.spec.SerializeToString())  # type: ignore[union-attr]
-        )
+            JobRecord(job_id, tenant, "PENDING", now_ms(), str(job_dir), submission.spec.SerializeToString(),  # type: ignore[union-attr]
+                      ray_job_id=job_id)  # the Ray submission id is the job id: known before Ray answers
+        )  # fmt: skip
         env = {TOKEN_ENV: token} if token else {}
-        try:
-            ray_job_id = await asyncio.to_thread(self._launcher.submit, job_id, str(job_dir / JOB_FILE), env)
-        except Exception as e:
-            self._store.update(record, state="FAILED", message=f"could not start the Ray job: {e}")
-            raise
-        record = self._store.update(record, ray_job_id=ray_job_id)
+        self._launching[job_id] = asyncio.get_running_loop().create_task(self._launch(record, env))
         return JobView(record, record.state, {})
+
+    async def _launch(self, record: JobRecord, env: dict[str, str]) -> None:
+        try:
+            await asyncio.to_thread(self._launcher.submit, record.job_id, str(Path(record.job_dir) / JOB_FILE), env)
+        except Exception as e:
+            log.warning("training job %s could not start: %s", record.job_id, e)
+            self._store.update(self._store.get(record.job_id), state="FAILED", message=f"could not start the Ray job: {e}")
+        else:
+            if self._store.get(record.job_id).state == "CANCELLED":  # cancelled while it was being launched
+                await asyncio.to_thread(self._launcher.stop, record.job_id)
+        finally:
+            del self._launching[record.job_id]
 
     # -- read -----------------------------------------------------------------------------------
 
@@ -122,6 +132,8 @@ class TrainingService:
         """Current state; persisted when it changed, so List can filter by it."""
         progress = ProgressFile(record.job_dir).read()
         if record.finished:
+            return JobView(record, record.state, progress)
+        if record.job_id in self._launching:
             return JobView(record, record.state, progress)
         ray_status = await asyncio.to_thread(self._launcher.status, record.ray_job_id) if record.ray_job_id else None
         state = resolve_state(record.state, progress.get("state"), ray_status)
@@ -160,9 +172,9 @@ class TrainingService:
             return view
         if view.state in TERMINAL_STATES:
             raise Conflict(f"training job {job_id!r} already {view.state}; there is nothing to cancel", field="job_id")
-        if record.ray_job_id:
-            await asyncio.to_thread(self._launcher.stop, record.ray_job_id)
         record = self._store.update(view.record, state="CANCELLED", message="cancelled on request")
+        if record.job_id not in self._launching:  # else the launch stops it once Ray has it
+            await asyncio.to_thread(self._launcher.stop, record.ray_job_id)
         return JobView(record, record.state, view.progress)
 
     async def watch(self, tenant: str, job_id: str) -> AsyncIterator[JobView]:
@@ -176,10 +188,24 @@ class TrainingService:
                 yield view
             if view.state in TERMINAL_STATES:
                 return
-            record = view.record
             await asyncio.sleep(self._config.poll_interval_s)
+            record = self._store.get(job_id)  # fresh: a background launch may have failed it
 
     # -- background -----------------------------------------------------------------------------
+
+    async def fail_unlaunched(self) -> None:
+        """At start: a PENDING job that Ray never received was being launched when the service
+        stopped; its submitter's token is gone, so it cannot be launched now."""
+        for record in self._store.unfinished():
+            if record.state != "PENDING":
+                continue
+            try:
+                launched = await asyncio.to_thread(self._launcher.exists, record.ray_job_id)
+            except CdserveError as e:
+                log.warning("cannot tell whether training job %s started: %s", record.job_id, e.message)
+                continue
+            if not launched:
+                self._store.update(record, state="FAILED", message="the service restarted before the job started; submit it again")
 
     async def refresh(self) -> None:
         """Bring every unfinished job's state up to date and publish the counts."""
