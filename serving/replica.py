@@ -7,16 +7,13 @@ Per-request state lives in `PendingRequest`; the core holds only shared, read-mo
 
 from __future__ import annotations
 
-import io
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from proto import generator_pb2
 from serving.concepts.merger import ConceptMerger
@@ -30,6 +27,7 @@ from serving.engine import DeltaEngine, GenerationRequest, GenerationResult
 from serving.validation import GenerateParams, validate_request
 from shared.basemodel import load_base_model, reg_captions_path
 from shared.errors import Cancelled
+from shared.images import to_png
 from shared.merge import RegularizationCache, load_captions
 from shared.registry_client import RegistryClient, RetryPolicy
 
@@ -51,13 +49,6 @@ class PendingRequest:
 
 
 Outcome = generator_pb2.GenerateResponse | BaseException
-
-
-def to_png(image: np.ndarray) -> bytes:
-    """(H, W, 3) float in [0, 1] → PNG bytes."""
-    buffer = io.BytesIO()
-    Image.fromarray((image * 255.0).round().clip(0, 255).astype(np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 class ReplicaCore:

@@ -16,7 +16,7 @@ from diffusers.models.attention_processor import Attention
 from transformers import CLIPTextModel
 
 from shared.errors import InvalidArgument
-from shared.spec import SPEC_FILE, BaseSpec, CrossAttentionLayer
+from shared.spec import BaseSpec, CrossAttentionLayer
 
 REG_CAPTIONS_FILE = "reg_captions.txt"
 

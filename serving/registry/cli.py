@@ -96,7 +96,8 @@ async def _serve_until_signalled(config: Any, specs: list[Any], tokens: dict[str
 
 def _spec_of_model(path: Path) -> Any:
     from serving.registry.server import load_base_spec
-    from shared.basemodel import SPEC_FILE, load_base_model
+    from shared.basemodel import load_base_model
+    from shared.spec import SPEC_FILE
 
     if (path / SPEC_FILE).exists():
         return load_base_spec(path / SPEC_FILE)
@@ -104,7 +105,8 @@ def _spec_of_model(path: Path) -> Any:
 
 
 def _write_spec(args: argparse.Namespace) -> int:
-    from shared.basemodel import SPEC_FILE, load_base_model
+    from shared.basemodel import load_base_model
+    from shared.spec import SPEC_FILE
 
     model = load_base_model(args.spec_model, single_file_config=args.single_file_config)
     out = args.out or (args.spec_model if args.spec_model.is_dir() else args.spec_model.parent) / SPEC_FILE

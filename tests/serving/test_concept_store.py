@@ -12,7 +12,6 @@ import pytest
 from serving.concepts.observer import CacheStats
 from serving.concepts.store import ConceptStore
 from serving.concepts.watcher import RegistryWatcher
-from shared.artifact import to_bytes
 from shared.errors import IncompatibleBase, NotFound
 from shared.registry_client import RegistryClient
 from shared.synthetic import random_concept

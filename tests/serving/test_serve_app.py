@@ -20,7 +20,7 @@ from PIL import Image
 from proto import generator_pb2
 from serving.client import GeneratorClient
 from serving.engine import DeltaEngine, GenerationRequest
-from serving.replica import to_png
+from shared.images import to_png
 from shared.basemodel import BaseModel
 from shared.registry_client import RegistryClient
 from shared.errors import CapacityExceeded, DeadlineExceeded, IncompatibleBase, InvalidArgument, NotFound
