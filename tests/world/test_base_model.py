@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from diffusers import AutoencoderKL, CLIPTextModel, DDIMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPTextModel
 
 from training.world.prompting import prompt_following
 

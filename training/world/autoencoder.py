@@ -16,18 +16,29 @@ from diffusers import AutoencoderKL
 
 from training.world.checkpoint import StageResult, run_stage
 from training.world.models import build_vae
-from training.world.scenes import CONCEPT_PATTERNS, PLAIN, random_scene, render, to_array
+from training.world.scenes import BACKGROUNDS, CONCEPT_PATTERNS, PLAIN, random_scene, render, to_array
 
 # Half of the objects plain, half spread over the concept families.
 CODEC_PATTERNS: tuple[str, ...] = (PLAIN,) * len(CONCEPT_PATTERNS) + CONCEPT_PATTERNS
 _KL_WEIGHT = 1e-6
+_OBJECT_WEIGHT = 5.0
 
 
 def codec_batch(seed: int, step: int, batch: int) -> torch.Tensor:
     """(batch, 3, 64, 64) fp32 renders in [-1, 1] for VAE step `step`."""
+    return codec_batch_with_weights(seed, step, batch)[0]
+
+
+def codec_batch_with_weights(seed: int, step: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Renders and per-pixel loss weights (batch, 1, 64, 64): `_OBJECT_WEIGHT` where a pixel differs from
+    the background. Objects are a small share of the pixels; unweighted, the codec learns backgrounds
+    first and paints every object in a colour guessed from its background."""
     rng = np.random.default_rng([seed, 1, step])
     scenes = [random_scene(rng, patterns=CODEC_PATTERNS) for _ in range(batch)]
-    return torch.from_numpy(to_array([render(s) for s in scenes]))
+    x = torch.from_numpy(to_array([render(s) for s in scenes]))
+    bg = torch.tensor([BACKGROUNDS[s.background] for s in scenes], dtype=torch.float32)[:, :, None, None] / 127.5 - 1
+    on_object = (x - bg).abs().amax(1, keepdim=True) > 0.02
+    return x, 1.0 + (_OBJECT_WEIGHT - 1.0) * on_object.float()
 
 
 def lr_at(base_lr: float, step: int, progress: float, warmup: int = 50) -> float:
@@ -37,7 +48,7 @@ def lr_at(base_lr: float, step: int, progress: float, warmup: int = 50) -> float
     return base_lr * ramp * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * tail)))
 
 
-def _start_nearly_deterministic(vae: AutoencoderKL, logvar: float = -6.0) -> None:
+def _start_nearly_deterministic(vae: AutoencoderKL, logvar: float = -20.0) -> None:
     """Start the posterior's log-variance at `logvar` instead of 0: unit noise on fresh latents drowns the
     signal and costs hundreds of steps before the encoder learns to shrink it."""
     with torch.no_grad():
@@ -57,11 +68,11 @@ def train_vae(
     def step_fn(step: int, progress: float) -> float:
         for group in opt.param_groups:
             group["lr"] = lr_at(lr, step, progress)
-        x = codec_batch(seed, step, batch)
+        x, weight = codec_batch_with_weights(seed, step, batch)
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(generator=torch.Generator().manual_seed(seed * 100003 + step))).sample
         error = recon - x
-        loss = error.abs().mean() + error.square().mean() + _KL_WEIGHT * posterior.kl().mean()
+        loss = (weight * (error.abs() + error.square())).mean() + _KL_WEIGHT * posterior.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -26,20 +26,25 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tens
 
 
 def save_checkpoint(
-    path: Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer, step: int, elapsed_s: float
+    path: Path,
+    modules: dict[str, torch.nn.Module],
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    elapsed_s: float,
+    loss: float,
 ) -> None:
     """Write modules, optimizer moments and progress to one safetensors file, atomically."""
     tensors = {f"{name}.{k}": v.detach().clone() for name, m in modules.items() for k, v in m.state_dict().items()}
     tensors.update(_optimizer_tensors(optimizer))
     tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"step": str(step), "elapsed_s": f"{elapsed_s:.3f}"})
+    save_file(tensors, str(tmp), metadata={"step": str(step), "elapsed_s": f"{elapsed_s:.3f}", "loss": repr(loss)})
     tmp.replace(path)
 
 
 def load_checkpoint(
     path: Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer
-) -> tuple[int, float]:
-    """Restore what `save_checkpoint` wrote; returns (step, elapsed_s)."""
+) -> tuple[int, float, float]:
+    """Restore what `save_checkpoint` wrote; returns (step, elapsed_s, smoothed loss)."""
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
@@ -54,7 +59,7 @@ def load_checkpoint(
             _, idx, name = key.split(".", 2)
             state.setdefault(int(idx), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
-    return int(meta["step"]), float(meta["elapsed_s"])
+    return int(meta["step"]), float(meta["elapsed_s"]), float(meta["loss"])
 
 
 @dataclass
@@ -79,10 +84,11 @@ def run_stage(
     """Call `step_fn(step, progress)` until the wall-clock budget or `max_steps` is spent, whichever
     comes first (progress in [0, 1] is how much of it is spent, for LR schedules), checkpointing every
     few minutes and at the end."""
-    step, elapsed = load_checkpoint(checkpoint, modules, optimizer) if checkpoint.exists() else (0, 0.0)
+    resumed = load_checkpoint(checkpoint, modules, optimizer) if checkpoint.exists() else None
+    step, elapsed, running = resumed or (0, 0.0, math.nan)
     if step:
         print(f"[{name}] resumed at step {step} ({elapsed:.0f} s done)", flush=True)
-    start, last_save, running = time.monotonic() - elapsed, time.monotonic(), float("nan")
+    start, last_save = time.monotonic() - elapsed, time.monotonic()
     while elapsed < budget_s and (max_steps is None or step < max_steps):
         progress = max(elapsed / budget_s, step / max_steps if max_steps else 0.0)
         loss = step_fn(step, min(progress, 1.0))
@@ -92,8 +98,8 @@ def run_stage(
         if step % log_every == 0:
             print(f"[{name}] step {step} loss {running:.4f} {elapsed:.0f}/{budget_s:.0f} s", flush=True)
         if time.monotonic() - last_save > checkpoint_every_s:
-            save_checkpoint(checkpoint, modules, optimizer, step, elapsed)
+            save_checkpoint(checkpoint, modules, optimizer, step, elapsed, running)
             last_save = time.monotonic()
-    save_checkpoint(checkpoint, modules, optimizer, step, elapsed)
+    save_checkpoint(checkpoint, modules, optimizer, step, elapsed, running)
     print(f"[{name}] done: {step} steps in {elapsed:.0f} s, loss {running:.4f}", flush=True)
     return StageResult(step, elapsed, running)

@@ -13,6 +13,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 MAX_TOKENS = 32  # text encoder positions == tokenizer.model_max_length
 TEXT_DIM = 64
+LATENT_CHANNELS = 4
 
 # Stable Diffusion 1.x's noise schedule.
 SD_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
@@ -27,7 +28,7 @@ def build_vae() -> AutoencoderKL:
         up_block_types=("UpDecoderBlock2D",) * 4,
         block_out_channels=(16, 32, 64, 64),
         layers_per_block=1,
-        latent_channels=4,
+        latent_channels=LATENT_CHANNELS,
         norm_num_groups=8,
         sample_size=64,
     )
@@ -52,8 +53,8 @@ def build_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
 def build_unet() -> UNet2DConditionModel:
     return UNet2DConditionModel(
         sample_size=8,
-        in_channels=4,
-        out_channels=4,
+        in_channels=LATENT_CHANNELS,
+        out_channels=LATENT_CHANNELS,
         block_out_channels=(64, 128),
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),

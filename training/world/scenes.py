@@ -45,7 +45,7 @@ _EXTENT_PX: dict[tuple[int, str], tuple[float, float]] = {
     (2, "large"): (24.0, 28.0),
 }
 _PATTERN_CELL_PX = 4  # stripes, checks and dot spacing: fine enough to read as a texture per latent cell
-_OUTLINE_PX = 3
+_OUTLINE_FRACTION = 0.12  # border width relative to the object's extent (≥ 2 px): small objects keep a fill
 
 
 @dataclass(frozen=True)
@@ -165,13 +165,14 @@ def _texture(obj: WorldObject, x0: int, y0: int, w: int, h: int, s: int) -> np.n
         second = np.floor(v) % 2 == 1
     elif a.pattern == "checkered":
         second = (np.floor(u) + np.floor(v)) % 2 == 1
-    elif a.pattern == "dotted":
-        du, dv = (u / 2) % 1 - 0.5, (v / 2) % 1 - 0.5
+    elif a.pattern == "dotted":  # the lattice has a dot at the centre, so even a small star shows one
+        du = ((xs - obj.extent / 2 * s) / (2 * s * _PATTERN_CELL_PX) + 0.5) % 1 - 0.5
+        dv = ((ys - obj.extent / 2 * s) / (2 * s * _PATTERN_CELL_PX) + 0.5) % 1 - 0.5
         second = du * du + dv * dv < 0.3**2
     elif a.pattern == "twotone":
         second = xs >= obj.extent / 2 * s
-    else:  # outlined: a colour border around a colour2 fill
-        inset = _OUTLINE_PX * s * (2.0 if obj.shape in ("triangle", "star") else 1.0)
+    else:  # outlined: a colour border around a colour2 fill; pointed shapes need a deeper inset
+        inset = max(2.0, _OUTLINE_FRACTION * obj.extent) * s * (1.6 if obj.shape in ("triangle", "star") else 1.0)
         centre = obj.cx * s - x0, obj.cy * s - y0
         second = _mask(obj.shape, *centre, obj.extent / 2 * s - inset, w, h) > 0.5
     return np.where(second[..., None], c2, c1)
