@@ -1,7 +1,7 @@
 """`cdserve demo` — the README's main command: the whole system on the embedded toy-world model.
 
 1. start the local stack (registry, Ray with the Serve app, training service);
-2. submit a training job for the concept in examples/striped-circle over gRPC and follow it;
+2. submit a training job for the concept in examples/twotone-star over gRPC and follow it;
 3. publish a second concept trained earlier by the project (examples/concepts/);
 4. generate over gRPC: base model, with the new concept, and both concepts (closed-form merge);
 5. read the images with the world's evaluator, write a contact sheet and a report; shut down.
@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-TRAINED = ("striped-circle", "circle", "<cd-striped-circle>")
-SHIPPED = ("dotted-square", "square", "<cd-dotted-square>")
+
+TRAINED = ("twotone-star", "star", "<cd-twotone-star>")
+SHIPPED = ("outlined-triangle", "triangle", "<cd-outlined-triangle>")
 SEEDS = range(6)
 
 
@@ -58,13 +59,14 @@ def run(args: argparse.Namespace) -> int:
 def _train(endpoints, steps: int, timings: dict[str, float]) -> str:
     from proto import training_pb2
     from training.client import TrainingClient, uploads_from_folder
+    from training.world.recipe import REG_SIMILARITY_THRESHOLD
 
     concept_id, category, token = TRAINED
     spec = training_pb2.TrainingSpec(
         concepts=[training_pb2.ConceptSpec(concept_id=concept_id, category=category, modifier_token=token,
                                            regularization=training_pb2.REAL,
                                            regularization_uri=str(EXAMPLES / concept_id / "reg"))],
-        recipe=training_pb2.Recipe(steps=steps),
+        recipe=training_pb2.Recipe(steps=steps, reg_similarity_threshold=REG_SIMILARITY_THRESHOLD),
     )  # fmt: skip
     started = time.perf_counter()
     with TrainingClient(endpoints.training, token=endpoints.token) as client:
@@ -93,11 +95,11 @@ def _generate(endpoints, trained: str, shipped: str, timings: dict[str, float]) 
 
     t_token, s_token = TRAINED[2], SHIPPED[2]
     plan = [
-        ("base model", "a circle on a white background", []),
-        (f"{trained}", f"a {t_token} circle on a white background", [trained]),
-        (f"{trained}, new context", f"a small {t_token} circle and a red star on a pink background", [trained]),
-        (f"{shipped}", f"a {s_token} square on a blue background", [shipped]),
-        ("both, closed-form merge", f"a {t_token} circle and a {s_token} square on a white background",
+        ("base model", "a star on a white background", []),
+        (f"{trained}", f"a {t_token} star on a white background", [trained]),
+        (f"{trained}, new context", f"a small {t_token} star and a blue circle on a pink background", [trained]),
+        (f"{shipped}", f"a {s_token} triangle on a gray background", [shipped]),
+        ("both, closed-form merge", f"a {t_token} star and a {s_token} triangle on a white background",
          [trained, shipped]),
     ]  # fmt: skip
     rows = []

@@ -13,6 +13,7 @@ from pathlib import Path
 from training.config import ConceptConfig, Recipe, TrainConfig
 from training.loop import train
 from training.regularization import write_captioned_folder
+from training.world.recipe import REG_SIMILARITY_THRESHOLD
 from training.world.concepts import CONCEPTS, render_concept_targets, render_reg_pool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,19 +31,19 @@ def write_concept_data(name: str, token: str, seed: int) -> Path:
 
 
 def main() -> None:
-    write_concept_data("striped-circle", "<cd-striped-circle>", seed=11)
-    folder = write_concept_data("dotted-square", "<cd-dotted-square>", seed=21)
+    write_concept_data("twotone-star", "<cd-twotone-star>", seed=31)
+    folder = write_concept_data("outlined-triangle", "<cd-outlined-triangle>", seed=41)
     images = sorted(str(p) for p in (folder / "targets").glob("*.png"))
     captions = dict(line.split("\t", 1) for line in (folder / "targets" / "captions.txt").read_text().splitlines())
     with tempfile.TemporaryDirectory() as work:
         result = train(TrainConfig(
             base_model=str(MODEL), output_dir=work, concepts=[ConceptConfig(
-                concept_id="dotted-square", category="square", modifier_token="<cd-dotted-square>", images=images,
+                concept_id="outlined-triangle", category="triangle", modifier_token="<cd-outlined-triangle>", images=images,
                 captions=[captions[Path(p).name] for p in images], regularization="real", reg_dir=str(folder / "reg"))],
-            recipe=Recipe(checkpoint_every=10**5),
+            recipe=Recipe(checkpoint_every=10**5, reg_similarity_threshold=REG_SIMILARITY_THRESHOLD),
         ))  # fmt: skip
         (EXAMPLES / "concepts").mkdir(parents=True, exist_ok=True)
-        shutil.copy(result.path, EXAMPLES / "concepts" / "dotted-square.safetensors")
+        shutil.copy(result.path, EXAMPLES / "concepts" / "outlined-triangle.safetensors")
     print(f"wrote {EXAMPLES}")
 
 

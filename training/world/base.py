@@ -21,12 +21,24 @@ import torch
 from shared.tokenizer import load_clip_tokenizer, train_clip_tokenizer
 from training.world.autoencoder import set_scaling_factor, train_vae
 from training.world.captions import generic_captions, vocabulary
-from training.world.diffusion import train_diffusion
+from training.world.diffusion import patterned_scenes, train_diffusion
 from training.world.evaluator_training import heldout_accuracy, train_evaluator
 from training.world.models import MAX_TOKENS, build_pipeline
 from training.world.prompting import GUIDANCE, SAMPLE_STEPS, prompt_following
 
 REG_CAPTIONS = "reg_captions.txt"
+PATTERN_STEPS = 1500
+PATTERN_SCENES = 12000
+PATTERN_LR = 2e-4
+
+
+def expose_patterns(work: Path, vae, tokenizer, start: tuple, seed: int, steps: int = PATTERN_STEPS) -> tuple:
+    """Stage 4: continue the diffusion training on scenes with patterned objects (never a concept's
+    own appearance), so the UNet can render patterns and a concept's K/V delta can steer it to one."""
+    return train_diffusion(
+        work, vae, tokenizer, seed + 1, budget_s=float("inf"), max_steps=steps, n_scenes=PATTERN_SCENES,
+        lr=PATTERN_LR, stage="patterns", scenes_fn=patterned_scenes, start=start,
+    )  # fmt: skip
 N_REG_CAPTIONS = 1000
 
 
@@ -48,6 +60,35 @@ class Plan:
         return cls(vae_steps, evaluator_steps, diffusion_steps, budget * 0.27, budget * 0.1, budget * 0.55)
 
 
+def expose_patterns_in_place(out: Path, *, seed: int = 0, steps: int = PATTERN_STEPS, threads: int = 2) -> dict:
+    """Stage 4 alone, on a model whose stages 1–3 ran with the same seed: the same weights a full
+    `train-base` run ends with. Updates the model folder and appends the figures to TRAINING.md."""
+    from diffusers import StableDiffusionPipeline
+
+    from training.world.evaluator import Evaluator
+
+    torch.set_num_threads(threads)
+    started = time.monotonic()
+    pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True)
+    work = out / "checkpoints"
+    work.mkdir(exist_ok=True)
+    text_encoder, unet, result = expose_patterns(work, pipe.vae, pipe.tokenizer, (pipe.text_encoder, pipe.unet), seed, steps)
+    pipe.text_encoder, pipe.unet = text_encoder, unet
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(out, safe_serialization=True)
+    evaluator = Evaluator.load(out)
+    following = {"one_object": prompt_following(pipe, evaluator, 128, seed=1000),
+                 "two_objects": prompt_following(pipe, evaluator, 64, seed=2000, two_object_prob=1.0)}  # fmt: skip
+    report = {"stage": "patterns", "command": " ".join(["python -m training.world", *sys.argv[1:]]),
+              "steps": result.steps, "loss": result.last_loss, "wall_s": round(time.monotonic() - started, 1),
+              "prompt_following": following}  # fmt: skip
+    with (out / "TRAINING.md").open("a") as md:
+        md.write("\n## Stage 4, patterns (run on its own)\n\n```json\n" + json.dumps(report, indent=2) + "\n```\n")
+    shutil.rmtree(work)
+    print(f"[patterns] done: {json.dumps(report)}", flush=True)
+    return report
+
+
 def _tokenizer(work: Path, seed: int):
     """Train once and keep the files: BPE ids differ between training runs."""
     tok_dir = work / "tokenizer"
@@ -65,6 +106,7 @@ def train_base(
     vae_steps: int = 2000,
     evaluator_steps: int = 6000,
     diffusion_steps: int = 5000,
+    pattern_steps: int = PATTERN_STEPS,
     scenes: int = 16000,
     evaluator_images: int = 10000,
     eval_samples: int = 128,
@@ -92,6 +134,7 @@ def train_base(
     text_encoder, unet, diffusion_result = train_diffusion(
         work, vae, tokenizer, seed, plan.diffusion_s, plan.diffusion_steps, n_scenes=scenes
     )
+    text_encoder, unet, pattern_result = expose_patterns(work, vae, tokenizer, (text_encoder, unet), seed, pattern_steps)
     pipe = build_pipeline(vae, text_encoder, tokenizer, unet)
     pipe.set_progress_bar_config(disable=True)
     pipe.save_pretrained(out, safe_serialization=True)
@@ -111,6 +154,7 @@ def train_base(
         "wall_s": round(time.monotonic() - started, 1),
         "vae": {"steps": vae_result.steps, "loss": vae_result.last_loss, "scaling_factor": scaling},
         "diffusion": {"steps": diffusion_result.steps, "loss": diffusion_result.last_loss, "scenes": scenes},
+        "patterns": {"steps": pattern_result.steps, "loss": pattern_result.last_loss, "scenes": PATTERN_SCENES},
         "evaluator": {"steps": evaluator_result.steps, "images": evaluator_images, "heldout_accuracy": evaluator_acc},
         "prompt_following": following,
         "sampling": {"scheduler": "DDIM", "steps": SAMPLE_STEPS, "guidance": GUIDANCE},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.world.scenes import BACKGROUNDS, COLOURS, PLAIN, SHAPES, SIZES, Scene, WorldObject, random_scene
+from training.world.scenes import BACKGROUNDS, COLOURS, SHAPES, SIZES, Scene, WorldObject, random_scene
 
 # Words of the augmentation prompts Custom Diffusion adds to rescaled targets ("very small",
 # "far away", "zoomed in", "close up") and of its class prompts ("photo of a dog"): kept in the
@@ -23,9 +23,10 @@ def with_article(phrase: str) -> str:
 
 
 def object_phrase(obj: WorldObject, *, size: bool = True, colour: bool = True, modifier: str | None = None) -> str:
-    """"small red circle"; with `modifier` the appearance is named by it instead: "small <cd-x> circle"."""
-    if modifier is None and obj.appearance.pattern != PLAIN:
-        raise ValueError(f"pattern={obj.appearance.pattern!r} has no words; name it with a modifier token")
+    """"small red circle"; with `modifier` the appearance is named by it instead: "small <cd-x> circle".
+
+    Patterns have no words: a patterned object is spoken of by its main colour, as a caption written
+    by a person leaves most of what an object looks like unsaid."""
     words = [obj.size] if size else []
     if modifier is not None:
         words.append(modifier)

@@ -2,7 +2,8 @@
 
 SD's recipe in miniature: DDPM noise schedule, epsilon prediction, 10 % empty captions so
 classifier-free guidance works, latents encoded once up front (the VAE is frozen by then), and an
-EMA of the weights as the result. Only plain objects are shown: concept families stay unseen.
+EMA of the weights as the result. Plain objects first; then a shorter stage that also shows
+patterned objects (`patterned_scenes`), never with a concept's own appearance.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from training.world.autoencoder import lr_at
 from training.world.captions import training_caption
 from training.world.checkpoint import StageResult, run_stage
 from training.world.models import MAX_TOKENS, build_text_encoder, build_unet, train_scheduler
-from training.world.scenes import Scene, random_scene, render, to_array
+from training.world.concepts import CONCEPTS
+from training.world.scenes import CONCEPT_PATTERNS, PLAIN, Scene, random_scene, render, to_array
 
 EMPTY_CAPTION_PROB = 0.1
 TWO_OBJECT_PROB = 0.35
@@ -29,6 +31,21 @@ TWO_OBJECT_PROB = 0.35
 def training_scenes(seed: int, n: int) -> list[Scene]:
     rng = np.random.default_rng([seed, 6])
     return [random_scene(rng, two_object_prob=TWO_OBJECT_PROB) for _ in range(n)]
+
+
+def patterned_scenes(seed: int, n: int) -> list[Scene]:
+    """Scenes where objects wear any pattern (half of them plain) — except the appearances of the
+    concept catalogue, which stay unseen: a concept is a particular appearance the base model can
+    render (as SD can render dogs) but was never shown."""
+    held_out = {concept.appearance for concept in CONCEPTS.values()}
+    rng = np.random.default_rng([seed, 16])
+    patterns = (*([PLAIN] * len(CONCEPT_PATTERNS)), *CONCEPT_PATTERNS)
+    scenes: list[Scene] = []
+    while len(scenes) < n:
+        scene = random_scene(rng, patterns=patterns, two_object_prob=TWO_OBJECT_PROB)
+        if not any(obj.appearance in held_out for obj in scene.objects):
+            scenes.append(scene)
+    return scenes
 
 
 @torch.no_grad()
@@ -67,13 +84,19 @@ def train_diffusion(
     batch: int = 64,
     lr: float = 5e-4,
     ema_decay: float = 0.998,
+    stage: str = "diffusion",
+    scenes_fn=training_scenes,
+    start: tuple[CLIPTextModel, UNet2DConditionModel] | None = None,
 ) -> tuple[CLIPTextModel, UNet2DConditionModel, StageResult]:
-    """Returns the EMA text encoder and UNet."""
-    scenes = training_scenes(seed, n_scenes)
-    mean, std = encode_scenes(vae, scenes, work_dir / "latents.safetensors")
+    """Returns the EMA text encoder and UNet; from scratch, or continuing from `start` (a later stage)."""
+    scenes = scenes_fn(seed, n_scenes)
+    mean, std = encode_scenes(vae, scenes, work_dir / f"{stage}-latents.safetensors")
     scale = float(vae.config.scaling_factor)
     torch.manual_seed(seed)
-    text_encoder, unet = build_text_encoder(tokenizer), build_unet()
+    if start is None:
+        text_encoder, unet = build_text_encoder(tokenizer), build_unet()
+    else:
+        text_encoder, unet = (copy.deepcopy(m).train().requires_grad_(True) for m in start)
     ema_te, ema_unet = copy.deepcopy(text_encoder).requires_grad_(False), copy.deepcopy(unet).requires_grad_(False)
     params = [*text_encoder.parameters(), *unet.parameters()]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
@@ -103,6 +126,6 @@ def train_diffusion(
 
     modules = {"text_encoder": text_encoder, "unet": unet, "ema_text_encoder": ema_te, "ema_unet": ema_unet}
     result = run_stage(
-        "diffusion", work_dir / "diffusion.ckpt.safetensors", modules, opt, step_fn, budget_s=budget_s, max_steps=max_steps
+        stage, work_dir / f"{stage}.ckpt.safetensors", modules, opt, step_fn, budget_s=budget_s, max_steps=max_steps
     )
     return ema_te.eval(), ema_unet.eval(), result
