@@ -118,7 +118,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return materialize_tiny(tmp_path_factory.mktemp("base") / "tiny")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # Ray is released before other packages' tests start their own
 def live_serve(registry: ServerThread, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServe]:
     import ray
     from ray import serve
