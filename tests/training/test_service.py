@@ -4,6 +4,7 @@ Submit → Ray Job (Ray Train inside) → Publish → the concept in the registr
 from __future__ import annotations
 
 import io
+import time
 import urllib.request
 
 import pytest
@@ -146,7 +147,12 @@ def test_submit_runs_a_ray_job_that_publishes_to_the_registry(tmp_path, stack, a
     assert [j.job_id for j in listed.jobs] == [job.job_id]
     with TrainingClient(f"127.0.0.1:{stack['service'].port}", token="tok-beta") as beta, pytest.raises(NotFound):
         beta.get(job.job_id)
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{stack['service'].metrics_port}/metrics").read().decode()
+    def scrape() -> str:
+        return urllib.request.urlopen(f"http://127.0.0.1:{stack['service'].metrics_port}/metrics").read().decode()
+
+    deadline = time.monotonic() + 10  # the job counts are refreshed every poll interval
+    while 'cdserve_training_jobs{state="SUCCEEDED"} 1.0' not in (metrics := scrape()) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert 'cdserve_training_jobs{state="SUCCEEDED"} 1.0' in metrics
     assert "cdserve_training_step_seconds_count" in metrics
 
