@@ -34,6 +34,24 @@ def sd_scheduler() -> DDIMScheduler:
     )
 
 
+def clip_text_encoder(tokenizer: CLIPTokenizer, *, hidden: int, layers: int, heads: int, mlp_ratio: int = 4) -> CLIPTextModel:
+    """A CLIPTextModel whose vocabulary, positions and special ids follow `tokenizer` (the pipeline pads
+    to `model_max_length`, so the encoder must have that many positions)."""
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden,
+            intermediate_size=mlp_ratio * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            max_position_embeddings=int(tokenizer.model_max_length),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+
+
 def tiny_tokenizer() -> CLIPTokenizer:
     if not (TINY_TOKENIZER_DIR / "vocab.json").exists():
         corpus = GENERIC_CAPTIONS.read_text().splitlines()
@@ -53,19 +71,7 @@ def build_tiny_pipeline(
     generator_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=text_dim,
-                intermediate_size=2 * text_dim,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                max_position_embeddings=TINY_MAX_LENGTH,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        )
+        text_encoder = clip_text_encoder(tokenizer, hidden=text_dim, layers=2, heads=4, mlp_ratio=2)
         unet = UNet2DConditionModel(
             sample_size=sample_size,
             in_channels=4,
@@ -131,18 +137,6 @@ def build_clip_l_text_encoder(tokenizer: CLIPTokenizer, seed: int = 0) -> CLIPTe
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        return CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=768,
-                intermediate_size=3072,
-                num_hidden_layers=12,
-                num_attention_heads=12,
-                max_position_embeddings=int(tokenizer.model_max_length),
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        )
+        return clip_text_encoder(tokenizer, hidden=768, layers=12, heads=12)
     finally:
         torch.random.set_rng_state(state)

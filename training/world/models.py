@@ -9,7 +9,9 @@ spans 4 `attn2` layers (SD 1.x has 16).
 from __future__ import annotations
 
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from shared.tiny import clip_text_encoder
 
 MAX_TOKENS = 32  # text encoder positions == tokenizer.model_max_length
 TEXT_DIM = 64
@@ -35,19 +37,7 @@ def build_vae() -> AutoencoderKL:
 
 
 def build_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=TEXT_DIM,
-        intermediate_size=4 * TEXT_DIM,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=MAX_TOKENS,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        projection_dim=TEXT_DIM,
-    )
-    return CLIPTextModel(config)
+    return clip_text_encoder(tokenizer, hidden=TEXT_DIM, layers=2, heads=4)
 
 
 def build_unet() -> UNet2DConditionModel:
