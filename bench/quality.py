@@ -3,9 +3,10 @@
     python -m bench.quality [--samples 64] [--steps 250] [--quick]
 
 Rows (paper, Table 1/2 and §5): the base model; Custom Diffusion (K/V + token, real regularisation
-images); without regularisation; without augmentation; token only (textual inversion); fine-tuning
-the whole UNet; two concepts trained jointly; their closed-form merge; the naive sum of their deltas;
-the single concept compressed to several ranks. Columns: concept fidelity (image alignment) and
+images) with the world's recipe (training/world/recipe.py); with the paper's augmentation; the
+paper's recipe unchanged; without regularisation; token only (textual inversion); fine-tuning the
+whole UNet; two concepts trained jointly; their closed-form merge; the naive sum of their deltas; the
+single concept compressed to several ranks. Columns: concept fidelity (image alignment) and
 prompt fidelity (text alignment) on held-out prompts in unseen contexts, drift on class prompts
 without the modifier token, and for two concepts the share of samples that show both.
 Writes bench/results/quality.json and bench/results/quality.md.
@@ -32,14 +33,14 @@ from shared.basemodel import BaseModel, cross_attention_layers, load_base_model,
 from shared.compress import compress
 from shared.delta import ConceptDelta
 from shared.merge import MergeInput, closed_form_merge, load_captions, naive_sum, regularization_stats
-from training.config import ConceptConfig, Recipe, TrainConfig
+from training.config import ConceptConfig, TrainConfig
 from training.loop import train
 from training.regularization import write_captioned_folder
 from training.world.concepts import CONCEPTS, Concept, class_prompts, concept_prompts, render_concept_targets, render_reg_pool
 from training.world.evaluator import Evaluator
 from training.world.metrics import composition, concept_fidelity, drift, prompt_fidelity
 from training.world.prompting import GUIDANCE, SAMPLE_STEPS
-from training.world.recipe import REG_SIMILARITY_THRESHOLD
+from training.world.recipe import world_recipe
 
 TOYWORLD = Path(__file__).resolve().parent.parent / "shared" / "assets" / "toyworld"
 FIRST, SECOND = CONCEPTS["twotone-star"], CONCEPTS["outlined-triangle"]
@@ -72,7 +73,7 @@ class Bench:
     def concept_config(self, concept: Concept, *, reg: str = "real") -> ConceptConfig:
         folder = self.work / "data" / concept.name
         if not folder.exists():
-            targets = render_concept_targets(concept, n=8, seed=1, modifier=token_of(concept), detailed=False)
+            targets = render_concept_targets(concept, n=8, seed=1, modifier=token_of(concept))
             write_captioned_folder(folder / "targets", targets)
             write_captioned_folder(folder / "reg", render_reg_pool(concept.category, k=200, seed=2))
         images = sorted(str(p) for p in (folder / "targets").glob("*.png"))
@@ -87,8 +88,7 @@ class Bench:
         steps = self.steps * (2 if len(concepts) > 1 else 1)
         config = TrainConfig(
             base_model=str(self.model_dir), concepts=list(concepts), output_dir=str(self.work / "runs" / name),
-            recipe=Recipe(steps=steps, checkpoint_every=10**5, reg_similarity_threshold=REG_SIMILARITY_THRESHOLD,
-                          **recipe), bundle_id=name,
+            recipe=world_recipe(steps=steps, checkpoint_every=10**5, **recipe), bundle_id=name,
         )  # fmt: skip
         started = time.perf_counter()
         path = train(config, base=self.base, show_bar=False).path
@@ -159,11 +159,13 @@ def run(args: argparse.Namespace) -> dict:
     rows["base model"] = bench.single(base, FIRST, with_token=False)
 
     custom = bench.load(bench.train("custom-diffusion", [first]))
-    rows["Custom Diffusion (K/V + token, real reg)"] = bench.single(Subject(bench.engine, custom[1]), FIRST)
+    rows["Custom Diffusion (K/V + token, real reg; world recipe)"] = bench.single(Subject(bench.engine, custom[1]), FIRST)
     rows["w/o regularisation"] = bench.single(
         Subject(bench.engine, bench.load(bench.train("no-reg", [bench.concept_config(FIRST, reg="none")]))[1]), FIRST)
-    rows["w/o augmentation"] = bench.single(
-        Subject(bench.engine, bench.load(bench.train("no-aug", [first], augment=False))[1]), FIRST)
+    rows["with augmentation (paper; off in the world recipe)"] = bench.single(
+        Subject(bench.engine, bench.load(bench.train("augment", [first], augment=True))[1]), FIRST)
+    rows["paper's recipe unchanged (token lr 1e-5, augmentation)"] = bench.single(
+        Subject(bench.engine, bench.load(bench.train("paper", [first], augment=True, token_learning_rate=None))[1]), FIRST)
     rows["token only (textual inversion)"] = bench.single(
         Subject(bench.engine, bench.load(bench.train("token-only", [first], mode="token"))[1]), FIRST)
     rows["fine-tune all UNet + token"] = bench.single(bench.fine_tuned_whole(bench.train("full", [first], mode="full")), FIRST)

@@ -59,14 +59,14 @@ def run(args: argparse.Namespace) -> int:
 def _train(endpoints, steps: int, timings: dict[str, float]) -> str:
     from proto import training_pb2
     from training.client import TrainingClient, uploads_from_folder
-    from training.world.recipe import REG_SIMILARITY_THRESHOLD
+    from training.world.recipe import WORLD_RECIPE
 
     concept_id, category, token = TRAINED
     spec = training_pb2.TrainingSpec(
         concepts=[training_pb2.ConceptSpec(concept_id=concept_id, category=category, modifier_token=token,
                                            regularization=training_pb2.REAL,
                                            regularization_uri=str(EXAMPLES / concept_id / "reg"))],
-        recipe=training_pb2.Recipe(steps=steps, reg_similarity_threshold=REG_SIMILARITY_THRESHOLD),
+        recipe=training_pb2.Recipe(steps=steps, **WORLD_RECIPE),
     )  # fmt: skip
     started = time.perf_counter()
     with TrainingClient(endpoints.training, token=endpoints.token) as client:

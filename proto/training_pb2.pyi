@@ -55,7 +55,7 @@ class ConceptSpec(_message.Message):
     def __init__(self, concept_id: _Optional[str] = ..., category: _Optional[str] = ..., modifier_token: _Optional[str] = ..., image_uris: _Optional[_Iterable[str]] = ..., captions: _Optional[_Iterable[str]] = ..., regularization: _Optional[_Union[RegularizationMode, str]] = ..., regularization_uri: _Optional[str] = ...) -> None: ...
 
 class Recipe(_message.Message):
-    __slots__ = ("steps", "batch_size", "learning_rate", "scale_lr", "mode", "augment", "flip", "prior_loss_weight", "reg_similarity_threshold", "num_reg_images", "resolution", "num_workers", "use_gpu", "checkpoint_every", "seed", "mixed_precision", "compress_energy", "compress_rank")
+    __slots__ = ("steps", "batch_size", "learning_rate", "scale_lr", "mode", "augment", "flip", "prior_loss_weight", "reg_similarity_threshold", "num_reg_images", "resolution", "num_workers", "use_gpu", "checkpoint_every", "seed", "mixed_precision", "compress_energy", "compress_rank", "token_learning_rate")
     STEPS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,7 @@ class Recipe(_message.Message):
     MIXED_PRECISION_FIELD_NUMBER: _ClassVar[int]
     COMPRESS_ENERGY_FIELD_NUMBER: _ClassVar[int]
     COMPRESS_RANK_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     steps: int
     batch_size: int
     learning_rate: float
@@ -92,7 +93,8 @@ class Recipe(_message.Message):
     mixed_precision: str
     compress_energy: float
     compress_rank: int
-    def __init__(self, steps: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., scale_lr: _Optional[bool] = ..., mode: _Optional[str] = ..., augment: _Optional[bool] = ..., flip: _Optional[bool] = ..., prior_loss_weight: _Optional[float] = ..., reg_similarity_threshold: _Optional[float] = ..., num_reg_images: _Optional[int] = ..., resolution: _Optional[int] = ..., num_workers: _Optional[int] = ..., use_gpu: _Optional[bool] = ..., checkpoint_every: _Optional[int] = ..., seed: _Optional[int] = ..., mixed_precision: _Optional[str] = ..., compress_energy: _Optional[float] = ..., compress_rank: _Optional[int] = ...) -> None: ...
+    token_learning_rate: float
+    def __init__(self, steps: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., scale_lr: _Optional[bool] = ..., mode: _Optional[str] = ..., augment: _Optional[bool] = ..., flip: _Optional[bool] = ..., prior_loss_weight: _Optional[float] = ..., reg_similarity_threshold: _Optional[float] = ..., num_reg_images: _Optional[int] = ..., resolution: _Optional[int] = ..., num_workers: _Optional[int] = ..., use_gpu: _Optional[bool] = ..., checkpoint_every: _Optional[int] = ..., seed: _Optional[int] = ..., mixed_precision: _Optional[str] = ..., compress_energy: _Optional[float] = ..., compress_rank: _Optional[int] = ..., token_learning_rate: _Optional[float] = ...) -> None: ...
 
 class TrainingSpec(_message.Message):
     __slots__ = ("concepts", "recipe", "public", "bundle_id")

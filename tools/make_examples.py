@@ -1,5 +1,5 @@
 """Write examples/: the demo's target images and regularisation set (rendered by the toy world), and
-the second concept the demo publishes, trained here once with the paper's recipe.
+the second concept the demo publishes, trained here once with the world's recipe.
 
     python tools/make_examples.py      (needs the embedded base model in shared/assets/toyworld)
 """
@@ -10,11 +10,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from training.config import ConceptConfig, Recipe, TrainConfig
+from training.config import ConceptConfig, TrainConfig
 from training.loop import train
 from training.regularization import write_captioned_folder
-from training.world.recipe import REG_SIMILARITY_THRESHOLD
 from training.world.concepts import CONCEPTS, render_concept_targets, render_reg_pool
+from training.world.recipe import world_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -25,7 +25,7 @@ def write_concept_data(name: str, token: str, seed: int) -> Path:
     concept = CONCEPTS[name]
     folder = EXAMPLES / name
     shutil.rmtree(folder, ignore_errors=True)
-    write_captioned_folder(folder / "targets", render_concept_targets(concept, n=8, seed=seed, modifier=token, detailed=False))
+    write_captioned_folder(folder / "targets", render_concept_targets(concept, n=8, seed=seed, modifier=token))
     write_captioned_folder(folder / "reg", render_reg_pool(concept.category, k=200, seed=seed + 1))
     return folder
 
@@ -40,7 +40,7 @@ def main() -> None:
             base_model=str(MODEL), output_dir=work, concepts=[ConceptConfig(
                 concept_id="outlined-triangle", category="triangle", modifier_token="<cd-outlined-triangle>", images=images,
                 captions=[captions[Path(p).name] for p in images], regularization="real", reg_dir=str(folder / "reg"))],
-            recipe=Recipe(checkpoint_every=10**5, reg_similarity_threshold=REG_SIMILARITY_THRESHOLD),
+            recipe=world_recipe(checkpoint_every=10**5),
         ))  # fmt: skip
         (EXAMPLES / "concepts").mkdir(parents=True, exist_ok=True)
         shutil.copy(result.path, EXAMPLES / "concepts" / "outlined-triangle.safetensors")

@@ -28,8 +28,17 @@ def _uint(text: str) -> int:
     return value
 
 
-RECIPE_FLAGS = {"steps": _uint, "batch_size": _uint, "learning_rate": float, "mode": str, "seed": _uint,
-                "num_workers": _uint, "resolution": _uint, "compress_energy": float, "compress_rank": _uint}  # fmt: skip
+def _bool(text: str) -> bool:
+    if text.lower() in ("true", "yes", "1"):
+        return True
+    if text.lower() in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+RECIPE_FLAGS = {"steps": _uint, "batch_size": _uint, "learning_rate": float, "token_learning_rate": float,
+                "augment": _bool, "mode": str, "seed": _uint, "num_workers": _uint, "resolution": _uint,
+                "compress_energy": float, "compress_rank": _uint}  # fmt: skip
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -34,6 +34,9 @@ class Recipe(StrictModel):
     batch_size: int = Field(8, ge=1, le=512, description="Target images per step over all workers")
     learning_rate: float = Field(1e-5, gt=0.0, le=1e-1, description="Base learning rate before scaling")
     scale_lr: bool = Field(True, description="Multiply the learning rate by batch_size (paper: 1e-5 × 8)")
+    token_learning_rate: float | None = Field(
+        None, gt=0.0, le=1e-1, description="Base learning rate of the modifier tokens; None: learning_rate (paper)"
+    )
     mode: Mode = Field("kv", description="Which parameters train; see training.trainable")
     augment: bool = Field(True, description="Random 0.4–1.4× rescale with caption words and loss mask")
     flip: bool = Field(False, description="Random horizontal flip of target images")
@@ -75,6 +78,11 @@ class Recipe(StrictModel):
     @property
     def effective_learning_rate(self) -> float:
         return self.learning_rate * self.batch_size if self.scale_lr else self.learning_rate
+
+    @property
+    def effective_token_learning_rate(self) -> float:
+        base = self.learning_rate if self.token_learning_rate is None else self.token_learning_rate
+        return base * self.batch_size if self.scale_lr else base
 
     @property
     def trains_token(self) -> bool:

@@ -31,6 +31,7 @@ def recorded_recipe(config: TrainConfig, trainer: ConceptTrainer) -> dict[str, A
         "resolved": {
             "steps": config.total_steps,
             "effective_learning_rate": config.recipe.effective_learning_rate,
+            "effective_token_learning_rate": config.recipe.effective_token_learning_rate,
             "resolution": trainer.source.resolution,
             "initializer_tokens": trainer.initializer_words,
             "regularization": [concept.reg_source for concept in config.concepts],

@@ -91,10 +91,10 @@ class ConceptTrainer:
         embeddings = initial_embeddings(base.pipeline.tokenizer, base.pipeline.text_encoder, initializer_words)
         self.denoiser = Denoiser(self.unet, prompts, tokens, embeddings, train_tokens=recipe.trains_token)
         self.model = wrap(self.denoiser) if wrap else self.denoiser
-        parameters = [*self.trainable.values(), *(self.denoiser.embeddings if recipe.trains_token else [])]
-        self.optimizer = torch.optim.AdamW(
-            parameters, lr=recipe.effective_learning_rate, weight_decay=recipe.weight_decay
-        )
+        groups = [{"params": list(self.trainable.values()), "lr": recipe.effective_learning_rate}]
+        if recipe.trains_token:
+            groups.append({"params": list(self.denoiser.embeddings), "lr": recipe.effective_token_learning_rate})
+        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=recipe.weight_decay)
         self.scheduler = DDPMScheduler.from_config(base.pipeline.scheduler.config)
         self.autocast_dtype = AUTOCAST_DTYPES.get(recipe.mixed_precision) if self.device.type == "cuda" else None
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None

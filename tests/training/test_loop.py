@@ -114,3 +114,20 @@ def test_restoring_a_checkpoint_continues_exactly(tmp_path, tiny_base):
     assert resumed.step == 4
     for name, tensor in straight.trainable_tensors().items():
         assert torch.equal(tensor, resumed.trainable_tensors()[name]), name
+
+
+def test_token_learning_rate_drives_the_token_alone(tmp_path, tiny_base):
+    """Adam's first step moves each parameter by about its learning rate: the token by the token's."""
+    moves = {}
+    for token_lr in (None, 1e-2):
+        config = small_config(tmp_path, [concept(tmp_path, "c", "dog")], learning_rate=1e-6, token_learning_rate=token_lr)
+        trainer = build_trainer(config, tiny_base)
+        start = trainer.denoiser.embeddings[0].detach().clone()
+        kv = {name: p.detach().clone() for name, p in trainer.trainable.items()}
+        trainer.train_step()
+        token_move = (trainer.denoiser.embeddings[0].detach() - start).abs().max().item()
+        kv_move = max((p.detach() - kv[name]).abs().max().item() for name, p in trainer.trainable.items())
+        moves[token_lr] = (token_move, kv_move)
+    lr = config.recipe.effective_learning_rate
+    assert moves[None][0] <= 1.5 * lr and moves[1e-2][0] >= 100 * lr
+    assert moves[None][1] == moves[1e-2][1] <= 1.5 * lr

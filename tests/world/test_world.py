@@ -31,6 +31,15 @@ def test_caption_names_objects_left_to_right_with_articles() -> None:
     assert describe(scene, sizes=(False, False), background=False, photo=True) == "photo of a red triangle and an orange circle"
 
 
+def test_caption_speaks_a_pattern_with_its_colours_or_leaves_it_unsaid() -> None:
+    star = WorldObject("star", Appearance("green", "twotone", "red"), "small", 32, 32, 22)
+    scene = Scene("white", (star,))
+    assert describe(scene) == "a small green and red twotone star on a white background"
+    assert describe(scene, colours=(False,), background=False) == "a small twotone star"
+    assert describe(scene, patterns=(False,), sizes=(False,), background=False) == "a green star"
+    assert describe(scene, modifiers=("<cd-x>",), background=False) == "a small <cd-x> star"
+
+
 def test_render_paints_the_objects_colour_where_the_caption_puts_it() -> None:
     scene = Scene("white", (WorldObject("square", Appearance("blue"), "large", 32, 32, 40),))
     pixels = np.asarray(render(scene))
@@ -65,3 +74,24 @@ def test_concept_targets_and_reg_pool_are_captioned_by_category() -> None:
     assert render_concept_targets(concept, 1, seed=1, detailed=False)[0][1] == "photo of a <cd-x> circle"
     pool = render_reg_pool("circle", 30, seed=2)
     assert all("circle" in caption and "<" not in caption for _, caption in pool)
+
+
+def test_carried_embeddings_encode_old_words_exactly_under_a_retrained_tokenizer(tmp_path) -> None:
+    import torch
+
+    from shared.tokenizer import train_clip_tokenizer
+    from training.world.models import build_text_encoder, carry_embeddings
+
+    captions = generic_captions(200)
+    old = train_clip_tokenizer(captions, tmp_path / "old", model_max_length=32)
+    new = train_clip_tokenizer(["a green and red twotone star", *captions], tmp_path / "new", model_max_length=32)
+    assert old.get_vocab() != new.get_vocab()
+    torch.manual_seed(0)
+    encoder = build_text_encoder(old).eval()
+    carried = carry_embeddings(encoder, old, new).eval()
+    prompt = captions[0]
+    with torch.no_grad():
+        before = encoder(old(prompt, padding="max_length", return_tensors="pt").input_ids)[0]
+        after = carried(new(prompt, padding="max_length", return_tensors="pt").input_ids)[0]
+    torch.testing.assert_close(after, before)
+    assert len(new("twotone", add_special_tokens=False).input_ids) == 1

@@ -16,25 +16,27 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from shared.tokenizer import load_clip_tokenizer, train_clip_tokenizer
 from training.world.autoencoder import set_scaling_factor, train_vae
-from training.world.captions import generic_captions, vocabulary
+from training.world.captions import generic_captions, training_caption, vocabulary
 from training.world.diffusion import patterned_scenes, train_diffusion
 from training.world.evaluator_training import heldout_accuracy, train_evaluator
-from training.world.models import MAX_TOKENS, build_pipeline
+from training.world.models import MAX_TOKENS, build_pipeline, carry_embeddings
 from training.world.prompting import GUIDANCE, SAMPLE_STEPS, prompt_following
 
 REG_CAPTIONS = "reg_captions.txt"
-PATTERN_STEPS = 1500
-PATTERN_SCENES = 12000
+PATTERN_STEPS = 11000
+PATTERN_SCENES = 36000
 PATTERN_LR = 2e-4
 
 
 def expose_patterns(work: Path, vae, tokenizer, start: tuple, seed: int, steps: int = PATTERN_STEPS) -> tuple:
-    """Stage 4: continue the diffusion training on scenes with patterned objects (never a concept's
-    own appearance), so the UNet can render patterns and a concept's K/V delta can steer it to one."""
+    """Stage 4: continue the diffusion training on scenes with patterned objects, captioned with pattern
+    words ("a green and red twotone circle"), never in a concept's own appearance: the base model can
+    then draw what a concept is made of, as SD can draw dogs, but not the particular one."""
     return train_diffusion(
         work, vae, tokenizer, seed + 1, budget_s=float("inf"), max_steps=steps, n_scenes=PATTERN_SCENES,
         lr=PATTERN_LR, stage="patterns", scenes_fn=patterned_scenes, start=start,
@@ -72,8 +74,13 @@ def expose_patterns_in_place(out: Path, *, seed: int = 0, steps: int = PATTERN_S
     pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True)
     work = out / "checkpoints"
     work.mkdir(exist_ok=True)
-    text_encoder, unet, result = expose_patterns(work, pipe.vae, pipe.tokenizer, (pipe.text_encoder, pipe.unet), seed, steps)
-    pipe.text_encoder, pipe.unet = text_encoder, unet
+    tokenizer, text_encoder = pipe.tokenizer, pipe.text_encoder
+    if any(len(tokenizer(w, add_special_tokens=False).input_ids) != 1 for w in vocabulary()):
+        # A model trained before the vocabulary grew (pattern words): retrain the tokenizer, keep the rows.
+        tokenizer = _tokenizer(work, seed)
+        text_encoder = carry_embeddings(text_encoder, pipe.tokenizer, tokenizer)
+    text_encoder, unet, result = expose_patterns(work, pipe.vae, tokenizer, (text_encoder, pipe.unet), seed, steps)
+    pipe.tokenizer, pipe.text_encoder, pipe.unet = tokenizer, text_encoder, unet
     pipe.set_progress_bar_config(disable=True)
     pipe.save_pretrained(out, safe_serialization=True)
     evaluator = Evaluator.load(out)
@@ -94,7 +101,11 @@ def _tokenizer(work: Path, seed: int):
     tok_dir = work / "tokenizer"
     if (tok_dir / "vocab.json").exists():
         return load_clip_tokenizer(tok_dir, model_max_length=MAX_TOKENS)
-    corpus = generic_captions(5000, seed) + vocabulary()
+    rng = np.random.default_rng([seed, 0x70C])
+    patterned = [training_caption(scene, rng) for scene in patterned_scenes(seed, 2000)]
+    # Every caption word must be frequent in the corpus: the rarest (highest-id) words are what
+    # modifier tokens start from (training.tokens), and those should carry little meaning.
+    corpus = generic_captions(5000, seed) + patterned + vocabulary()
     return train_clip_tokenizer(corpus, tok_dir, vocab_size=1000, model_max_length=MAX_TOKENS)
 
 

@@ -1,15 +1,16 @@
 """Plain-English captions of world scenes, from a vocabulary where every word is one BPE token.
 
-"a small red circle and a large green square on a white background": objects are named left to
-right. Training captions drop attributes at random so the base model also answers short prompts
-("a circle", "photo of a red star") the way Custom Diffusion's class and concept prompts are written.
+"a small red circle and a large green and yellow striped square on a white background": objects are
+named left to right. Training captions drop attributes at random so the base model also answers short
+prompts ("a circle", "photo of a red star") the way Custom Diffusion's class and concept prompts are
+written.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from training.world.scenes import BACKGROUNDS, COLOURS, SHAPES, SIZES, Scene, WorldObject, random_scene
+from training.world.scenes import BACKGROUNDS, COLOURS, CONCEPT_PATTERNS, PLAIN, SHAPES, SIZES, Scene, WorldObject, random_scene
 
 # Words of the augmentation prompts Custom Diffusion adds to rescaled targets ("very small",
 # "far away", "zoomed in", "close up") and of its class prompts ("photo of a dog"): kept in the
@@ -22,16 +23,20 @@ def with_article(phrase: str) -> str:
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
-def object_phrase(obj: WorldObject, *, size: bool = True, colour: bool = True, modifier: str | None = None) -> str:
-    """"small red circle"; with `modifier` the appearance is named by it instead: "small <cd-x> circle".
-
-    Patterns have no words: a patterned object is spoken of by its main colour, as a caption written
-    by a person leaves most of what an object looks like unsaid."""
+def object_phrase(
+    obj: WorldObject, *, size: bool = True, colour: bool = True, pattern: bool = True, modifier: str | None = None
+) -> str:
+    """"small green and red twotone star"; with `modifier` the appearance is named by it instead:
+    "small <cd-x> star". A pattern's second colour is spoken only with its first."""
     words = [obj.size] if size else []
+    look = obj.appearance
     if modifier is not None:
         words.append(modifier)
-    elif colour:
-        words.append(obj.appearance.colour)
+    else:
+        if colour:
+            words.append(look.colour)
+        if pattern and look.pattern != PLAIN:
+            words += ["and", str(look.colour2), look.pattern] if colour else [look.pattern]
     return " ".join([*words, obj.shape])
 
 
@@ -40,16 +45,18 @@ def describe(
     *,
     sizes: tuple[bool, ...] | None = None,
     colours: tuple[bool, ...] | None = None,
+    patterns: tuple[bool, ...] | None = None,
     background: bool = True,
     photo: bool = False,
     modifiers: tuple[str | None, ...] | None = None,
 ) -> str:
     """Caption a scene; per-object flags choose which attributes are spoken (all by default)."""
     n = len(scene.objects)
-    sizes, colours, modifiers = sizes or (True,) * n, colours or (True,) * n, modifiers or (None,) * n
+    sizes, colours, patterns = sizes or (True,) * n, colours or (True,) * n, patterns or (True,) * n
+    modifiers = modifiers or (None,) * n
     phrases = [
-        with_article(object_phrase(o, size=s, colour=c, modifier=m))
-        for o, s, c, m in zip(scene.objects, sizes, colours, modifiers)
+        with_article(object_phrase(o, size=s, colour=c, pattern=p, modifier=m))
+        for o, s, c, p, m in zip(scene.objects, sizes, colours, patterns, modifiers)
     ]
     text = " and ".join(phrases)
     if background:
@@ -58,12 +65,15 @@ def describe(
 
 
 def training_caption(scene: Scene, rng: np.random.Generator) -> str:
-    """A caption with attributes dropped at random: size 30 %, colour 10 %, background 15 %; 25 % "photo of"."""
+    """A caption with attributes dropped at random: size 30 %, colour 10 %, pattern 20 % (so "a green
+    star" may be patterned), background 15 %; 25 % "photo of". Plain scenes draw no pattern coin, so
+    their captions do not depend on the patterns' existence."""
     n = len(scene.objects)
     return describe(
         scene,
         sizes=tuple(bool(rng.random() >= 0.3) for _ in range(n)),
         colours=tuple(bool(rng.random() >= 0.1) for _ in range(n)),
+        patterns=tuple(o.appearance.pattern != PLAIN and bool(rng.random() >= 0.2) for o in scene.objects),
         background=bool(rng.random() >= 0.15),
         photo=bool(rng.random() < 0.25),
     )
@@ -81,5 +91,5 @@ def generic_captions(n: int = 1000, seed: int = 0) -> list[str]:
 def vocabulary() -> list[str]:
     """Every word a world caption or a Custom Diffusion prompt may use, one per line of the corpus."""
     return sorted(
-        {"a", "an", "and", "on", "background", *SHAPES, *COLOURS, *BACKGROUNDS, *SIZES, *PROMPT_WORDS}
+        {"a", "an", "and", "on", "background", *SHAPES, *COLOURS, *CONCEPT_PATTERNS, *BACKGROUNDS, *SIZES, *PROMPT_WORDS}
     )

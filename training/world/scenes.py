@@ -1,9 +1,9 @@
 """The toy world: scenes of one or two flat objects on a coloured background, rendered at 64×64.
 
 Everything is a pure function of a `numpy.random.Generator`, so a seed fixes a dataset exactly.
-Objects carry an *appearance* (`pattern` + colours). The base model is trained on plain objects
-only; the other patterns are the held-out concept families that a Custom Diffusion concept
-("a <cd-x> circle") must teach it.
+Objects carry an *appearance* (`pattern` + colours). The base model learns plain objects first,
+then every pattern in every colour pair — except the concept catalogue's appearances, the held-out
+particulars a Custom Diffusion concept ("a <cd-x> star") must teach it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
 }
 SIZES: tuple[str, ...] = ("small", "large")
 PLAIN = "plain"
-# Held-out appearance families: never in the base model's training data.
+# Pattern families; each concept of the catalogue is one held-out appearance of one of them.
 CONCEPT_PATTERNS: tuple[str, ...] = ("striped", "dotted", "checkered", "twotone", "outlined")
 PATTERNS: tuple[str, ...] = (PLAIN, *CONCEPT_PATTERNS)
 
