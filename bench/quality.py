@@ -2,7 +2,8 @@
 
     python -m bench.quality [--samples 64] [--steps 250] [--quick]
 
-Rows (paper, Table 1/2 and §5): the base model; Custom Diffusion (K/V + token, real regularisation
+Rows (paper, Table 1/2 and §5): the base model, without and with the concept's appearance spelled
+out in words (the ceiling a modifier token can reach); Custom Diffusion (K/V + token, real regularisation
 images) with the world's recipe (training/world/recipe.py); with the paper's augmentation; the
 paper's recipe unchanged; without regularisation; token only (textual inversion); fine-tuning the
 whole UNet; two concepts trained jointly; their closed-form merge; the naive sum of their deltas; the
@@ -50,6 +51,13 @@ round trip; striped, dotted and checkered ones read 0.0–0.5, capping any metho
 
 def token_of(concept: Concept) -> str:
     return f"<cd-{concept.name}>"
+
+
+def in_words(concept: Concept) -> str:
+    """The concept's appearance as the base model's own words ("green and red twotone"): what a
+    modifier token can at best stand for, so the base model's fidelity with them is the ceiling."""
+    look = concept.appearance
+    return f"{look.colour} and {look.colour2} {look.pattern}"
 
 
 @dataclass
@@ -126,10 +134,12 @@ class Bench:
                 images.append(Image.fromarray((result.images[0] * 255).round().astype("uint8")))
         return images
 
-    def single(self, subject: Subject, concept: Concept, *, with_token: bool = True) -> dict[str, float]:
-        """Fidelity on held-out prompts in unseen contexts; drift on class prompts without the token."""
-        prompts = concept_prompts((concept,), (token_of(concept) if with_token else "",), n=self.samples, seed=7)
-        texts = [p if with_token else " ".join(p.split()) for p, _ in prompts]
+    def single(self, subject: Subject, concept: Concept, *, name: str | None = None) -> dict[str, float]:
+        """Fidelity on held-out prompts in unseen contexts, the concept named by `name` (default: its
+        token; "" names nothing); drift on class prompts without the token."""
+        name = token_of(concept) if name is None else name
+        prompts = concept_prompts((concept,), (name,), n=self.samples, seed=7)
+        texts = [" ".join(p.split()) for p, _ in prompts]
         readings = self.evaluator.read(self.sample(subject, texts, seed=1000))
         class_set = class_prompts(concept.category, n=self.samples, seed=8)
         class_readings = self.evaluator.read(self.sample(subject, [p for p, _ in class_set], seed=2000))
@@ -139,14 +149,20 @@ class Bench:
             "drift": drift(class_readings, concept),
         }
 
-    def pair(self, subject: Subject) -> dict[str, float]:
-        prompts = concept_prompts((FIRST, SECOND), (token_of(FIRST), token_of(SECOND)), n=self.samples, seed=9)
+    def pair(self, subject: Subject, names: tuple[str, str] | None = None) -> dict[str, float]:
+        names = names or (token_of(FIRST), token_of(SECOND))
+        prompts = concept_prompts((FIRST, SECOND), names, n=self.samples, seed=9)
         readings = self.evaluator.read(self.sample(subject, [p for p, _ in prompts], seed=3000))
+        alone = {
+            f"alone_{concept.name}": self.single(subject, concept, name=name)["concept_fidelity"]
+            for concept, name in zip((FIRST, SECOND), names)
+        }
         return {
             "both_present": composition(readings, (FIRST, SECOND)),
             f"fidelity_{FIRST.name}": concept_fidelity(readings, FIRST),
             f"fidelity_{SECOND.name}": concept_fidelity(readings, SECOND),
             "prompt_fidelity": prompt_fidelity(readings, [e for _, e in prompts]),
+            **alone,
         }
 
 
@@ -156,7 +172,8 @@ def run(args: argparse.Namespace) -> dict:
     first, second = bench.concept_config(FIRST), bench.concept_config(SECOND)
     rows: dict[str, dict[str, float]] = {}
     base = Subject(bench.engine, None)
-    rows["base model"] = bench.single(base, FIRST, with_token=False)
+    rows["base model"] = bench.single(base, FIRST, name="")
+    rows["base model, appearance spelled out in words (ceiling)"] = bench.single(base, FIRST, name=in_words(FIRST))
 
     custom = bench.load(bench.train("custom-diffusion", [first]))
     rows["Custom Diffusion (K/V + token, real reg; world recipe)"] = bench.single(Subject(bench.engine, custom[1]), FIRST)
@@ -175,6 +192,7 @@ def run(args: argparse.Namespace) -> dict:
 
     second_concept = bench.load(bench.train("second", [second]))
     joint = bench.load(bench.train("joint", [first, second]))
+    rows["two concepts: base model, spelled out in words (ceiling)"] = bench.pair(base, (in_words(FIRST), in_words(SECOND)))
     rows["two concepts: joint training"] = bench.pair(Subject(bench.engine, joint[1]))
     captions = reg_captions_path(bench.model_dir)
     stats = regularization_stats(bench.engine.prompts, load_captions(captions) if captions else load_captions())
@@ -201,7 +219,8 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def markdown(rows: dict[str, dict[str, float]]) -> str:
-    columns = ["concept_fidelity", "prompt_fidelity", "drift", "both_present"]
+    columns = ["concept_fidelity", "prompt_fidelity", "drift", "both_present",
+               *(f"alone_{c.name}" for c in (FIRST, SECOND))]
     lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, values in rows.items():
         cells = [f"{values[c]:.2f}" if c in values else "" for c in columns]
