@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from training.world.base import PATTERN_STEPS, expose_patterns_in_place, train_base
+from training.world.base import PATTERN_SCENES, PATTERN_STEPS, expose_patterns_in_place, train_base
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--evaluator-steps", type=int, default=6000)
     train.add_argument("--diffusion-steps", type=int, default=5000)
     train.add_argument("--scenes", type=int, default=16000, help="distinct training scenes of the diffusion stage")
+    train.add_argument("--pattern-steps", type=int, default=PATTERN_STEPS)
+    train.add_argument("--pattern-scenes", type=int, default=PATTERN_SCENES, help="distinct scenes of stage 4")
     train.add_argument("--evaluator-images", type=int, default=10000)
     train.add_argument(
         "--threads", type=int, default=2, help="torch threads; 1 is several times faster when others load the cores"
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> None:
         evaluator_steps=args.evaluator_steps,
         diffusion_steps=args.diffusion_steps,
         scenes=args.scenes,
+        pattern_steps=args.pattern_steps,
+        pattern_scenes=args.pattern_scenes,
         evaluator_images=args.evaluator_images,
         eval_samples=args.eval_samples,
         threads=args.threads,

@@ -33,12 +33,14 @@ PATTERN_SCENES = 36000
 PATTERN_LR = 2e-4
 
 
-def expose_patterns(work: Path, vae, tokenizer, start: tuple, seed: int, steps: int = PATTERN_STEPS) -> tuple:
+def expose_patterns(
+    work: Path, vae, tokenizer, start: tuple, seed: int, steps: int = PATTERN_STEPS, scenes: int = PATTERN_SCENES
+) -> tuple:
     """Stage 4: continue the diffusion training on scenes with patterned objects, captioned with pattern
     words ("a green and red twotone circle"), never in a concept's own appearance: the base model can
     then draw what a concept is made of, as SD can draw dogs, but not the particular one."""
     return train_diffusion(
-        work, vae, tokenizer, seed + 1, budget_s=float("inf"), max_steps=steps, n_scenes=PATTERN_SCENES,
+        work, vae, tokenizer, seed + 1, budget_s=float("inf"), max_steps=steps, n_scenes=scenes,
         lr=PATTERN_LR, stage="patterns", scenes_fn=patterned_scenes, start=start,
     )  # fmt: skip
 N_REG_CAPTIONS = 1000
@@ -119,6 +121,7 @@ def train_base(
     diffusion_steps: int = 5000,
     pattern_steps: int = PATTERN_STEPS,
     scenes: int = 16000,
+    pattern_scenes: int = PATTERN_SCENES,
     evaluator_images: int = 10000,
     eval_samples: int = 128,
     threads: int = 2,
@@ -145,7 +148,9 @@ def train_base(
     text_encoder, unet, diffusion_result = train_diffusion(
         work, vae, tokenizer, seed, plan.diffusion_s, plan.diffusion_steps, n_scenes=scenes
     )
-    text_encoder, unet, pattern_result = expose_patterns(work, vae, tokenizer, (text_encoder, unet), seed, pattern_steps)
+    text_encoder, unet, pattern_result = expose_patterns(
+        work, vae, tokenizer, (text_encoder, unet), seed, pattern_steps, pattern_scenes
+    )
     pipe = build_pipeline(vae, text_encoder, tokenizer, unet)
     pipe.set_progress_bar_config(disable=True)
     pipe.save_pretrained(out, safe_serialization=True)
@@ -165,7 +170,7 @@ def train_base(
         "wall_s": round(time.monotonic() - started, 1),
         "vae": {"steps": vae_result.steps, "loss": vae_result.last_loss, "scaling_factor": scaling},
         "diffusion": {"steps": diffusion_result.steps, "loss": diffusion_result.last_loss, "scenes": scenes},
-        "patterns": {"steps": pattern_result.steps, "loss": pattern_result.last_loss, "scenes": PATTERN_SCENES},
+        "patterns": {"steps": pattern_result.steps, "loss": pattern_result.last_loss, "scenes": pattern_scenes},
         "evaluator": {"steps": evaluator_result.steps, "images": evaluator_images, "heldout_accuracy": evaluator_acc},
         "prompt_following": following,
         "sampling": {"scheduler": "DDIM", "steps": SAMPLE_STEPS, "guidance": GUIDANCE},
