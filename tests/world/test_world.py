@@ -71,6 +71,7 @@ def test_concept_targets_and_reg_pool_are_captioned_by_category() -> None:
     targets = render_concept_targets(concept, 8, seed=1, modifier="<cd-stripes>")
     assert len({im.tobytes() for im, _ in targets}) == 8
     assert all("<cd-stripes> circle" in caption for _, caption in targets)
+    assert [caption.count(" and a") for _, caption in targets] == [0] * 5 + [1] * 3  # the last three with a companion
     assert render_concept_targets(concept, 1, seed=1, detailed=False)[0][1] == "photo of a <cd-x> circle"
     pool = render_reg_pool("circle", 30, seed=2)
     assert all("circle" in caption and "<" not in caption for _, caption in pool)

@@ -63,24 +63,37 @@ class Expected:
     background: str | None = None
 
 
-def _concept_scene(concept: Concept, rng: np.random.Generator) -> Scene:
+def _concept_scene(concept: Concept, rng: np.random.Generator, companion: bool) -> tuple[Scene, int]:
+    """The concept alone, or beside a plain object; returns the scene and the concept's slot."""
     size = str(rng.choice(SIZES))
-    return Scene(str(rng.choice(list(BACKGROUNDS))), (place(rng, concept.category, concept.appearance, size, 0, 1),))
+    count = 2 if companion else 1
+    slot = int(rng.integers(count)) if companion else 0
+    objects = [
+        place(rng, concept.category, concept.appearance, size, i, count) if i == slot
+        else place(rng, str(rng.choice(SHAPES)), random_appearance(rng), str(rng.choice(SIZES)), i, count)
+        for i in range(count)
+    ]  # fmt: skip
+    return Scene(str(rng.choice(list(BACKGROUNDS))), tuple(objects)), slot
 
 
 def render_concept_targets(
-    concept: Concept, n: int = 8, seed: int = 0, *, modifier: str = "<cd-x>", detailed: bool = True
+    concept: Concept, n: int = 8, seed: int = 0, *, modifier: str = "<cd-x>", detailed: bool = True, companions: int = 3
 ) -> list[tuple[Image.Image, str]]:
-    """`n` 64×64 images of the concept alone, varied in size, position and background, with captions:
-    "a small <cd-x> circle on a pink background" (detailed) or "photo of a <cd-x> circle" (the paper's)."""
+    """`n` 64×64 images of the concept, varied in size, position and background, the last `companions`
+    of them (never the first) beside a plain object, as photos of a pet show other things: that is
+    where the concept is drawn at the sizes of two-object scenes. Captions: "a small <cd-x> circle
+    and a red square on a pink background" (detailed) or "photo of a <cd-x> circle" (the paper's).
+    Measured on twotone-star + outlined-triangle merged: 3 of 8 with a companion raised both-present
+    from 0.00 to 0.05 and the star's fidelity in pairs from 0.19 to 0.31; 4 of 8 did worse."""
     rng = np.random.default_rng([seed, 0xC0])
     out = []
-    for _ in range(n):
-        scene = _concept_scene(concept, rng)
+    for i in range(n):
+        scene, slot = _concept_scene(concept, rng, companion=i >= max(1, n - companions))
+        modifiers = tuple(modifier if j == slot else None for j in range(len(scene.objects)))
         if detailed:
-            caption = describe(scene, modifiers=(modifier,))
+            caption = describe(scene, modifiers=modifiers)
         else:
-            caption = describe(scene, sizes=(False,), background=False, photo=True, modifiers=(modifier,))
+            caption = describe(scene, sizes=(False,) * len(modifiers), background=False, photo=True, modifiers=modifiers)
         out.append((render(scene), caption))
     return out
 
