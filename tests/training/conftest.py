@@ -4,8 +4,12 @@ an asyncio server in a background thread (real gRPC on 127.0.0.1)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
+import tempfile
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -73,3 +77,66 @@ class LoopThread:
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
+
+
+@dataclass
+class TrainingStack:
+    """What `training_stack` started: the training service, its registry, and Ray's dashboard."""
+
+    service: Any
+    registry: Any
+    spec: Any
+    root: Path
+    dashboard: str
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.service.port}"
+
+    @property
+    def registry_target(self) -> str:
+        return f"127.0.0.1:{self.registry.port}"
+
+    @property
+    def jobs(self):
+        from ray.job_submission import JobSubmissionClient
+
+        return JobSubmissionClient(self.dashboard)
+
+
+@contextlib.contextmanager
+def training_stack(root: Path, base_dir: Path, limits: Any, tokens: dict[str, str]) -> Iterator[TrainingStack]:
+    """Ray (with its dashboard: the job-submission API lives there), a registry and the service.
+
+    Ray Jobs' drivers find their cluster through TEMP_DIR/ray_current_cluster, else by grepping `ps`
+    for any GCS: with other clusters on the machine a driver may join theirs (seen: a job hung on a
+    dead cluster's address). A private temp dir with the address file written keeps them here."""
+    import ray
+
+    from serving.registry.config import RegistryConfig
+    from serving.registry.server import start_registry
+    from shared.basemodel import load_base_model
+    from training.service.config import TrainingServiceConfig
+    from training.service.server import start_training_service
+
+    temp_dir = tempfile.mkdtemp(prefix="ray-ts-", dir="/tmp")  # short: Ray's socket paths live under it
+    context = ray.init(num_cpus=2, include_dashboard=True, dashboard_port=0, _temp_dir=temp_dir)
+    ray._private.utils.write_ray_address(context.address_info["gcs_address"], temp_dir)
+    dashboard = f"http://{context.dashboard_url}"
+    loop = LoopThread()
+    spec = load_base_model(base_dir).spec
+    registry = loop.run(start_registry(RegistryConfig(data_dir=root / "registry", metrics_port=None,
+                                                      shutdown_grace_s=0), base_specs=[spec], tokens=tokens))  # fmt: skip
+    config = TrainingServiceConfig(
+        data_dir=root / "training", base_model=str(base_dir), ray_address=dashboard,
+        registry=f"127.0.0.1:{registry.port}", limits=limits, poll_interval_s=0.3, shutdown_grace_s=0,
+    )  # fmt: skip
+    service = loop.run(start_training_service(config, tokens=tokens))
+    try:
+        yield TrainingStack(service, registry, spec, root, dashboard)
+    finally:
+        loop.run(service.stop(0))
+        loop.run(registry.stop(0))
+        loop.close()
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)

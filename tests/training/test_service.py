@@ -11,17 +11,14 @@ import pytest
 from PIL import Image
 
 from proto import training_pb2
-from serving.registry.config import RegistryConfig
-from serving.registry.server import start_registry
 from shared import artifact
-from shared.basemodel import load_base_model
 from shared.errors import InvalidArgument, NotFound, Unauthenticated
 from shared.registry_client import RegistryClient
 from training.client import TrainingClient, uploads_from_folder
-from training.service.config import SubmitLimits, TrainingServiceConfig
+from training.service.config import SubmitLimits
 from training.service.server import start_training_service
 
-from .conftest import LoopThread, write_images
+from .conftest import LoopThread, training_stack, write_images
 
 TOKENS = {"tok-acme": "acme", "tok-beta": "beta"}
 LIMITS = SubmitLimits(max_concepts=3, max_images_per_concept=3, max_image_bytes=20_000, max_image_side=512, max_steps=50)
@@ -29,30 +26,13 @@ LIMITS = SubmitLimits(max_concepts=3, max_images_per_concept=3, max_image_bytes=
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, tiny_base_dir):
-    """Ray (with its dashboard: the job-submission API lives there), a registry and the service."""
-    import ray
-
-    context = ray.init(num_cpus=2, include_dashboard=True, dashboard_port=0)
-    root = tmp_path_factory.mktemp("stack")
-    loop = LoopThread()
-    spec = load_base_model(tiny_base_dir).spec
-    registry = loop.run(start_registry(RegistryConfig(data_dir=root / "registry", metrics_port=None,
-                                                      shutdown_grace_s=0), base_specs=[spec], tokens=TOKENS))  # fmt: skip
-    config = TrainingServiceConfig(
-        data_dir=root / "training", base_model=str(tiny_base_dir), ray_address=f"http://{context.dashboard_url}",
-        registry=f"127.0.0.1:{registry.port}", limits=LIMITS, poll_interval_s=0.3, shutdown_grace_s=0,
-    )  # fmt: skip
-    service = loop.run(start_training_service(config, tokens=TOKENS))
-    yield {"service": service, "registry": registry, "spec": spec, "root": root}
-    loop.run(service.stop(0))
-    loop.run(registry.stop(0))
-    loop.close()
-    ray.shutdown()
+    with training_stack(tmp_path_factory.mktemp("stack"), tiny_base_dir, LIMITS, TOKENS) as started:
+        yield started
 
 
 @pytest.fixture
 def acme(stack):
-    with TrainingClient(f"127.0.0.1:{stack['service'].port}", token="tok-acme") as client:
+    with TrainingClient(f"127.0.0.1:{stack.service.port}", token="tok-acme") as client:
         yield client
 
 
@@ -104,15 +84,15 @@ BAD_SUBMISSIONS = {
 @pytest.mark.parametrize("name", list(BAD_SUBMISSIONS))
 def test_invalid_submissions_are_rejected_naming_the_field(name, acme, stack):
     spec, uploads, field = BAD_SUBMISSIONS[name]
-    jobs_before = sorted((stack["root"] / "training" / "jobs").iterdir())
+    jobs_before = sorted((stack.root / "training" / "jobs").iterdir())
     with pytest.raises(InvalidArgument) as error:
         acme.submit(spec, uploads)
     assert error.value.field == field, error.value.message
-    assert sorted((stack["root"] / "training" / "jobs").iterdir()) == jobs_before  # nothing left behind
+    assert sorted((stack.root / "training" / "jobs").iterdir()) == jobs_before  # nothing left behind
 
 
 def test_calls_need_a_known_token_and_see_only_their_tenant(stack, acme):
-    target = f"127.0.0.1:{stack['service'].port}"
+    target = f"127.0.0.1:{stack.service.port}"
     with TrainingClient(target) as anonymous, pytest.raises(Unauthenticated):
         anonymous.submit(spec_of(dog()), [upload()])
     with TrainingClient(target, token="tok-wrong") as stranger, pytest.raises(Unauthenticated):
@@ -136,19 +116,19 @@ def test_submit_runs_a_ray_job_that_publishes_to_the_registry(tmp_path, stack, a
     assert (final.step, final.total_steps) == (2, 2) and final.loss > 0 and final.finished_ms >= final.started_ms
     assert final.published == ["my-dog@1"]
 
-    with RegistryClient(f"127.0.0.1:{stack['registry'].port}", token="tok-acme") as registry:
+    with RegistryClient(f"127.0.0.1:{stack.registry.port}", token="tok-acme") as registry:
         info = registry.get("my-dog@1")
-        concept = artifact.from_bytes(registry.fetch("my-dog@1"), base=stack["spec"])
+        concept = artifact.from_bytes(registry.fetch("my-dog@1"), base=stack.spec)
     assert info.tenant == "acme" and dict(info.labels) == {"training_job": job.job_id}
     assert concept.header.concepts[0].captions == ["a <cd-my-dog> dog on grass", "photo of a <cd-my-dog> dog"]
     assert concept.header.metrics["steps"] == 2
 
     listed = acme.list(state=training_pb2.SUCCEEDED)
     assert [j.job_id for j in listed.jobs] == [job.job_id]
-    with TrainingClient(f"127.0.0.1:{stack['service'].port}", token="tok-beta") as beta, pytest.raises(NotFound):
+    with TrainingClient(f"127.0.0.1:{stack.service.port}", token="tok-beta") as beta, pytest.raises(NotFound):
         beta.get(job.job_id)
     def scrape() -> str:
-        return urllib.request.urlopen(f"http://127.0.0.1:{stack['service'].metrics_port}/metrics").read().decode()
+        return urllib.request.urlopen(f"http://127.0.0.1:{stack.service.metrics_port}/metrics").read().decode()
 
     deadline = time.monotonic() + 10  # the job counts are refreshed every poll interval
     while 'cdserve_training_jobs{state="SUCCEEDED"} 1.0' not in (metrics := scrape()) and time.monotonic() < deadline:
@@ -166,7 +146,7 @@ def test_a_job_whose_launch_was_interrupted_fails_at_the_next_start(tmp_path, st
     store = JobStore(data / "jobs.sqlite3")
     store.insert(JobRecord("never-launched", "acme", "PENDING", 1, str(tmp_path / "job"), b"", ray_job_id="never-launched"))
     store.close()
-    config = stack["service"].service._config.model_copy(update={"data_dir": data, "port": 0, "metrics_port": None})
+    config = stack.service.service._config.model_copy(update={"data_dir": data, "port": 0, "metrics_port": None})
     loop = LoopThread()
     service = loop.run(start_training_service(config, tokens={"tok-acme": "acme"}))
     try:

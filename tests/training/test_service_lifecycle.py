@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,17 +18,13 @@ import pytest
 
 from cli.main import main as cdserve
 from proto import training_pb2
-from serving.registry.config import RegistryConfig
-from serving.registry.server import start_registry
-from shared.basemodel import load_base_model
 from shared.errors import Conflict, InvalidArgument, NotFound
 from shared.registry_client import RegistryClient
 from training.client import TrainingClient
 from training.progress import ProgressFile
-from training.service.config import SubmitLimits, TrainingServiceConfig
-from training.service.server import start_training_service
+from training.service.config import SubmitLimits
 
-from .conftest import LoopThread, write_images
+from .conftest import training_stack, write_images
 from .test_service import dog, spec_of, upload
 
 TOKENS = {"tok-acme": "acme", "tok-beta": "beta", "tok-ops": "*"}
@@ -40,43 +34,13 @@ WAIT_S = 240
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, tiny_base_dir):
-    import ray
-    from ray.job_submission import JobSubmissionClient
-
-    # Ray Jobs' drivers find their cluster through TEMP_DIR/ray_current_cluster, else by grepping
-    # `ps` for any GCS: with other engineers' clusters on the machine, a driver may connect to
-    # theirs (seen: a job hung on a dead cluster's address). A private temp dir with the address
-    # file written makes the drivers connect here.
-    temp_dir = tempfile.mkdtemp(prefix="ray-lc-", dir="/tmp")  # short: Ray's socket paths live under it
-    context = ray.init(num_cpus=2, include_dashboard=True, dashboard_port=0, _temp_dir=temp_dir)
-    ray._private.utils.write_ray_address(context.address_info["gcs_address"], temp_dir)
-    root = tmp_path_factory.mktemp("lifecycle")
-    loop = LoopThread()
-    spec = load_base_model(tiny_base_dir).spec
-    registry = loop.run(start_registry(RegistryConfig(data_dir=root / "registry", metrics_port=None,
-                                                      shutdown_grace_s=0), base_specs=[spec], tokens=TOKENS))  # fmt: skip
-    config = TrainingServiceConfig(
-        data_dir=root / "training", base_model=str(tiny_base_dir), ray_address=f"http://{context.dashboard_url}",
-        registry=f"127.0.0.1:{registry.port}", limits=SubmitLimits(max_steps=LONG_STEPS), poll_interval_s=0.3,
-        metrics_port=None, shutdown_grace_s=0,
-    )  # fmt: skip
-    service = loop.run(start_training_service(config, tokens=TOKENS))
-    yield {
-        "target": f"127.0.0.1:{service.port}",
-        "registry": f"127.0.0.1:{registry.port}",
-        "ray": JobSubmissionClient(f"http://{context.dashboard_url}"),
-        "dashboard": f"http://{context.dashboard_url}",
-        "root": root,
-    }
-    loop.run(service.stop(0))
-    loop.run(registry.stop(0))
-    loop.close()
-    ray.shutdown()
-    shutil.rmtree(temp_dir, ignore_errors=True)
+    limits = SubmitLimits(max_steps=LONG_STEPS)
+    with training_stack(tmp_path_factory.mktemp("lifecycle"), tiny_base_dir, limits, TOKENS) as started:
+        yield started
 
 
 def client(stack, token: str) -> TrainingClient:
-    return TrainingClient(stack["target"], token=token)
+    return TrainingClient(stack.target, token=token)
 
 
 def wait_for(condition, *, timeout_s: float = WAIT_S, every_s: float = 0.3, what: str = "condition"):
@@ -96,7 +60,7 @@ def ray_job_ended(stack, ray_job_id: str) -> str:
 
     def ended() -> str | None:
         try:
-            status = stack["ray"].get_job_status(ray_job_id).value
+            status = stack.jobs.get_job_status(ray_job_id).value
         except RuntimeError:  # "Job … does not exist" yet
             return None
         return status if status in ("STOPPED", "SUCCEEDED", "FAILED") else None
@@ -112,7 +76,7 @@ def live_actors(stack, ray_job_hex: str) -> list[str]:
     from ray.util.state import list_actors
 
     filters = [("job_id", "=", ray_job_hex), ("state", "!=", "DEAD")]
-    return [a.class_name for a in list_actors(address=stack["dashboard"], filters=filters, detail=True)
+    return [a.class_name for a in list_actors(address=stack.dashboard, filters=filters, detail=True)
             if not a.is_detached]  # fmt: skip
 
 
@@ -120,7 +84,7 @@ def live_placement_groups(stack, ray_job_hex: str) -> list[str]:
     from ray.util.state import list_placement_groups
 
     filters = [("creator_job_id", "=", ray_job_hex), ("state", "!=", "REMOVED")]
-    return [g.placement_group_id for g in list_placement_groups(address=stack["dashboard"], filters=filters)]
+    return [g.placement_group_id for g in list_placement_groups(address=stack.dashboard, filters=filters)]
 
 
 def long_spec(concept_id: str) -> training_pb2.TrainingSpec:
@@ -135,7 +99,7 @@ def cancelled_while_training(stack):
         job = acme.submit(long_spec("long-dog"), [upload()])
         running = wait_for(lambda: (j := acme.get(job.job_id)).state == training_pb2.RUNNING and j.step >= 1 and j,
                            what="the job to train a step")  # fmt: skip
-        ray_job_hex = stack["ray"].get_job_info(running.ray_job_id).job_id
+        ray_job_hex = stack.jobs.get_job_info(running.ray_job_id).job_id
         seen["actors_before"] = live_actors(stack, ray_job_hex)
         seen["groups_before"] = live_placement_groups(stack, ray_job_hex)
         with pytest.raises(NotFound) as seen["beta_cancel"]:
@@ -145,7 +109,7 @@ def cancelled_while_training(stack):
         seen["ray_status"] = ray_job_ended(stack, running.ray_job_id)
         wait_for(lambda: not live_actors(stack, ray_job_hex), timeout_s=60, what="the job's actors to die")
         wait_for(lambda: not live_placement_groups(stack, ray_job_hex), timeout_s=60, what="its placement group")
-        seen["progress_at_stop"] = ProgressFile(Path(stack["root"]) / "training" / "jobs" / job.job_id).read()
+        seen["progress_at_stop"] = ProgressFile(Path(stack.root) / "training" / "jobs" / job.job_id).read()
         time.sleep(1.0)  # a few refresh cycles: nothing may revive the job
         seen["get"] = acme.get(job.job_id)
         seen["watch"] = list(acme.watch(job.job_id, timeout_s=30))
@@ -169,7 +133,7 @@ def cli_job(stack, tmp_path_factory):
     """`cdserve train … --watch` in this process: (exit code, stdout, stderr)."""
     folder = tmp_path_factory.mktemp("cli-images")
     write_images(folder, 2)
-    argv = ["train", "--images", str(folder), "--category", "dog", "--id", "cli-dog", "--server", stack["target"],
+    argv = ["train", "--images", str(folder), "--category", "dog", "--id", "cli-dog", "--server", stack.target,
             "--token", "tok-acme", "--reg", "none", "--steps", "2", "--batch-size", "2", "--watch"]  # fmt: skip
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -204,8 +168,8 @@ def test_cancelling_a_running_job_stops_it_and_publishes_nothing(stack, cancelle
     assert final.state == training_pb2.CANCELLED and not final.published and final.step < LONG_STEPS
     assert [update.state for update in seen["watch"]] == [training_pb2.CANCELLED]  # one message, then the end
     assert seen["cancel_again"].state == training_pb2.CANCELLED  # idempotent: safe to retry
-    assert not list((Path(stack["root"]) / "training" / "jobs" / job_id / "output").glob("*.safetensors"))
-    with RegistryClient(stack["registry"], token="tok-acme") as registry, pytest.raises(NotFound):
+    assert not list((Path(stack.root) / "training" / "jobs" / job_id / "output").glob("*.safetensors"))
+    with RegistryClient(stack.registry_target, token="tok-acme") as registry, pytest.raises(NotFound):
         registry.get("long-dog")
     with client(stack, "tok-acme") as acme:
         assert job_id in [j.job_id for j in acme.list(state=training_pb2.CANCELLED).jobs]
@@ -226,7 +190,7 @@ def test_cli_train_watch_ends_published(stack, cli_job):
     assert lines[0].startswith("job ") and lines[0].endswith(" PENDING")
     assert lines[-1].startswith("SUCCEEDED") and lines[-1].endswith("published cli-dog@1"), out
     assert any(line.startswith("RUNNING") for line in lines)
-    with RegistryClient(stack["registry"], token="tok-acme") as registry:
+    with RegistryClient(stack.registry_target, token="tok-acme") as registry:
         assert registry.get("cli-dog@1").tenant == "acme"
 
 
@@ -243,7 +207,7 @@ def test_cancelling_a_finished_job_is_a_conflict(stack, cli_job):
 
 def test_cli_bad_flag_values_exit_non_zero_naming_the_field(stack, tmp_path, capsys):
     write_images(tmp_path, 1)
-    argv = ["train", "--images", str(tmp_path), "--category", "dog", "--id", "bad-dog", "--server", stack["target"],
+    argv = ["train", "--images", str(tmp_path), "--category", "dog", "--id", "bad-dog", "--server", stack.target,
             "--token", "tok-acme", "--reg", "none"]  # fmt: skip
     with client(stack, "tok-ops") as ops:
         jobs_before = len(ops.list().jobs)
