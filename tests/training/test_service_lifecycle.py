@@ -18,6 +18,7 @@ import pytest
 
 from cli.main import main as cdserve
 from proto import training_pb2
+from shared import artifact
 from shared.errors import Conflict, InvalidArgument, NotFound
 from shared.registry_client import RegistryClient
 from training.client import TrainingClient
@@ -134,7 +135,8 @@ def cli_job(stack, tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli-images")
     write_images(folder, 2)
     argv = ["train", "--images", str(folder), "--category", "dog", "--id", "cli-dog", "--server", stack.target,
-            "--token", "tok-acme", "--reg", "none", "--steps", "2", "--batch-size", "2", "--watch"]  # fmt: skip
+            "--token", "tok-acme", "--reg", "none", "--steps", "2", "--batch-size", "2", "--token-learning-rate",
+            "1e-3", "--augment", "false", "--watch"]  # fmt: skip
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = cdserve(argv)
@@ -192,6 +194,8 @@ def test_cli_train_watch_ends_published(stack, cli_job):
     assert any(line.startswith("RUNNING") for line in lines)
     with RegistryClient(stack.registry_target, token="tok-acme") as registry:
         assert registry.get("cli-dog@1").tenant == "acme"
+        recipe = artifact.from_bytes(registry.fetch("cli-dog@1")).header.recipe
+    assert recipe["augment"] is False and recipe["resolved"]["effective_token_learning_rate"] == pytest.approx(2e-3)  # × batch 2
 
 
 def test_cancelling_a_finished_job_is_a_conflict(stack, cli_job):
