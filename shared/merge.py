@@ -15,6 +15,7 @@ satisfies them in the least-squares sense instead of blowing up.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,9 @@ from shared.errors import Conflict, InvalidArgument
 from shared.text import PromptEncoder
 
 GENERIC_CAPTIONS = Path(__file__).resolve().parent / "assets" / "generic_captions.txt"
+CONSTRAINT_WARNING = 1e-2
+"""A merge whose constraints miss by more than this (relative) is logged: a least-squares compromise."""
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -218,6 +222,14 @@ def closed_form_merge(
                 torch.trace(change @ gram @ change.T).clamp_min(0).sqrt()
                 / torch.trace(w0 @ gram @ w0.T).clamp_min(1e-300).sqrt()
             ).item()
+    if report.max_constraint_residual > CONSTRAINT_WARNING:
+        # More independent target features than the text space is wide (or near-duplicates that
+        # disagree): the pseudo-inverse returns the least-squares fit, and each concept is weakened.
+        logger.warning(
+            "merge of %s: the constraints on %d target tokens cannot all hold in a %d-wide text space "
+            "(relative residual up to %.3f); the merged concepts are a least-squares compromise",
+            [header.concept_id for header, _ in concepts], report.num_target_tokens, dim, report.max_constraint_residual,
+        )  # fmt: skip
     return merged, report
 
 

@@ -122,3 +122,24 @@ def test_query_deltas_cannot_be_merged(setup):
                             token_embeddings=delta.token_embeddings)
     with pytest.raises(InvalidArgument, match="to_q"):
         closed_form_merge([(header, crossattn), concepts[1]], encoder, layers, stats)
+
+
+def test_more_target_tokens_than_text_dimensions_is_logged_as_a_compromise(setup, tiny_base, caplog):
+    """Long captions give more constraint rows than the tiny text space is wide: no exact solution."""
+    encoder, layers, stats, _ = setup
+    width = tiny_base.pipeline.text_encoder.config.hidden_size
+    tails = ["on a white background", "and a red circle on a pink background", "in the snow", "near a tall tree",
+             "and a small blue square beside a large green star on a black background"]  # fmt: skip
+    concepts = []
+    for seed, (token, category) in enumerate((("<dog>", "dog"), ("<cat>", "cat")), start=5):
+        header, delta = random_concept(tiny_base.spec, category, seed=seed, modifier_token=token, category=category)
+        part = header.concepts[0].model_copy(update={"captions": [f"photo of a {token} {category} {t}" for t in tails]})
+        concepts.append((header.model_copy(update={"concepts": [part]}), delta))
+    with caplog.at_level("WARNING", logger="shared.merge"):
+        _, report = closed_form_merge(concepts, encoder, layers, stats)
+    assert report.num_target_tokens > width and report.max_constraint_residual > 1e-2
+    assert "least-squares compromise" in caplog.text and "'dog', 'cat'" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="shared.merge"):
+        closed_form_merge(setup[3], encoder, layers, stats)  # short captions: exact, nothing logged
+    assert caplog.text == ""
