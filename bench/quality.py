@@ -37,6 +37,7 @@ from shared.merge import MergeInput, closed_form_merge, load_captions, naive_sum
 from training.config import ConceptConfig, TrainConfig
 from training.loop import train
 from training.regularization import write_captioned_folder
+from training.world.captions import appearance_words
 from training.world.concepts import CONCEPTS, Concept, class_prompts, concept_prompts, render_concept_targets, render_reg_pool
 from training.world.evaluator import Evaluator
 from training.world.metrics import composition, concept_fidelity, drift, prompt_fidelity
@@ -56,8 +57,7 @@ def token_of(concept: Concept) -> str:
 def in_words(concept: Concept) -> str:
     """The concept's appearance as the base model's own words ("green and red twotone"): what a
     modifier token can at best stand for, so the base model's fidelity with them is the ceiling."""
-    look = concept.appearance
-    return f"{look.colour} and {look.colour2} {look.pattern}"
+    return " ".join(appearance_words(concept.appearance))
 
 
 @dataclass
@@ -134,27 +134,30 @@ class Bench:
                 images.append(Image.fromarray((result.images[0] * 255).round().astype("uint8")))
         return images
 
-    def single(self, subject: Subject, concept: Concept, *, name: str | None = None) -> dict[str, float]:
-        """Fidelity on held-out prompts in unseen contexts, the concept named by `name` (default: its
-        token; "" names nothing); drift on class prompts without the token."""
-        name = token_of(concept) if name is None else name
+    def in_context(self, subject: Subject, concept: Concept, name: str) -> dict[str, float]:
+        """Concept and prompt fidelity on held-out prompts in unseen contexts, the concept named by
+        `name` (its token, its appearance in words, or "" for nothing)."""
         prompts = concept_prompts((concept,), (name,), n=self.samples, seed=7)
         texts = [" ".join(p.split()) for p, _ in prompts]
         readings = self.evaluator.read(self.sample(subject, texts, seed=1000))
-        class_set = class_prompts(concept.category, n=self.samples, seed=8)
-        class_readings = self.evaluator.read(self.sample(subject, [p for p, _ in class_set], seed=2000))
         return {
             "concept_fidelity": concept_fidelity(readings, concept),
             "prompt_fidelity": prompt_fidelity(readings, [e for _, e in prompts]),
-            "drift": drift(class_readings, concept),
         }
+
+    def single(self, subject: Subject, concept: Concept, *, name: str | None = None) -> dict[str, float]:
+        """`in_context` (named by its token by default), and drift on class prompts without the token."""
+        fidelity = self.in_context(subject, concept, token_of(concept) if name is None else name)
+        class_set = class_prompts(concept.category, n=self.samples, seed=8)
+        class_readings = self.evaluator.read(self.sample(subject, [p for p, _ in class_set], seed=2000))
+        return {**fidelity, "drift": drift(class_readings, concept)}
 
     def pair(self, subject: Subject, names: tuple[str, str] | None = None) -> dict[str, float]:
         names = names or (token_of(FIRST), token_of(SECOND))
         prompts = concept_prompts((FIRST, SECOND), names, n=self.samples, seed=9)
         readings = self.evaluator.read(self.sample(subject, [p for p, _ in prompts], seed=3000))
         alone = {
-            f"alone_{concept.name}": self.single(subject, concept, name=name)["concept_fidelity"]
+            f"alone_{concept.name}": self.in_context(subject, concept, name)["concept_fidelity"]
             for concept, name in zip((FIRST, SECOND), names)
         }
         return {
@@ -173,7 +176,7 @@ def run(args: argparse.Namespace) -> dict:
     rows: dict[str, dict[str, float]] = {}
     base = Subject(bench.engine, None)
     rows["base model"] = bench.single(base, FIRST, name="")
-    rows["base model, appearance spelled out in words (ceiling)"] = bench.single(base, FIRST, name=in_words(FIRST))
+    rows["base model, appearance spelled out in words (ceiling)"] = bench.in_context(base, FIRST, in_words(FIRST))
 
     custom = bench.load(bench.train("custom-diffusion", [first]))
     rows["Custom Diffusion (K/V + token, real reg; world recipe)"] = bench.single(Subject(bench.engine, custom[1]), FIRST)

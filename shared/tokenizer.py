@@ -46,3 +46,8 @@ def load_clip_tokenizer(directory: str | Path, *, model_max_length: int = 77) ->
         pad_token=EOS,
     )
     return tokenizer
+
+
+def split_words(tokenizer: CLIPTokenizer, words: Iterable[str]) -> list[str]:
+    """The words `tokenizer` does not keep as one token (a model's whole vocabulary should be empty here)."""
+    return [word for word in words if len(tokenizer(word, add_special_tokens=False).input_ids) != 1]

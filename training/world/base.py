@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shared.tokenizer import load_clip_tokenizer, train_clip_tokenizer
+from shared.tokenizer import load_clip_tokenizer, split_words, train_clip_tokenizer
 from training.world.autoencoder import set_scaling_factor, train_vae
 from training.world.captions import generic_captions, training_caption, vocabulary
 from training.world.diffusion import patterned_scenes, train_diffusion
@@ -77,7 +77,7 @@ def expose_patterns_in_place(out: Path, *, seed: int = 0, steps: int = PATTERN_S
     work = out / "checkpoints"
     work.mkdir(exist_ok=True)
     tokenizer, text_encoder = pipe.tokenizer, pipe.text_encoder
-    if any(len(tokenizer(w, add_special_tokens=False).input_ids) != 1 for w in vocabulary()):
+    if split_words(tokenizer, vocabulary()):
         # A model trained before the vocabulary grew (pattern words): retrain the tokenizer, keep the rows.
         tokenizer = _tokenizer(work, seed)
         text_encoder = carry_embeddings(text_encoder, pipe.tokenizer, tokenizer)

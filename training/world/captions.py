@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.world.scenes import BACKGROUNDS, COLOURS, CONCEPT_PATTERNS, PLAIN, SHAPES, SIZES, Scene, WorldObject, random_scene
+from training.world.scenes import (
+    BACKGROUNDS, COLOURS, CONCEPT_PATTERNS, PLAIN, SHAPES, SIZES, Appearance, Scene, WorldObject, random_scene,
+)  # fmt: skip
 
 # Words of the augmentation prompts Custom Diffusion adds to rescaled targets ("very small",
 # "far away", "zoomed in", "close up") and of its class prompts ("photo of a dog"): kept in the
@@ -23,20 +25,21 @@ def with_article(phrase: str) -> str:
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
+def appearance_words(look: Appearance, *, colour: bool = True, pattern: bool = True) -> list[str]:
+    """["green", "and", "red", "twotone"]; a pattern's second colour is spoken only with its first."""
+    words = [look.colour] if colour else []
+    if pattern and look.pattern != PLAIN:
+        words += ["and", str(look.colour2), look.pattern] if colour else [look.pattern]
+    return words
+
+
 def object_phrase(
     obj: WorldObject, *, size: bool = True, colour: bool = True, pattern: bool = True, modifier: str | None = None
 ) -> str:
     """"small green and red twotone star"; with `modifier` the appearance is named by it instead:
-    "small <cd-x> star". A pattern's second colour is spoken only with its first."""
+    "small <cd-x> star"."""
     words = [obj.size] if size else []
-    look = obj.appearance
-    if modifier is not None:
-        words.append(modifier)
-    else:
-        if colour:
-            words.append(look.colour)
-        if pattern and look.pattern != PLAIN:
-            words += ["and", str(look.colour2), look.pattern] if colour else [look.pattern]
+    words += [modifier] if modifier is not None else appearance_words(obj.appearance, colour=colour, pattern=pattern)
     return " ".join([*words, obj.shape])
 
 
