@@ -172,12 +172,17 @@ def closed_form_merge(
     regularization: RegularizationStats,
     *,
     ridge: float = 1e-3,
-    eigen_cutoff: float = 1e-9,
+    eigen_cutoff: float = 1e-3,
 ) -> tuple[ConceptDelta, MergeReport]:
     """Merge separately trained concepts into one low-rank delta (see the module docstring).
 
     `layers`: the base model's cross-attention modules (W0 is read, never written). `ridge` is λ
-    relative to the mean eigenvalue of C_regᵀC_reg.
+    relative to the mean eigenvalue of C_regᵀC_reg. `eigen_cutoff` drops directions of C M⁻¹ Cᵀ whose
+    eigenvalue is below that fraction of the largest: near-collinear constraints, whose inverse would
+    put huge changes on generic prompts. Measured on the toy world (118 target tokens in a 64-wide
+    text space, bench/quality.py pair): cutoff 1e-9 / 1e-4 / 1e-3 / 1e-2 kept rank 63 / 52 / 37 / 16,
+    moved generic-caption outputs by 4.5 / 1.3 / 0.54 / 0.24 (relative) and drew both concepts in
+    0.00 / 0.03 / 0.16 / 0.09 of samples.
     """
     if len(concepts) < 2:
         raise InvalidArgument("a merge needs at least two concepts", field="concepts")

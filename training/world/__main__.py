@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from training.world.base import PATTERN_SCENES, PATTERN_STEPS, expose_patterns_in_place, train_base
+from training.world.base import PATTERN_SCENES, PATTERN_STEPS, VAE_STEPS, expose_patterns_in_place, train_base
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--out", type=Path, required=True, help="asset folder (a StableDiffusionPipeline directory)")
     train.add_argument("--minutes", type=float, default=90.0, help="wall-clock cap of all stages together")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--vae-steps", type=int, default=2000)
+    train.add_argument("--vae-steps", type=int, default=VAE_STEPS)
     train.add_argument("--evaluator-steps", type=int, default=6000)
     train.add_argument("--diffusion-steps", type=int, default=5000)
     train.add_argument("--scenes", type=int, default=16000, help="distinct training scenes of the diffusion stage")

@@ -22,6 +22,8 @@ from training.world.scenes import BACKGROUNDS, CONCEPT_PATTERNS, PLAIN, random_s
 CODEC_PATTERNS: tuple[str, ...] = (PLAIN,) * len(CONCEPT_PATTERNS) + CONCEPT_PATTERNS
 _KL_WEIGHT = 1e-6
 _OBJECT_WEIGHT = 5.0
+# Pairs draw the smallest objects, whose patterns are the hardest to keep: half the codec's scenes.
+_TWO_OBJECT_PROB = 0.5
 
 
 def codec_batch(seed: int, step: int, batch: int) -> torch.Tensor:
@@ -34,7 +36,7 @@ def codec_batch_with_weights(seed: int, step: int, batch: int) -> tuple[torch.Te
     the background. Objects are a small share of the pixels; unweighted, the codec learns backgrounds
     first and paints every object in a colour guessed from its background."""
     rng = np.random.default_rng([seed, 1, step])
-    scenes = [random_scene(rng, patterns=CODEC_PATTERNS) for _ in range(batch)]
+    scenes = [random_scene(rng, patterns=CODEC_PATTERNS, two_object_prob=_TWO_OBJECT_PROB) for _ in range(batch)]
     x = torch.from_numpy(to_array([render(s) for s in scenes]))
     bg = torch.tensor([BACKGROUNDS[s.background] for s in scenes], dtype=torch.float32)[:, :, None, None] / 127.5 - 1
     on_object = (x - bg).abs().amax(1, keepdim=True) > 0.02

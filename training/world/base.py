@@ -28,6 +28,7 @@ from training.world.models import MAX_TOKENS, build_pipeline, carry_embeddings
 from training.world.prompting import GUIDANCE, SAMPLE_STEPS, prompt_following
 
 REG_CAPTIONS = "reg_captions.txt"
+VAE_STEPS = 5000
 PATTERN_STEPS = 11000
 PATTERN_SCENES = 36000
 PATTERN_LR = 2e-4
@@ -116,7 +117,7 @@ def train_base(
     *,
     minutes: float = 90.0,
     seed: int = 0,
-    vae_steps: int = 2000,
+    vae_steps: int = VAE_STEPS,
     evaluator_steps: int = 6000,
     diffusion_steps: int = 5000,
     pattern_steps: int = PATTERN_STEPS,

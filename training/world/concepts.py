@@ -63,17 +63,23 @@ class Expected:
     background: str | None = None
 
 
-def _concept_scene(concept: Concept, rng: np.random.Generator, companion: bool) -> tuple[Scene, int]:
-    """The concept alone, or beside a plain object; returns the scene and the concept's slot."""
-    size = str(rng.choice(SIZES))
-    count = 2 if companion else 1
-    slot = int(rng.integers(count)) if companion else 0
-    objects = [
-        place(rng, concept.category, concept.appearance, size, i, count) if i == slot
-        else place(rng, str(rng.choice(SHAPES)), random_appearance(rng), str(rng.choice(SIZES)), i, count)
-        for i in range(count)
-    ]  # fmt: skip
-    return Scene(str(rng.choice(list(BACKGROUNDS))), tuple(objects)), slot
+def _scene_of(rng: np.random.Generator, named: list[Concept | None], size: str) -> Scene:
+    """Objects left to right, all of `size`: each concept in its own appearance, each None a plain
+    object of a random shape and colour (a companion), on a random background."""
+    count = len(named)
+    objects = tuple(
+        place(rng, concept.category, concept.appearance, size, slot, count) if concept is not None
+        else place(rng, str(rng.choice(SHAPES)), random_appearance(rng), size, slot, count)
+        for slot, concept in enumerate(named)
+    )  # fmt: skip
+    return Scene(str(rng.choice(list(BACKGROUNDS))), objects)
+
+
+def _with_companion(rng: np.random.Generator, named: list[Concept | None]) -> list[Concept | None]:
+    """`named` with a companion (None) at a random slot."""
+    out = list(named)
+    out.insert(int(rng.integers(len(out) + 1)), None)
+    return out
 
 
 def render_concept_targets(
@@ -83,13 +89,16 @@ def render_concept_targets(
     of them (never the first) beside a plain object, as photos of a pet show other things: that is
     where the concept is drawn at the sizes of two-object scenes. Captions: "a small <cd-x> circle
     and a red square on a pink background" (detailed) or "photo of a <cd-x> circle" (the paper's).
-    Measured on twotone-star + outlined-triangle merged: 3 of 8 with a companion raised both-present
-    from 0.00 to 0.05 and the star's fidelity in pairs from 0.19 to 0.31; 4 of 8 did worse."""
+    Measured on the first base model, twotone-star + outlined-triangle merged: 3 of 8 with a companion
+    raised both-present from 0.00 to 0.05 and the star's fidelity in pairs from 0.19 to 0.31; 4 of 8
+    did worse."""
     rng = np.random.default_rng([seed, 0xC0])
     out = []
     for i in range(n):
-        scene, slot = _concept_scene(concept, rng, companion=i >= max(1, n - companions))
-        modifiers = tuple(modifier if j == slot else None for j in range(len(scene.objects)))
+        size = str(rng.choice(SIZES))
+        named = _with_companion(rng, [concept]) if i >= max(1, n - companions) else [concept]
+        scene = _scene_of(rng, named, size)
+        modifiers = tuple(modifier if c is not None else None for c in named)
         if detailed:
             caption = describe(scene, modifiers=modifiers)
         else:
@@ -125,25 +134,20 @@ def concept_prompts(
     if len(concepts) != len(modifiers):
         raise ValueError(f"{len(concepts)} concepts but {len(modifiers)} modifiers")
     rng = np.random.default_rng([seed, 0x9A])
+    by_concept = dict(zip(concepts, modifiers))
     out = []
     for i in range(n):
         size = str(rng.choice(SIZES))
-        named = [(c, m) for c, m in zip(concepts, modifiers)]
+        named: list[Concept | None] = list(concepts)
         if len(concepts) == 1 and companion and i % 2 == 1:
-            named.insert(int(rng.integers(2)), (None, None))
-        count = len(named)
-        objects, modifier_list, expected = [], [], []
-        for slot, (concept, modifier) in enumerate(named):
-            if concept is None:
-                obj = place(rng, str(rng.choice(SHAPES)), random_appearance(rng), size, slot, count)
-                expected.append(ExpectedObject(obj.shape, obj.appearance.colour, size))
-            else:
-                obj = place(rng, concept.category, concept.appearance, size, slot, count)
-                expected.append(ExpectedObject(concept.category, None, size, concept))
-            objects.append(obj)
-            modifier_list.append(modifier)
-        scene = Scene(str(rng.choice(list(BACKGROUNDS))), tuple(objects))
-        out.append((describe(scene, modifiers=tuple(modifier_list)), Expected(tuple(expected), scene.background)))
+            named = _with_companion(rng, named)
+        scene = _scene_of(rng, named, size)
+        expected = tuple(
+            ExpectedObject(c.category, None, size, c) if c is not None else ExpectedObject(o.shape, o.appearance.colour, size)
+            for c, o in zip(named, scene.objects)
+        )
+        prompt = describe(scene, modifiers=tuple(by_concept[c] if c is not None else None for c in named))
+        out.append((prompt, Expected(expected, scene.background)))
     return out
 
 

@@ -37,12 +37,14 @@ PLAIN = "plain"
 CONCEPT_PATTERNS: tuple[str, ...] = ("striped", "dotted", "checkered", "twotone", "outlined")
 PATTERNS: tuple[str, ...] = (PLAIN, *CONCEPT_PATTERNS)
 
-# Object extent in pixels (bounding box side) by (object count, size word).
+# Object extent in pixels (bounding box side) by (object count, size word). With an f=8 VAE a pair's
+# objects span 2.5–3.5 latent cells: at 14–17 px (2 cells) patterns did not survive the VAE
+# (two-tone 0.40, outlined 0.15 after a round trip); SD's objects span a dozen cells and more.
 _EXTENT_PX: dict[tuple[int, str], tuple[float, float]] = {
     (1, "small"): (20.0, 24.0),
     (1, "large"): (36.0, 42.0),
-    (2, "small"): (14.0, 17.0),
-    (2, "large"): (24.0, 28.0),
+    (2, "small"): (19.0, 22.0),
+    (2, "large"): (25.0, 28.0),
 }
 _PATTERN_CELL_PX = 4  # stripes, checks and dot spacing: fine enough to read as a texture per latent cell
 _OUTLINE_FRACTION = 0.12  # border width relative to the object's extent (≥ 2 px): small objects keep a fill
@@ -102,7 +104,7 @@ def place(rng: np.random.Generator, shape: str, appearance: Appearance, size: st
     if count == 1:
         cx, cy = 32.0 + rng.uniform(-6, 6), 32.0 + rng.uniform(-6, 6)
     else:
-        cx, cy = (16.0 if slot == 0 else 48.0) + rng.uniform(-2, 2), 32.0 + rng.uniform(-8, 8)
+        cx, cy = (16.0 if slot == 0 else 48.0) + rng.uniform(-1.5, 1.5), 32.0 + rng.uniform(-8, 8)
     return WorldObject(shape, appearance, size, float(cx), float(cy), extent)
 
 
