@@ -228,12 +228,15 @@ def closed_form_merge(
                 / torch.trace(w0 @ gram @ w0.T).clamp_min(1e-300).sqrt()
             ).item()
     if report.max_constraint_residual > CONSTRAINT_WARNING:
-        # More independent target features than the text space is wide (or near-duplicates that
-        # disagree): the pseudo-inverse returns the least-squares fit, and each concept is weakened.
+        # More target features than independent directions (more tokens than the text space is wide,
+        # or near-collinear ones cut by `eigen_cutoff`): the pseudo-inverse returns the least-squares
+        # fit, and each concept is weakened.
         logger.warning(
-            "merge of %s: the constraints on %d target tokens cannot all hold in a %d-wide text space "
-            "(relative residual up to %.3f); the merged concepts are a least-squares compromise",
-            [header.concept_id for header, _ in concepts], report.num_target_tokens, dim, report.max_constraint_residual,
+            "merge of %s: the constraints on %d target tokens cannot all hold (%d independent directions "
+            "kept in a %d-wide text space; relative residual up to %.3f); the merged concepts are a "
+            "least-squares compromise",
+            [header.concept_id for header, _ in concepts], report.num_target_tokens, report.rank, dim,
+            report.max_constraint_residual,
         )  # fmt: skip
     return merged, report
 
