@@ -2,9 +2,8 @@
 
 Sizes are chosen so the whole model trains in 85 minutes on 2 CPU cores (TRAINING.md): 64×64
 images, an f=8 VAE with 4 latent channels (8×8×4 latents, like SD's 512→64), a 2-layer CLIP text
-encoder of width 64, and a
-two-level UNet with cross-attention at 8×8 and in the 4×4 middle, so a Custom Diffusion delta
-spans 4 `attn2` layers (SD 1.x has 16).
+encoder of width 64, and a two-level UNet with cross-attention at 8×8 and in the 4×4 middle, so a
+Custom Diffusion delta spans 4 `attn2` layers (SD 1.x has 16).
 """
 
 from __future__ import annotations
