@@ -1,6 +1,6 @@
 """Concept quality on the toy world, measured by the project's evaluator (the CLIP stand-in).
 
-    python -m bench.quality [--samples 64] [--steps 250] [--quick]
+    python -m bench.quality [--samples 64] [--steps 400] [--quick]
 
 Rows (paper, Table 1/2 and §5): the base model, without and with the concept's appearance spelled
 out in words (the ceiling a modifier token can reach); Custom Diffusion (K/V + token, real regularisation
@@ -42,7 +42,7 @@ from training.world.concepts import CONCEPTS, Concept, class_prompts, concept_pr
 from training.world.evaluator import Evaluator
 from training.world.metrics import composition, concept_fidelity, drift, prompt_fidelity
 from training.world.prompting import GUIDANCE, SAMPLE_STEPS
-from training.world.recipe import world_recipe
+from training.world.recipe import WORLD_RECIPE, world_recipe
 
 TOYWORLD = Path(__file__).resolve().parent.parent / "shared" / "assets" / "toyworld"
 FIRST, SECOND = CONCEPTS["twotone-star"], CONCEPTS["outlined-triangle"]
@@ -236,7 +236,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(TOYWORLD))
     parser.add_argument("--samples", type=int, default=64, help="samples per metric")
-    parser.add_argument("--steps", type=int, default=250, help="training steps for one concept (joint: twice)")
+    parser.add_argument(
+        "--steps", type=int, default=int(WORLD_RECIPE["steps"]), help="training steps for one concept (joint: twice)"
+    )
     parser.add_argument("--work", help="folder for data and runs (default: a temporary one)")
     parser.add_argument("--quick", action="store_true", help="write quality-quick.* (for smoke runs)")
     args = parser.parse_args(argv)

@@ -26,7 +26,7 @@ SEEDS = range(6)
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="run cdserve end to end on the embedded default model")
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="folder for the contact sheet and report")
-    parser.add_argument("--steps", type=int, default=250, help="training steps (the paper's 250)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the world recipe's)")
     parser.set_defaults(handler=run)
 
 
@@ -56,17 +56,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(endpoints, steps: int, timings: dict[str, float]) -> str:
+def _train(endpoints, steps: int | None, timings: dict[str, float]) -> str:
     from proto import training_pb2
     from training.client import TrainingClient, uploads_from_folder
     from training.world.recipe import WORLD_RECIPE
 
     concept_id, category, token = TRAINED
+    steps = steps or int(WORLD_RECIPE["steps"])
     spec = training_pb2.TrainingSpec(
         concepts=[training_pb2.ConceptSpec(concept_id=concept_id, category=category, modifier_token=token,
                                            regularization=training_pb2.REAL,
                                            regularization_uri=str(EXAMPLES / concept_id / "reg"))],
-        recipe=training_pb2.Recipe(steps=steps, **WORLD_RECIPE),
+        recipe=training_pb2.Recipe(**{**WORLD_RECIPE, "steps": steps}),
     )  # fmt: skip
     started = time.perf_counter()
     with TrainingClient(endpoints.training, token=endpoints.token) as client:

@@ -8,6 +8,7 @@ asyncio loop in a background thread; Ray runs its own processes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import threading
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from serving.config import ServingConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,6 @@ class LocalStack:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=timeout_s)
 
     def start(self) -> Endpoints:
-        import ray
-
         from serving.app import run_app
         from serving.basemodels import default_model_dir
         from serving.registry.config import RegistryConfig
@@ -93,8 +94,8 @@ class LocalStack:
         })  # fmt: skip
 
         # The dashboard hosts Ray's job-submission API, which the training service uses.
-        ray.init(num_cpus=self._num_cpus, include_dashboard=True, log_to_driver=False,
-                 _metrics_export_port=config.metrics_export_port)  # fmt: skip
+        _init_ray(num_cpus=self._num_cpus, include_dashboard=True, log_to_driver=False,
+                  _metrics_export_port=config.metrics_export_port)  # fmt: skip
         self._ray_started = True
         run_app(config)
         training = self._await(start_training_service(
@@ -130,3 +131,18 @@ class LocalStack:
             self._await(handle.stop(), timeout_s=30)
         self._handles.clear()
         self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def _init_ray(**options: object) -> None:
+    """`ray.init`, once more if the dashboard's start loses a race with its own log file: Ray 2.60
+    raised "Failed to read dashboard.err" in 1 of ~10 demo runs here, and a second start succeeds."""
+    import ray
+
+    try:
+        ray.init(**options)
+    except Exception as error:
+        if "dashboard" not in str(error):
+            raise
+        logger.warning("ray.init failed (%s); starting Ray once more", error)
+        ray.shutdown()
+        ray.init(**options)
