@@ -77,11 +77,13 @@ class Recipe(StrictModel):
 
     @property
     def effective_learning_rate(self) -> float:
-        return self.learning_rate * self.batch_size if self.scale_lr else self.learning_rate
+        return self._scaled(self.learning_rate)
 
     @property
     def effective_token_learning_rate(self) -> float:
-        base = self.learning_rate if self.token_learning_rate is None else self.token_learning_rate
+        return self._scaled(self.learning_rate if self.token_learning_rate is None else self.token_learning_rate)
+
+    def _scaled(self, base: float) -> float:
         return base * self.batch_size if self.scale_lr else base
 
     @property

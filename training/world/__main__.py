@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from training.world.base import PATTERN_SCENES, PATTERN_STEPS, VAE_STEPS, expose_patterns_in_place, train_base
+from training.world.base import PATTERN_SCENES, PATTERN_STEPS, VAE_STEPS, train_base
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,17 +26,7 @@ def main(argv: list[str] | None = None) -> None:
         "--threads", type=int, default=2, help="torch threads; 1 is several times faster when others load the cores"
     )
     train.add_argument("--eval-samples", type=int, default=128, help="fixed-seed samples for the prompt-following check")
-    expose = commands.add_parser(
-        "expose-patterns", help="run only stage 4 (patterned scenes) on a base model trained without it"
-    )
-    expose.add_argument("--out", type=Path, required=True, help="asset folder of the base model, updated in place")
-    expose.add_argument("--seed", type=int, default=0)
-    expose.add_argument("--steps", type=int, default=PATTERN_STEPS)
-    expose.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    if args.command == "expose-patterns":
-        expose_patterns_in_place(args.out, seed=args.seed, steps=args.steps, threads=args.threads)
-        return
     train_base(
         args.out,
         minutes=args.minutes,

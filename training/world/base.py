@@ -2,9 +2,10 @@
 
 Stages run fixed step counts (each capped in wall-clock time) and checkpoint under
 `<out>/checkpoints/` (removed when done), so rerunning the same command resumes an interrupted run:
-  1. CLIP BPE tokenizer on the world's captions      4. text encoder + UNet (diffusion loss)
-  2. VAE (generic codec, all appearances)            5. save a stock StableDiffusionPipeline,
-  3. evaluator (on softened renders + VAE round trips)  reg captions, evaluator, TRAINING.md
+  1. CLIP BPE tokenizer on the world's captions      4. text encoder + UNet (diffusion loss), plain
+  2. VAE (generic codec, all appearances)               scenes, then patterned ones (`expose_patterns`)
+  3. evaluator (on softened renders + VAE round trips)  5. save a stock StableDiffusionPipeline,
+                                                         reg captions, evaluator, TRAINING.md
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shared.tokenizer import load_clip_tokenizer, split_words, train_clip_tokenizer
+from shared.tokenizer import load_clip_tokenizer, train_clip_tokenizer
 from training.world.autoencoder import set_scaling_factor, train_vae
 from training.world.captions import generic_captions, training_caption, vocabulary
 from training.world.diffusion import patterned_scenes, train_diffusion
 from training.world.evaluator_training import heldout_accuracy, train_evaluator
-from training.world.models import MAX_TOKENS, build_pipeline, carry_embeddings
+from training.world.models import MAX_TOKENS, build_pipeline
 from training.world.prompting import GUIDANCE, SAMPLE_STEPS, prompt_following
 
 REG_CAPTIONS = "reg_captions.txt"
@@ -32,6 +33,7 @@ VAE_STEPS = 5000
 PATTERN_STEPS = 11000
 PATTERN_SCENES = 36000
 PATTERN_LR = 2e-4
+N_REG_CAPTIONS = 1000
 
 
 def expose_patterns(
@@ -44,7 +46,6 @@ def expose_patterns(
         work, vae, tokenizer, seed + 1, budget_s=float("inf"), max_steps=steps, n_scenes=scenes,
         lr=PATTERN_LR, stage="patterns", scenes_fn=patterned_scenes, start=start,
     )  # fmt: skip
-N_REG_CAPTIONS = 1000
 
 
 @dataclass(frozen=True)
@@ -63,40 +64,6 @@ class Plan:
     def make(cls, minutes: float, vae_steps: int, evaluator_steps: int, diffusion_steps: int) -> Plan:
         budget = minutes * 60
         return cls(vae_steps, evaluator_steps, diffusion_steps, budget * 0.27, budget * 0.1, budget * 0.55)
-
-
-def expose_patterns_in_place(out: Path, *, seed: int = 0, steps: int = PATTERN_STEPS, threads: int = 2) -> dict:
-    """Stage 4 alone, on a model whose stages 1–3 ran with the same seed: the same weights a full
-    `train-base` run ends with. Updates the model folder and appends the figures to TRAINING.md."""
-    from diffusers import StableDiffusionPipeline
-
-    from training.world.evaluator import Evaluator
-
-    torch.set_num_threads(threads)
-    started = time.monotonic()
-    pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True)
-    work = out / "checkpoints"
-    work.mkdir(exist_ok=True)
-    tokenizer, text_encoder = pipe.tokenizer, pipe.text_encoder
-    if split_words(tokenizer, vocabulary()):
-        # A model trained before the vocabulary grew (pattern words): retrain the tokenizer, keep the rows.
-        tokenizer = _tokenizer(work, seed)
-        text_encoder = carry_embeddings(text_encoder, pipe.tokenizer, tokenizer)
-    text_encoder, unet, result = expose_patterns(work, pipe.vae, tokenizer, (text_encoder, pipe.unet), seed, steps)
-    pipe.tokenizer, pipe.text_encoder, pipe.unet = tokenizer, text_encoder, unet
-    pipe.set_progress_bar_config(disable=True)
-    pipe.save_pretrained(out, safe_serialization=True)
-    evaluator = Evaluator.load(out)
-    following = {"one_object": prompt_following(pipe, evaluator, 128, seed=1000),
-                 "two_objects": prompt_following(pipe, evaluator, 64, seed=2000, two_object_prob=1.0)}  # fmt: skip
-    report = {"stage": "patterns", "command": " ".join(["python -m training.world", *sys.argv[1:]]),
-              "steps": result.steps, "loss": result.last_loss, "wall_s": round(time.monotonic() - started, 1),
-              "prompt_following": following}  # fmt: skip
-    with (out / "TRAINING.md").open("a") as md:
-        md.write("\n## Stage 4, patterns (run on its own)\n\n```json\n" + json.dumps(report, indent=2) + "\n```\n")
-    shutil.rmtree(work)
-    print(f"[patterns] done: {json.dumps(report)}", flush=True)
-    return report
 
 
 def _tokenizer(work: Path, seed: int):

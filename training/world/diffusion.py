@@ -2,7 +2,7 @@
 
 SD's recipe in miniature: DDPM noise schedule, epsilon prediction, 10 % empty captions so
 classifier-free guidance works, latents encoded once up front (the VAE is frozen by then), and an
-EMA of the weights as the result. Plain objects first; then a shorter stage that also shows
+EMA of the weights as the result. Plain objects first; then a second stage that also shows
 patterned objects (`patterned_scenes`), never with a concept's own appearance.
 """
 

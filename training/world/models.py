@@ -8,7 +8,6 @@ Custom Diffusion delta spans 4 `attn2` layers (SD 1.x has 16).
 
 from __future__ import annotations
 
-import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -39,22 +38,6 @@ def build_vae() -> AutoencoderKL:
 
 def build_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
     return clip_text_encoder(tokenizer, hidden=TEXT_DIM, layers=2, heads=4)
-
-
-def carry_embeddings(text_encoder: CLIPTextModel, old: CLIPTokenizer, new: CLIPTokenizer) -> CLIPTextModel:
-    """The same encoder for a retrained tokenizer: token rows move to their new ids by token string;
-    tokens new to the vocabulary keep the fresh initialisation (training gives them meaning)."""
-    carried = build_text_encoder(new)
-    state = {k: v for k, v in text_encoder.state_dict().items() if "token_embedding" not in k}
-    carried.load_state_dict(state, strict=False)
-    old_rows = text_encoder.get_input_embeddings().weight
-    old_vocab = old.get_vocab()
-    with torch.no_grad():
-        rows = carried.get_input_embeddings().weight
-        for token, new_id in new.get_vocab().items():
-            if token in old_vocab:
-                rows[new_id] = old_rows[old_vocab[token]]
-    return carried
 
 
 def build_unet() -> UNet2DConditionModel:
