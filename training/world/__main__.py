@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument(
         "--threads", type=int, default=2, help="torch threads; 1 is several times faster when others load the cores"
     )
+    train.add_argument(
+        "--codec-from", type=Path, help="keep this asset's VAE and evaluator; train only the text encoder and UNet"
+    )
     train.add_argument("--eval-samples", type=int, default=128, help="fixed-seed samples for the prompt-following check")
     args = parser.parse_args(argv)
     train_base(
@@ -40,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         evaluator_images=args.evaluator_images,
         eval_samples=args.eval_samples,
         threads=args.threads,
+        codec_from=args.codec_from,
     )
 
 

@@ -20,10 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffusers import AutoencoderKL
+
 from shared.tokenizer import load_clip_tokenizer, train_clip_tokenizer
 from training.world.autoencoder import set_scaling_factor, train_vae
 from training.world.captions import generic_captions, training_caption, vocabulary
 from training.world.diffusion import patterned_scenes, train_diffusion
+from training.world.evaluator import Evaluator
 from training.world.evaluator_training import heldout_accuracy, train_evaluator
 from training.world.models import MAX_TOKENS, build_pipeline
 from training.world.prompting import GUIDANCE, SAMPLE_STEPS, prompt_following
@@ -34,6 +37,7 @@ PATTERN_STEPS = 11000
 PATTERN_SCENES = 36000
 PATTERN_LR = 2e-4
 N_REG_CAPTIONS = 1000
+HAND_WRITTEN = "<!-- Written by hand from here on: train-base keeps what follows this line. -->\n"
 
 
 def expose_patterns(
@@ -79,6 +83,33 @@ def _tokenizer(work: Path, seed: int):
     return train_clip_tokenizer(corpus, tok_dir, vocab_size=1000, model_max_length=MAX_TOKENS)
 
 
+def _train_codec(work: Path, seed: int, plan: Plan, evaluator_images: int) -> tuple[AutoencoderKL, Evaluator, dict]:
+    """Stages 2–3: the VAE, then the evaluator (trained on its round trips)."""
+    vae, vae_result = train_vae(work, seed, plan.vae_s, plan.vae_steps)
+    scaling = set_scaling_factor(vae, seed)
+    print(f"[vae] scaling_factor {scaling:.4f}", flush=True)
+    evaluator, evaluator_result = train_evaluator(
+        work, vae, seed, plan.evaluator_s, plan.evaluator_steps, n_train=evaluator_images
+    )
+    accuracy = heldout_accuracy(evaluator, vae, seed + 1)
+    evaluator.config["heldout_accuracy"] = accuracy
+    print(f"[evaluator] held-out accuracy {json.dumps(accuracy)}", flush=True)
+    return vae, evaluator, {
+        "vae": {"steps": vae_result.steps, "loss": vae_result.last_loss, "scaling_factor": scaling},
+        "evaluator": {"steps": evaluator_result.steps, "images": evaluator_images, "heldout_accuracy": accuracy},
+    }
+
+
+def _load_codec(asset: Path) -> tuple[AutoencoderKL, Evaluator, dict]:
+    vae = AutoencoderKL.from_pretrained(asset / "vae").eval().requires_grad_(False)
+    evaluator = Evaluator.load(asset)
+    print(f"[codec] VAE and evaluator from {asset}", flush=True)
+    return vae, evaluator, {
+        "vae": {"from": str(asset), "scaling_factor": float(vae.config.scaling_factor)},
+        "evaluator": {"from": str(asset), "heldout_accuracy": evaluator.config.get("heldout_accuracy")},
+    }
+
+
 def train_base(
     out: Path,
     *,
@@ -93,7 +124,10 @@ def train_base(
     evaluator_images: int = 10000,
     eval_samples: int = 128,
     threads: int = 2,
+    codec_from: Path | None = None,
 ) -> dict:
+    """`codec_from`: an asset folder whose VAE and evaluator to keep (stages 2–3 skipped), for retraining
+    the text encoder and UNet alone, e.g. after changing their architecture."""
     torch.set_num_threads(threads)
     started = time.monotonic()
     plan = Plan.make(minutes, vae_steps, evaluator_steps, diffusion_steps)
@@ -102,16 +136,10 @@ def train_base(
     print(f"[train-base] out={out} seed={seed} plan={plan}", flush=True)
 
     tokenizer = _tokenizer(work, seed)
-    vae, vae_result = train_vae(work, seed, plan.vae_s, plan.vae_steps)
-    scaling = set_scaling_factor(vae, seed)
-    print(f"[vae] scaling_factor {scaling:.4f}", flush=True)
-
-    evaluator, evaluator_result = train_evaluator(
-        work, vae, seed, plan.evaluator_s, plan.evaluator_steps, n_train=evaluator_images
-    )
-    evaluator_acc = heldout_accuracy(evaluator, vae, seed + 1)
-    evaluator.config["heldout_accuracy"] = evaluator_acc
-    print(f"[evaluator] held-out accuracy {json.dumps(evaluator_acc)}", flush=True)
+    if codec_from is None:
+        vae, evaluator, codec_report = _train_codec(work, seed, plan, evaluator_images)
+    else:
+        vae, evaluator, codec_report = _load_codec(codec_from)
 
     text_encoder, unet, diffusion_result = train_diffusion(
         work, vae, tokenizer, seed, plan.diffusion_s, plan.diffusion_steps, n_scenes=scenes
@@ -136,21 +164,23 @@ def train_base(
         "minutes": minutes,
         "plan_s": asdict(plan),
         "wall_s": round(time.monotonic() - started, 1),
-        "vae": {"steps": vae_result.steps, "loss": vae_result.last_loss, "scaling_factor": scaling},
+        **codec_report,
         "diffusion": {"steps": diffusion_result.steps, "loss": diffusion_result.last_loss, "scenes": scenes},
         "patterns": {"steps": pattern_result.steps, "loss": pattern_result.last_loss, "scenes": pattern_scenes},
-        "evaluator": {"steps": evaluator_result.steps, "images": evaluator_images, "heldout_accuracy": evaluator_acc},
         "prompt_following": following,
         "sampling": {"scheduler": "DDIM", "steps": SAMPLE_STEPS, "guidance": GUIDANCE},
         "torch_threads": torch.get_num_threads(),
     }
-    (out / "TRAINING.md").write_text(_training_md(report))
+    notes = out / "TRAINING.md"
+    kept = notes.read_text().partition(HAND_WRITTEN)[2] if notes.exists() else ""
+    notes.write_text(_training_md(report) + (HAND_WRITTEN + kept if kept else ""))
     shutil.rmtree(work)
     print(f"[train-base] done in {report['wall_s']:.0f} s", flush=True)
     return report
 
 
 def _training_md(report: dict) -> str:
+    vae = f"{report['vae']['steps']} steps" if "steps" in report["vae"] else f"kept from `{report['vae']['from']}`"
     return (
         "# Toy-world base model: how it was trained\n\n"
         "Written by `train-base` (training/world/base.py). Rerun the command to reproduce: stages run for\n"
@@ -158,7 +188,8 @@ def _training_md(report: dict) -> str:
         f"* command: `{report['command']}`\n"
         f"* seed: {report['seed']}, budget: {report['minutes']} min, wall time: {report['wall_s'] / 60:.1f} min "
         f"({report['torch_threads']} torch threads)\n"
-        f"* VAE: {report['vae']['steps']} steps; text encoder + UNet: {report['diffusion']['steps']} steps\n"
+        f"* VAE: {vae}; "
+        f"text encoder + UNet: {report['diffusion']['steps']} + {report['patterns']['steps']} steps\n"
         f"* sampling for the checks: {report['sampling']['scheduler']}, {report['sampling']['steps']} steps, "
         f"guidance {report['sampling']['guidance']}, fixed seeds\n\n"
         "## Figures\n\n```json\n" + json.dumps(report, indent=2) + "\n```\n"
