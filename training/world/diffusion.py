@@ -25,7 +25,7 @@ from training.world.concepts import CONCEPTS
 from training.world.scenes import CONCEPT_PATTERNS, PLAIN, Scene, random_scene, render, to_array
 
 EMPTY_CAPTION_PROB = 0.1
-TWO_OBJECT_PROB = 0.35
+TWO_OBJECT_PROB = 0.5
 
 
 def training_scenes(seed: int, n: int) -> list[Scene]:

@@ -1,9 +1,11 @@
 """Configurations of the toy-world base model: the Stable Diffusion architecture, scaled down.
 
-Sizes are chosen so the whole model trains in 85 minutes on 2 CPU cores (TRAINING.md): 64×64
+Sizes are chosen so the whole model trains in about 90 minutes on 2 CPU cores (TRAINING.md): 64×64
 images, an f=8 VAE with 4 latent channels (8×8×4 latents, like SD's 512→64), a 2-layer CLIP text
-encoder of width 64, and a two-level UNet with cross-attention at 8×8 and in the 4×4 middle, so a
-Custom Diffusion delta spans 4 `attn2` layers (SD 1.x has 16).
+encoder of width 128, and a two-level UNet with cross-attention at 8×8 and in the 4×4 middle, so a
+Custom Diffusion delta spans 4 `attn2` layers (SD 1.x has 16). The text width is set by the merge:
+two concepts' captions give ~120 target tokens, which a 64-wide text space cannot hold apart
+(shared/merge.py); SD's is 768 wide.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from shared.tiny import clip_text_encoder
 
 MAX_TOKENS = 32  # text encoder positions == tokenizer.model_max_length
-TEXT_DIM = 64
+TEXT_DIM = 128
 LATENT_CHANNELS = 4
 
 # Stable Diffusion 1.x's noise schedule.
