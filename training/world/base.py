@@ -6,6 +6,8 @@ Stages run fixed step counts (each capped in wall-clock time) and checkpoint und
   2. VAE (generic codec, all appearances)               scenes, then patterned ones (`expose_patterns`)
   3. evaluator (on softened renders + VAE round trips)  5. save a stock StableDiffusionPipeline,
                                                          reg captions, evaluator, TRAINING.md
+`--codec-from ASSET` keeps that asset's VAE and evaluator (stages 2–3). TRAINING.md is regenerated;
+what follows its `HAND_WRITTEN` line is kept.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from diffusers import AutoencoderKL
 
 from shared.tokenizer import load_clip_tokenizer, train_clip_tokenizer
@@ -188,8 +189,7 @@ def _training_md(report: dict) -> str:
         f"* command: `{report['command']}`\n"
         f"* seed: {report['seed']}, budget: {report['minutes']} min, wall time: {report['wall_s'] / 60:.1f} min "
         f"({report['torch_threads']} torch threads)\n"
-        f"* VAE: {vae}; "
-        f"text encoder + UNet: {report['diffusion']['steps']} + {report['patterns']['steps']} steps\n"
+        f"* VAE: {vae}; text encoder + UNet: {report['diffusion']['steps']} + {report['patterns']['steps']} steps\n"
         f"* sampling for the checks: {report['sampling']['scheduler']}, {report['sampling']['steps']} steps, "
         f"guidance {report['sampling']['guidance']}, fixed seeds\n\n"
         "## Figures\n\n```json\n" + json.dumps(report, indent=2) + "\n```\n"
