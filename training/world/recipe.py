@@ -3,8 +3,8 @@
 Measured on `twotone-star` (bench/quality.py has the full table): with the paper's recipe as is,
 concept fidelity stays at 0.00. Four departures, all for reasons of scale. The choices were swept on
 the earlier 64-wide model (32 prompts) and rechecked on the shipped 128-wide one with the bench's
-64 prompts, where the recipe gives fidelity 0.97 and drift 0.02 and each single change below does
-worse:
+64 prompts (with every reg caption kept, threshold 0.0), where the recipe gives fidelity 0.97 and
+drift 0.02 and each single change below does worse:
 
 * the modifier token learns at 1e-3 (× batch), not the K/V's rate: it starts from an unused token of
   a text space trained from scratch and barely moves at 1e-4 (64-wide, 250 steps: token at 1e-4 /
