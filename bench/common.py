@@ -20,17 +20,23 @@ def device_name(device: str) -> str:
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
-def best_of(fn: Callable[[], object], repeats: int, synchronize: Callable[[], None] = lambda: None) -> float:
-    """Median wall seconds of `repeats` runs after one warm-up run."""
-    fn()
-    synchronize()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def interleaved_medians(
+    runs: dict[str, Callable[[], object]], repeats: int, synchronize: Callable[[], None] = lambda: None
+) -> dict[str, float]:
+    """Median wall seconds of each run, after one warm-up each. The runs take turns within every
+    repeat, so a drift in clocks or load (a GPU warming up, a busy neighbour) shifts them all alike
+    and leaves their ratios fair."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for fn in runs.values():
         fn()
-        synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    synchronize()
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            synchronize()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def write_result(name: str, payload: dict) -> Path:

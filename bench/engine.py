@@ -4,7 +4,7 @@ naive way (patch each request's weights into the UNet, run requests one by one).
     python -m bench.engine [--model tiny|mid|sd15] [--device cuda] [--dtype fp16]
 
 Prints images/s and the ratios b/a and c/a measured side by side in one run; writes
-bench/results/engine-{model}-{device}.json.
+bench/results/engine-{model}-{cpu|gpu}-{dtype}[-rank{r}].json.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import argparse
 import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline
 
-from bench.common import best_of, device_name, write_result
+from bench.common import device_name, interleaved_medians, write_result
 from serving.engine import DeltaEngine, GenerationRequest
 from shared.basemodel import BaseModel, cross_attention_layers, prepare_base_model
 from shared.delta import ConceptDelta
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=8, help="requests per batch")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rank", type=int, default=0, help="low-rank concepts of this rank (0: dense)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds; a, b and c take turns in each")
     args = parser.parse_args(argv)
 
     base, size = build_model(args.model, args.device, DTYPES[args.dtype])
@@ -104,9 +104,16 @@ def main(argv: list[str] | None = None) -> dict:
         ]
 
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    base_s = best_of(lambda: engine.generate(requests(False)), args.repeats, sync)
-    mixed_s = best_of(lambda: engine.generate(requests(True)), args.repeats, sync)
-    naive_s = best_of(lambda: naive_one_by_one(base, requests(True), engine), args.repeats, sync)
+    seconds = interleaved_medians(
+        {
+            "base": lambda: engine.generate(requests(False)),
+            "mixed": lambda: engine.generate(requests(True)),
+            "naive": lambda: naive_one_by_one(base, requests(True), engine),
+        },
+        args.repeats,
+        sync,
+    )
+    base_s, mixed_s, naive_s = seconds["base"], seconds["mixed"], seconds["naive"]
     images = args.batch
     result = {
         "device": device_name(args.device),
@@ -124,7 +131,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{key:>18}: {value:8.2f} images/s")
     print(f"b/a = {result['ratio_b_over_a']:.3f}   c/a = {result['ratio_c_over_a']:.3f}")
     device = "gpu" if args.device.startswith("cuda") else "cpu"
-    print(f"wrote {write_result(f'engine-{args.model}-{device}-{args.dtype}', result)}")
+    rank = f"-rank{args.rank}" if args.rank else ""
+    print(f"wrote {write_result(f'engine-{args.model}-{device}-{args.dtype}{rank}', result)}")
     return result
 
 

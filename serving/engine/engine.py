@@ -90,14 +90,16 @@ class DeltaEngine:
         return self.prompts.encode(tokenized, tables).to(self.unet.dtype)
 
     def _initial_latents(self, requests: Sequence[GenerationRequest]) -> torch.Tensor:
-        """Each request draws its own noise from its own seed: batch neighbours change nothing."""
+        """Each request draws its own noise from its own seed: batch neighbours change nothing. The
+        noise is drawn in fp32 and then cast: some torch versions draw other numbers for an fp16
+        `randn` than for an fp32 one, and a seed must give the same image on every replica."""
         channels = self.unet.config.in_channels
         noise = []
         for r in requests:
             generator = torch.Generator("cpu").manual_seed(r.seed)
             shape = (r.num_images, channels, r.height // self.vae_scale, r.width // self.vae_scale)
-            noise.append(torch.randn(shape, generator=generator, dtype=self.unet.dtype))
-        return torch.cat(noise).to(self.unet.device)
+            noise.append(torch.randn(shape, generator=generator, dtype=torch.float32))
+        return torch.cat(noise).to(self.unet.device, self.unet.dtype)
 
     def _denoise(
         self,

@@ -22,12 +22,12 @@ def engine_and_pristine(tiny_base):
 
 
 @pytest.fixture(scope="module")
-def concepts(tiny_base):
+def concepts(tiny_base, device):
     dense = random_concept(tiny_base.spec, "dog-a", seed=1, modifier_token="<dog-a>")[1]
     low_rank = random_concept(tiny_base.spec, "cat-b", seed=2, rank=3, modifier_token="<cat-b>", category="cat")[1]
     crossattn = random_concept(tiny_base.spec, "fox-c", seed=3, rank=2, modifier_token="<fox-c>", category="fox",
                                projections=("to_k", "to_v", "to_q", "to_out"))[1]
-    return dense, low_rank, crossattn
+    return tuple(delta.to(device) for delta in (dense, low_rank, crossattn))
 
 
 def test_mixed_batch_matches_stock_diffusers_per_request(engine_and_pristine, concepts):

@@ -19,11 +19,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def sd15():
+def sd15(device):
     tokenizer = tiny_tokenizer()
     tokenizer.model_max_length = 77
-    unet = build_sd15_unet().eval().requires_grad_(False)
-    text_encoder = build_clip_l_text_encoder(tokenizer).eval().requires_grad_(False)
+    unet = build_sd15_unet().eval().requires_grad_(False).to(device)
+    text_encoder = build_clip_l_text_encoder(tokenizer).eval().requires_grad_(False).to(device)
     spec = BaseSpec(fingerprint="sd15-random", layers=layer_map(unet), token_dim=768)
     return unet, PromptEncoder(tokenizer, text_encoder), spec
 
@@ -42,6 +42,7 @@ def test_mixed_batch_equals_patched_weights(sd15):
     unet, encoder, spec = sd15
     concepts = [None] + [
         random_concept(spec, f"c{i}", seed=i, rank=4 if i == 2 else None, modifier_token=f"<c{i}>", scale=0.05)[1]
+        .to(unet.device)
         for i in (1, 2)
     ]
     prompts = ["a photo of a dog", "a photo of a <c1> dog", "a <c2> cat"]
@@ -56,8 +57,8 @@ def test_mixed_batch_equals_patched_weights(sd15):
     conditioning = build_conditioning(layers, features, concepts, layout)
     original = unet.attn_processors
     unet.set_attn_processor({n: DeltaAttnProcessor(n.removesuffix(".processor")) for n in original})
-    latents = torch.randn(6, 4, 8, 8, generator=torch.Generator().manual_seed(0))
-    t = torch.tensor(500)
+    latents = torch.randn(6, 4, 8, 8, generator=torch.Generator().manual_seed(0)).to(unet.device)
+    t = torch.tensor(500, device=unet.device)
     batched = unet(latents, t, encoder_hidden_states=features[layout.feature_rows],
                    cross_attention_kwargs={"conditioning": conditioning}).sample
     for r, delta in enumerate(concepts):

@@ -1,9 +1,11 @@
 """`train-base` end to end at a few steps per stage: every stage runs, and the folder it writes is a
 base model the engine loads, with a tokenizer that keeps every world word whole; a retrain on a kept
-codec keeps the VAE, the evaluator and the hand-written part of TRAINING.md."""
+codec keeps the VAE, the evaluator and the hand-written part of TRAINING.md; a continuation keeps the
+whole asset but trains its text encoder and UNet further."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -30,22 +32,47 @@ def test_train_base_writes_a_loadable_model_with_its_evaluator_and_record(tmp_pa
     Evaluator.load(out)
 
 
-def test_retraining_on_a_kept_codec_keeps_its_vae_evaluator_and_the_hand_written_notes(tmp_path) -> None:
-    tiny = dict(minutes=30, diffusion_steps=2, pattern_steps=2, scenes=64, pattern_scenes=64, eval_samples=2, threads=1)
-    first, second = tmp_path / "first", tmp_path / "second"
-    train_base(first, vae_steps=2, evaluator_steps=2, evaluator_images=64, **tiny)
+TINY = dict(minutes=30, diffusion_steps=2, pattern_steps=2, scenes=64, pattern_scenes=64, eval_samples=2, threads=1)
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    """A tiny asset that the retraining tests start from."""
+    out = tmp_path_factory.mktemp("first")
+    train_base(out, vae_steps=2, evaluator_steps=2, evaluator_images=64, **TINY)
+    return out
+
+
+def _assert_same_files(kept, reused, parts) -> None:
+    for part in parts:
+        kept_tensors, reused_tensors = load_file(str(kept / part)), load_file(str(reused / part))
+        assert all(torch.equal(kept_tensors[name], reused_tensors[name]) for name in kept_tensors), part
+
+
+def test_retraining_on_a_kept_codec_keeps_its_vae_evaluator_and_the_hand_written_notes(first, tmp_path) -> None:
+    second = tmp_path / "second"
     notes = (first / "TRAINING.md").read_text() + HAND_WRITTEN + "## History\nkept by hand\n"
     (first / "TRAINING.md").write_text(notes)
     (second / "TRAINING.md").parent.mkdir()
     (second / "TRAINING.md").write_text(notes)
 
-    report = train_base(second, codec_from=first, **tiny)
+    report = train_base(second, codec_from=first, **TINY)
 
     assert report["vae"]["from"] == report["evaluator"]["from"] == str(first)
-    for part in ("vae/diffusion_pytorch_model.safetensors", "evaluator.safetensors"):
-        kept, reused = load_file(str(first / part)), load_file(str(second / part))
-        assert all(torch.equal(kept[name], reused[name]) for name in kept)
+    _assert_same_files(first, second, ("vae/diffusion_pytorch_model.safetensors", "evaluator.safetensors"))
     written = (second / "TRAINING.md").read_text()
     assert f"kept from `{first}`" in written
     assert written.endswith(HAND_WRITTEN + "## History\nkept by hand\n")
     assert written.count(HAND_WRITTEN) == 1
+
+
+def test_continuing_an_asset_keeps_its_tokenizer_and_codec_and_trains_its_denoiser_further(first, tmp_path) -> None:
+    more = tmp_path / "more"
+    report = train_base(more, start_from=first, **{**TINY, "pattern_steps": 3})
+
+    assert report["diffusion"] == {"from": str(first)} and report["patterns"]["steps"] == 3
+    assert (more / "tokenizer/tokenizer.json").read_text() == (first / "tokenizer/tokenizer.json").read_text()
+    _assert_same_files(first, more, ("vae/diffusion_pytorch_model.safetensors", "evaluator.safetensors"))
+    before, after = (load_file(str(folder / "unet/diffusion_pytorch_model.safetensors")) for folder in (first, more))
+    assert any(not torch.equal(before[name], after[name]) for name in before)
+    load_base_model(more)

@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--scenes", type=int, default=16000, help="distinct training scenes of the diffusion stage")
     train.add_argument("--pattern-steps", type=int, default=PATTERN_STEPS)
     train.add_argument("--pattern-scenes", type=int, default=PATTERN_SCENES, help="distinct scenes of stage 4")
+    train.add_argument("--pattern-batch", type=int, default=64, help="scenes per step of stage 4")
     train.add_argument("--evaluator-images", type=int, default=10000)
     train.add_argument(
         "--threads", type=int, default=2, help="torch threads; 1 is several times faster when others load the cores"
@@ -28,6 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument(
         "--codec-from", type=Path, help="keep this asset's VAE and evaluator; train only the text encoder and UNet"
     )
+    train.add_argument(
+        "--start-from", type=Path, help="keep this asset whole and continue its text encoder and UNet with stage 4"
+    )
+    train.add_argument("--device", default="cpu", help="where the text encoder and UNet train: cpu, cuda, cuda:1…")
     train.add_argument("--eval-samples", type=int, default=128, help="fixed-seed samples for the prompt-following check")
     args = parser.parse_args(argv)
     train_base(
@@ -44,6 +49,9 @@ def main(argv: list[str] | None = None) -> None:
         eval_samples=args.eval_samples,
         threads=args.threads,
         codec_from=args.codec_from,
+        start_from=args.start_from,
+        device=args.device,
+        pattern_batch=args.pattern_batch,
     )
 
 

@@ -6,8 +6,10 @@ Stages run fixed step counts (each capped in wall-clock time) and checkpoint und
   2. VAE (generic codec, all appearances)               scenes, then patterned ones (`expose_patterns`)
   3. evaluator (on softened renders + VAE round trips)  5. save a stock StableDiffusionPipeline,
                                                          reg captions, evaluator, TRAINING.md
-`--codec-from ASSET` keeps that asset's VAE and evaluator (stages 2–3). TRAINING.md is regenerated;
-what follows its `HAND_WRITTEN` line is kept.
+`--codec-from ASSET` keeps that asset's VAE and evaluator (stages 2–3); `--start-from ASSET` also
+keeps its tokenizer, and continues its text encoder and UNet with stage 4 alone. `--device cuda`
+trains stage 4's models on a GPU (data and noise are still drawn on the CPU, the same stream).
+TRAINING.md is regenerated; what follows its `HAND_WRITTEN` line is kept.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTokenizer
 
 from shared.tokenizer import load_clip_tokenizer, train_clip_tokenizer
 from training.world.autoencoder import set_scaling_factor, train_vae
@@ -42,14 +45,23 @@ HAND_WRITTEN = "<!-- Written by hand from here on: train-base keeps what follows
 
 
 def expose_patterns(
-    work: Path, vae, tokenizer, start: tuple, seed: int, steps: int = PATTERN_STEPS, scenes: int = PATTERN_SCENES
+    work: Path,
+    vae,
+    tokenizer,
+    start: tuple,
+    seed: int,
+    steps: int = PATTERN_STEPS,
+    scenes: int = PATTERN_SCENES,
+    device: str = "cpu",
+    batch: int = 64,
+    budget_s: float = float("inf"),
 ) -> tuple:
     """Stage 4: continue the diffusion training on scenes with patterned objects, captioned with pattern
     words ("a green and red twotone circle"), never in a concept's own appearance: the base model can
     then draw what a concept is made of, as SD can draw dogs, but not the particular one."""
     return train_diffusion(
-        work, vae, tokenizer, seed + 1, budget_s=float("inf"), max_steps=steps, n_scenes=scenes,
-        lr=PATTERN_LR, stage="patterns", scenes_fn=patterned_scenes, start=start,
+        work, vae, tokenizer, seed + 1, budget_s=budget_s, max_steps=steps, n_scenes=scenes, batch=batch,
+        lr=PATTERN_LR, stage="patterns", scenes_fn=patterned_scenes, start=start, device=device,
     )  # fmt: skip
 
 
@@ -111,6 +123,13 @@ def _load_codec(asset: Path) -> tuple[AutoencoderKL, Evaluator, dict]:
     }
 
 
+def _load_denoiser(asset: Path) -> tuple[CLIPTextModel, UNet2DConditionModel]:
+    text_encoder = CLIPTextModel.from_pretrained(asset / "text_encoder")
+    unet = UNet2DConditionModel.from_pretrained(asset / "unet")
+    print(f"[denoiser] text encoder and UNet from {asset}", flush=True)
+    return text_encoder, unet
+
+
 def train_base(
     out: Path,
     *,
@@ -126,9 +145,15 @@ def train_base(
     eval_samples: int = 128,
     threads: int = 2,
     codec_from: Path | None = None,
+    start_from: Path | None = None,
+    device: str = "cpu",
+    pattern_batch: int = 64,
 ) -> dict:
     """`codec_from`: an asset folder whose VAE and evaluator to keep (stages 2–3 skipped), for retraining
-    the text encoder and UNet alone, e.g. after changing their architecture."""
+    the text encoder and UNet alone, e.g. after changing their architecture. `start_from`: an asset
+    whose codec, tokenizer, text encoder and UNet to keep, continued by `pattern_steps` more of stage 4
+    (stage 1 and the plain scenes skipped too): more training without redoing what a run already did.
+    Only then does `minutes` cap stage 4 as well (a from-scratch run's stage 4 runs all its steps)."""
     torch.set_num_threads(threads)
     started = time.monotonic()
     plan = Plan.make(minutes, vae_steps, evaluator_steps, diffusion_steps)
@@ -136,17 +161,28 @@ def train_base(
     work.mkdir(parents=True, exist_ok=True)
     print(f"[train-base] out={out} seed={seed} plan={plan}", flush=True)
 
-    tokenizer = _tokenizer(work, seed)
+    codec_from = start_from or codec_from
+    if start_from is not None:  # its text encoder's embedding rows are this tokenizer's ids
+        tokenizer = CLIPTokenizer.from_pretrained(start_from / "tokenizer")
+    else:
+        tokenizer = _tokenizer(work, seed)
     if codec_from is None:
         vae, evaluator, codec_report = _train_codec(work, seed, plan, evaluator_images)
     else:
         vae, evaluator, codec_report = _load_codec(codec_from)
 
-    text_encoder, unet, diffusion_result = train_diffusion(
-        work, vae, tokenizer, seed, plan.diffusion_s, plan.diffusion_steps, n_scenes=scenes
-    )
+    if start_from is None:
+        text_encoder, unet, diffusion_result = train_diffusion(
+            work, vae, tokenizer, seed, plan.diffusion_s, plan.diffusion_steps, n_scenes=scenes, device=device
+        )
+        diffusion_report = {"steps": diffusion_result.steps, "loss": diffusion_result.last_loss, "scenes": scenes}
+    else:
+        text_encoder, unet = _load_denoiser(start_from)
+        diffusion_report = {"from": str(start_from)}
+    pattern_budget_s = float("inf") if start_from is None else minutes * 60 - (time.monotonic() - started)
     text_encoder, unet, pattern_result = expose_patterns(
-        work, vae, tokenizer, (text_encoder, unet), seed, pattern_steps, pattern_scenes
+        work, vae, tokenizer, (text_encoder, unet), seed, pattern_steps, pattern_scenes, device, pattern_batch,
+        pattern_budget_s,
     )
     pipe = build_pipeline(vae, text_encoder, tokenizer, unet)
     pipe.set_progress_bar_config(disable=True)
@@ -166,11 +202,13 @@ def train_base(
         "plan_s": asdict(plan),
         "wall_s": round(time.monotonic() - started, 1),
         **codec_report,
-        "diffusion": {"steps": diffusion_result.steps, "loss": diffusion_result.last_loss, "scenes": scenes},
-        "patterns": {"steps": pattern_result.steps, "loss": pattern_result.last_loss, "scenes": pattern_scenes},
+        "diffusion": diffusion_report,
+        "patterns": {"steps": pattern_result.steps, "loss": pattern_result.last_loss, "scenes": pattern_scenes,
+                     "batch": pattern_batch},
         "prompt_following": following,
         "sampling": {"scheduler": "DDIM", "steps": SAMPLE_STEPS, "guidance": GUIDANCE},
         "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
     }
     notes = out / "TRAINING.md"
     kept = notes.read_text().partition(HAND_WRITTEN)[2] if notes.exists() else ""
@@ -181,15 +219,18 @@ def train_base(
 
 
 def _training_md(report: dict) -> str:
-    vae = f"{report['vae']['steps']} steps" if "steps" in report["vae"] else f"kept from `{report['vae']['from']}`"
+    def steps(part: dict) -> str:
+        return f"{part['steps']} steps" if "steps" in part else f"kept from `{part['from']}`"
+
     return (
         "# Toy-world base model: how it was trained\n\n"
         "Written by `train-base` (training/world/base.py). Rerun the command to reproduce: stages run for\n"
         "fixed step counts (capped by shares of `--minutes`), with data and noise fixed by the seed.\n\n"
         f"* command: `{report['command']}`\n"
         f"* seed: {report['seed']}, budget: {report['minutes']} min, wall time: {report['wall_s'] / 60:.1f} min "
-        f"({report['torch_threads']} torch threads)\n"
-        f"* VAE: {vae}; text encoder + UNet: {report['diffusion']['steps']} + {report['patterns']['steps']} steps\n"
+        f"({report['torch_threads']} torch threads, models on {report['device']})\n"
+        f"* VAE: {steps(report['vae'])}; text encoder + UNet: {steps(report['diffusion'])}, then "
+        f"{report['patterns']['steps']} steps with patterns\n"
         f"* sampling for the checks: {report['sampling']['scheduler']}, {report['sampling']['steps']} steps, "
         f"guidance {report['sampling']['guidance']}, fixed seeds\n\n"
         "## Figures\n\n```json\n" + json.dumps(report, indent=2) + "\n```\n"

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     return {
-        f"opt.{idx}.{key}": value.detach().clone()
+        f"opt.{idx}.{key}": value.detach().to("cpu", copy=True)
         for idx, state in optimizer.state_dict()["state"].items()
         for key, value in state.items()
         if isinstance(value, torch.Tensor)
@@ -34,7 +34,9 @@ def save_checkpoint(
     loss: float,
 ) -> None:
     """Write modules, optimizer moments and progress to one safetensors file, atomically."""
-    tensors = {f"{name}.{k}": v.detach().clone() for name, m in modules.items() for k, v in m.state_dict().items()}
+    tensors = {
+        f"{name}.{k}": v.detach().to("cpu", copy=True) for name, m in modules.items() for k, v in m.state_dict().items()
+    }
     tensors.update(_optimizer_tensors(optimizer))
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata={"step": str(step), "elapsed_s": f"{elapsed_s:.3f}", "loss": repr(loss)})

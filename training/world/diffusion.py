@@ -9,6 +9,8 @@ patterned objects (`patterned_scenes`), never with a concept's own appearance.
 from __future__ import annotations
 
 import copy
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -49,18 +51,24 @@ def patterned_scenes(seed: int, n: int) -> list[Scene]:
 
 
 @torch.no_grad()
-def encode_scenes(vae: AutoencoderKL, scenes: list[Scene], cache: Path, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior mean and std, each (n, 4, 8, 8) fp32, of every scene's render; cached in `cache`."""
+def encode_scenes(
+    vae: AutoencoderKL, scenes: list[Scene], cache: Path, batch: int = 256, *, device: str = "cpu", workers: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std, each (n, 4, 8, 8) fp32 on the CPU, of every scene's render; cached in
+    `cache`. Rendering is pure Python and dominates (about 3 ms a scene), so `workers` processes share it."""
     if cache.exists():
         t = load_file(str(cache))
         return t["mean"], t["std"]
     means, stds = [], []
-    for i in range(0, len(scenes), batch):
-        x = torch.from_numpy(to_array([render(s) for s in scenes[i : i + batch]]))
-        dist = vae.encode(x).latent_dist
-        means.append(dist.mean)
-        stds.append(dist.std)
-        print(f"[latents] {min(i + batch, len(scenes))}/{len(scenes)}", flush=True)
+    vae.to(device)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for i in range(0, len(scenes), batch):
+            images = list(pool.map(render, scenes[i : i + batch], chunksize=max(1, batch // workers)))
+            dist = vae.encode(torch.from_numpy(to_array(images)).to(device)).latent_dist
+            means.append(dist.mean.cpu())
+            stds.append(dist.std.cpu())
+            print(f"[latents] {min(i + batch, len(scenes))}/{len(scenes)}", flush=True)
+    vae.to("cpu")
     mean, std = torch.cat(means), torch.cat(stds)
     save_file({"mean": mean.contiguous(), "std": std.contiguous()}, str(cache))
     return mean, std
@@ -68,8 +76,7 @@ def encode_scenes(vae: AutoencoderKL, scenes: list[Scene], cache: Path, batch: i
 
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     with torch.no_grad():
-        for e, p in zip(ema.parameters(), model.parameters()):
-            e.lerp_(p, 1.0 - decay)
+        torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
 
 
 def train_diffusion(
@@ -87,16 +94,21 @@ def train_diffusion(
     stage: str = "diffusion",
     scenes_fn=training_scenes,
     start: tuple[CLIPTextModel, UNet2DConditionModel] | None = None,
+    device: str = "cpu",
 ) -> tuple[CLIPTextModel, UNet2DConditionModel, StageResult]:
-    """Returns the EMA text encoder and UNet; from scratch, or continuing from `start` (a later stage)."""
+    """Returns the EMA text encoder and UNet (on the CPU); from scratch, or continuing from `start` (a
+    later stage). Data and noise are drawn on the CPU whatever the `device`, so a GPU run sees the
+    same stream as a CPU one."""
     scenes = scenes_fn(seed, n_scenes)
-    mean, std = encode_scenes(vae, scenes, work_dir / f"{stage}-latents.safetensors")
+    latents_cache = work_dir / f"{stage}-latents.safetensors"
+    mean, std = encode_scenes(vae, scenes, latents_cache, device=device, workers=torch.get_num_threads())
     scale = float(vae.config.scaling_factor)
     torch.manual_seed(seed)
     if start is None:
         text_encoder, unet = build_text_encoder(tokenizer), build_unet()
     else:
         text_encoder, unet = (copy.deepcopy(m).train().requires_grad_(True) for m in start)
+    text_encoder, unet = text_encoder.to(device), unet.to(device)
     ema_te, ema_unet = copy.deepcopy(text_encoder).requires_grad_(False), copy.deepcopy(unet).requires_grad_(False)
     params = [*text_encoder.parameters(), *unet.parameters()]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
@@ -113,6 +125,7 @@ def train_diffusion(
         latents = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale
         noise = torch.randn(latents.shape, generator=g)
         t = torch.randint(0, noise_schedule.config.num_train_timesteps, (batch,), generator=g)
+        latents, noise, t, ids = (x.to(device) for x in (latents, noise, t, ids))
         pred = unet(noise_schedule.add_noise(latents, noise, t), t, text_encoder(ids)[0]).sample
         loss = torch.nn.functional.mse_loss(pred, noise)
         opt.zero_grad(set_to_none=True)
@@ -128,4 +141,4 @@ def train_diffusion(
     result = run_stage(
         stage, work_dir / f"{stage}.ckpt.safetensors", modules, opt, step_fn, budget_s=budget_s, max_steps=max_steps
     )
-    return ema_te.eval(), ema_unet.eval(), result
+    return ema_te.cpu().eval(), ema_unet.cpu().eval(), result
