@@ -58,4 +58,4 @@ def test_short_training_raises_concept_fidelity_far_above_the_base(toyworld_dir,
     before = _fidelity(engine, evaluator, None, without_token)
     after = _fidelity(engine, evaluator, concept.delta, prompts)
     assert before <= 0.1, before
-    assert after >= before + 0.3, (before, after)  # measured here: 0.00 → 0.75 (the bench: 0.97, ceiling in words 1.00)
+    assert after >= before + 0.3, (before, after)  # measured here: 0.00 → 1.00 (the bench: 0.91, ceiling in words 1.00)

@@ -2,9 +2,12 @@
 
 Measured on `twotone-star` (bench/quality.py has the full table): with the paper's recipe as is,
 concept fidelity stays at 0.00. Four departures, all for reasons of scale. The choices were swept on
-the earlier 64-wide model (32 prompts) and rechecked on the shipped 128-wide one with the bench's
+the earlier 64-wide model (32 prompts) and rechecked on the 128-wide one after its second run with the bench's
 64 prompts (with every reg caption kept, threshold 0.0), where the recipe gives fidelity 0.97 and
-drift 0.02 and each single change below does worse:
+drift 0.02 and each single change below does worse. After the base model's third run (stage 4
+continued, TRAINING.md) the recipe gives 0.91 / drift 0.00, and three single changes, each with its
+merge, still do worse: 600 steps 0.86 (pair merge, both drawn: 0.59), K/V at 2e-4 0.70 with drift
+0.11 (0.00), token at 2e-3 0.89 (0.28), against 0.91 (0.66):
 
 * the modifier token learns at 1e-3 (× batch), not the K/V's rate: it starts from an unused token of
   a text space trained from scratch and barely moves at 1e-4 (64-wide, 250 steps: token at 1e-4 /
