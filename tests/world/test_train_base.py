@@ -76,3 +76,5 @@ def test_continuing_an_asset_keeps_its_tokenizer_and_codec_and_trains_its_denois
     before, after = (load_file(str(folder / "unet/diffusion_pytorch_model.safetensors")) for folder in (first, more))
     assert any(not torch.equal(before[name], after[name]) for name in before)
     load_base_model(more)
+    with pytest.raises(ValueError, match="not both"):
+        train_base(tmp_path / "both", start_from=first, codec_from=first, **TINY)

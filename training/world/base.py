@@ -161,6 +161,8 @@ def train_base(
     work.mkdir(parents=True, exist_ok=True)
     print(f"[train-base] out={out} seed={seed} plan={plan}", flush=True)
 
+    if start_from is not None and codec_from is not None:
+        raise ValueError("start_from keeps that asset's codec too: give it or codec_from, not both")
     codec_from = start_from or codec_from
     if start_from is not None:  # its text encoder's embedding rows are this tokenizer's ids
         tokenizer = CLIPTokenizer.from_pretrained(start_from / "tokenizer")
