@@ -91,7 +91,7 @@ def render_concept_targets(
     and a red square on a pink background" (detailed) or "photo of a <cd-x> circle" (the paper's).
     Measured on the first base model, twotone-star + outlined-triangle merged: 3 of 8 with a companion
     raised both-present from 0.00 to 0.05 and the star's fidelity in pairs from 0.19 to 0.31; 4 of 8
-    did worse."""
+    did worse. On the shipped base the target set's seed matters more than 3 or 4 (TRAINING.md)."""
     rng = np.random.default_rng([seed, 0xC0])
     out = []
     for i in range(n):
