@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
-from transformers import CLIPTextModel, CLIPTokenizer
+from diffusers import AutoencoderKL
 
+from shared.basemodel import load_base_model
 from shared.tokenizer import load_clip_tokenizer, train_clip_tokenizer
 from training.world.autoencoder import set_scaling_factor, train_vae
 from training.world.captions import generic_captions, training_caption, vocabulary
@@ -52,6 +52,7 @@ def expose_patterns(
     seed: int,
     steps: int = PATTERN_STEPS,
     scenes: int = PATTERN_SCENES,
+    *,
     device: str = "cpu",
     batch: int = 64,
     budget_s: float = float("inf"),
@@ -123,13 +124,6 @@ def _load_codec(asset: Path) -> tuple[AutoencoderKL, Evaluator, dict]:
     }
 
 
-def _load_denoiser(asset: Path) -> tuple[CLIPTextModel, UNet2DConditionModel]:
-    text_encoder = CLIPTextModel.from_pretrained(asset / "text_encoder")
-    unet = UNet2DConditionModel.from_pretrained(asset / "unet")
-    print(f"[denoiser] text encoder and UNet from {asset}", flush=True)
-    return text_encoder, unet
-
-
 def train_base(
     out: Path,
     *,
@@ -161,11 +155,13 @@ def train_base(
     work.mkdir(parents=True, exist_ok=True)
     print(f"[train-base] out={out} seed={seed} plan={plan}", flush=True)
 
-    if start_from is not None and codec_from is not None:
-        raise ValueError("start_from keeps that asset's codec too: give it or codec_from, not both")
-    codec_from = start_from or codec_from
-    if start_from is not None:  # its text encoder's embedding rows are this tokenizer's ids
-        tokenizer = CLIPTokenizer.from_pretrained(start_from / "tokenizer")
+    if start_from is not None:
+        if codec_from is not None:
+            raise ValueError("start_from keeps that asset's codec too: give it or codec_from, not both")
+        codec_from = start_from
+        started_from = load_base_model(start_from).pipeline
+        tokenizer = started_from.tokenizer  # its text encoder's embedding rows are this tokenizer's ids
+        print(f"[start] tokenizer, text encoder and UNet from {start_from}", flush=True)
     else:
         tokenizer = _tokenizer(work, seed)
     if codec_from is None:
@@ -179,13 +175,13 @@ def train_base(
         )
         diffusion_report = {"steps": diffusion_result.steps, "loss": diffusion_result.last_loss, "scenes": scenes}
     else:
-        text_encoder, unet = _load_denoiser(start_from)
+        text_encoder, unet = started_from.text_encoder, started_from.unet
         diffusion_report = {"from": str(start_from)}
     pattern_budget_s = float("inf") if start_from is None else minutes * 60 - (time.monotonic() - started)
     text_encoder, unet, pattern_result = expose_patterns(
-        work, vae, tokenizer, (text_encoder, unet), seed, pattern_steps, pattern_scenes, device, pattern_batch,
-        pattern_budget_s,
-    )
+        work, vae, tokenizer, (text_encoder, unet), seed, pattern_steps, pattern_scenes,
+        device=device, batch=pattern_batch, budget_s=pattern_budget_s,
+    )  # fmt: skip
     pipe = build_pipeline(vae, text_encoder, tokenizer, unet)
     pipe.set_progress_bar_config(disable=True)
     pipe.save_pretrained(out, safe_serialization=True)
