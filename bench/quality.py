@@ -38,7 +38,9 @@ from training.config import ConceptConfig, TrainConfig
 from training.loop import train
 from training.regularization import write_captioned_folder
 from training.world.captions import appearance_words
-from training.world.concepts import CONCEPTS, Concept, class_prompts, concept_prompts, render_concept_targets, render_reg_pool
+from training.world.concepts import (
+    CONCEPTS, TARGET_COMPANIONS, Concept, class_prompts, concept_prompts, render_concept_targets, render_reg_pool,
+)
 from training.world.evaluator import Evaluator
 from training.world.metrics import composition, concept_fidelity, drift, prompt_fidelity
 from training.world.prompting import GUIDANCE, SAMPLE_STEPS
@@ -69,8 +71,12 @@ class Subject:
 
 
 class Bench:
-    def __init__(self, model_dir: Path, work: Path, samples: int, steps: int, quick: bool) -> None:
+    def __init__(
+        self, model_dir: Path, work: Path, samples: int, steps: int, quick: bool, *,
+        target_seed: int = 1, target_images: int = 8, target_companions: int = TARGET_COMPANIONS,
+    ) -> None:
         self.model_dir, self.work, self.samples, self.steps, self.quick = model_dir, work, samples, steps, quick
+        self.target_seed, self.target_images, self.target_companions = target_seed, target_images, target_companions
         self.base = load_base_model(model_dir)
         self.engine = DeltaEngine(self.base)
         self.evaluator = Evaluator.load(model_dir)
@@ -81,7 +87,8 @@ class Bench:
     def concept_config(self, concept: Concept, *, reg: str = "real") -> ConceptConfig:
         folder = self.work / "data" / concept.name
         if not folder.exists():
-            targets = render_concept_targets(concept, n=8, seed=1, modifier=token_of(concept))
+            targets = render_concept_targets(concept, n=self.target_images, seed=self.target_seed, modifier=token_of(concept),
+                                             companions=self.target_companions)  # fmt: skip
             write_captioned_folder(folder / "targets", targets)
             write_captioned_folder(folder / "reg", render_reg_pool(concept.category, k=200, seed=2))
         images = sorted(str(p) for p in (folder / "targets").glob("*.png"))

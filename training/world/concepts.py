@@ -82,8 +82,13 @@ def _with_companion(rng: np.random.Generator, named: list[Concept | None]) -> li
     return out
 
 
+TARGET_COMPANIONS = 3
+"""How many of a concept's target images show it beside a companion object, by default."""
+
+
 def render_concept_targets(
-    concept: Concept, n: int = 8, seed: int = 0, *, modifier: str = "<cd-x>", detailed: bool = True, companions: int = 3
+    concept: Concept, n: int = 8, seed: int = 0, *, modifier: str = "<cd-x>", detailed: bool = True,
+    companions: int = TARGET_COMPANIONS,
 ) -> list[tuple[Image.Image, str]]:
     """`n` 64×64 images of the concept, varied in size, position and background, the last `companions`
     of them (never the first) beside a plain object, as photos of a pet show other things: that is
