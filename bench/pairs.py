@@ -21,8 +21,7 @@ import torch
 
 from bench.common import RESULTS, write_result
 from bench.quality import FIRST, SECOND, TOYWORLD, Bench, Subject, token_of
-from shared.basemodel import cross_attention_layers, reg_captions_path
-from shared.merge import closed_form_merge, load_captions, naive_sum, regularization_stats
+from shared.merge import naive_sum
 from training.world.concepts import TARGET_COMPANIONS
 from training.world.recipe import WORLD_RECIPE
 
@@ -36,10 +35,7 @@ FIGURES = {
 def measure_seed(bench: Bench) -> dict[str, float]:
     """Both concepts trained on `bench`'s target set: each alone (own delta), the pair merged and summed."""
     deltas = [bench.load(bench.train(concept.name, [bench.concept_config(concept)])) for concept in (FIRST, SECOND)]
-    captions = reg_captions_path(bench.model_dir)
-    stats = regularization_stats(bench.engine.prompts, load_captions(captions) if captions else load_captions())
-    merged, _ = closed_form_merge(deltas, bench.engine.prompts, cross_attention_layers(bench.base.pipeline.unet), stats)
-    merge = bench.pair(Subject(bench.engine, merged))
+    merge = bench.pair(Subject(bench.engine, bench.merge(deltas)[0]))
     return {
         "alone_first": bench.in_context(Subject(bench.engine, deltas[0][1]), FIRST, token_of(FIRST))["concept_fidelity"],
         "alone_second": bench.in_context(Subject(bench.engine, deltas[1][1]), SECOND, token_of(SECOND))["concept_fidelity"],

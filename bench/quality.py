@@ -33,7 +33,7 @@ from shared import artifact
 from shared.basemodel import BaseModel, cross_attention_layers, load_base_model, reg_captions_path
 from shared.compress import compress
 from shared.delta import ConceptDelta
-from shared.merge import MergeInput, closed_form_merge, load_captions, naive_sum, regularization_stats
+from shared.merge import MergeInput, MergeReport, closed_form_merge, load_captions, naive_sum, regularization_stats
 from training.config import ConceptConfig, TrainConfig
 from training.loop import train
 from training.regularization import write_captioned_folder
@@ -114,6 +114,12 @@ class Bench:
     def load(self, path: Path) -> MergeInput:
         concept = artifact.load(path, base=self.base.spec)
         return concept.header, concept.delta
+
+    def merge(self, concepts: Sequence[MergeInput]) -> tuple[ConceptDelta, MergeReport]:
+        """The closed-form merge, regularised with the base model's own captions (generic ones if it ships none)."""
+        captions = reg_captions_path(self.model_dir)
+        stats = regularization_stats(self.engine.prompts, load_captions(captions) if captions else load_captions())
+        return closed_form_merge(list(concepts), self.engine.prompts, cross_attention_layers(self.base.pipeline.unet), stats)
 
     def fine_tuned_whole(self, path: Path) -> Subject:
         """Mode `full` writes UNet weights, not a delta: sample from a copy of the base with them loaded."""
@@ -205,10 +211,7 @@ def run(args: argparse.Namespace) -> dict:
     joint = bench.load(bench.train("joint", [first, second]))
     rows["two concepts: base model, spelled out in words (ceiling)"] = bench.pair(base, (in_words(FIRST), in_words(SECOND)))
     rows["two concepts: joint training"] = bench.pair(Subject(bench.engine, joint[1]))
-    captions = reg_captions_path(bench.model_dir)
-    stats = regularization_stats(bench.engine.prompts, load_captions(captions) if captions else load_captions())
-    merged, merge_report = closed_form_merge(
-        [custom, second_concept], bench.engine.prompts, cross_attention_layers(bench.base.pipeline.unet), stats)
+    merged, merge_report = bench.merge([custom, second_concept])
     rows["two concepts: closed-form merge"] = bench.pair(Subject(bench.engine, merged))
     rows["two concepts: naive sum"] = bench.pair(Subject(bench.engine, naive_sum([custom, second_concept])))
 
