@@ -35,14 +35,14 @@ FIGURES = {
 def measure_seed(bench: Bench) -> dict[str, float]:
     """Both concepts trained on `bench`'s target set: each alone (own delta), the pair merged and summed."""
     deltas = [bench.load(bench.train(concept.name, [bench.concept_config(concept)])) for concept in (FIRST, SECOND)]
-    merge = bench.pair(Subject(bench.engine, bench.merge(deltas)[0]))
+    merge = bench.pair(Subject(bench.engine, bench.merge(deltas)[0]), alone=False)
     return {
         "alone_first": bench.in_context(Subject(bench.engine, deltas[0][1]), FIRST, token_of(FIRST))["concept_fidelity"],
         "alone_second": bench.in_context(Subject(bench.engine, deltas[1][1]), SECOND, token_of(SECOND))["concept_fidelity"],
         "merge_both_present": merge["both_present"],
         f"merge_fidelity_{FIRST.name}": merge[f"fidelity_{FIRST.name}"],
         f"merge_fidelity_{SECOND.name}": merge[f"fidelity_{SECOND.name}"],
-        "naive_sum_both_present": bench.pair(Subject(bench.engine, naive_sum(deltas)))["both_present"],
+        "naive_sum_both_present": bench.pair(Subject(bench.engine, naive_sum(deltas)), alone=False)["both_present"],
     }
 
 

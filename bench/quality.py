@@ -165,20 +165,21 @@ class Bench:
         class_readings = self.evaluator.read(self.sample(subject, [p for p, _ in class_set], seed=2000))
         return {**fidelity, "drift": drift(class_readings, concept)}
 
-    def pair(self, subject: Subject, names: tuple[str, str] | None = None) -> dict[str, float]:
+    def pair(self, subject: Subject, names: tuple[str, str] | None = None, *, alone: bool = True) -> dict[str, float]:
+        """Both concepts in one prompt; with `alone`, also each concept alone under the same subject."""
         names = names or (token_of(FIRST), token_of(SECOND))
         prompts = concept_prompts((FIRST, SECOND), names, n=self.samples, seed=9)
         readings = self.evaluator.read(self.sample(subject, [p for p, _ in prompts], seed=3000))
-        alone = {
+        each = {
             f"alone_{concept.name}": self.in_context(subject, concept, name)["concept_fidelity"]
             for concept, name in zip((FIRST, SECOND), names)
-        }
+        } if alone else {}  # fmt: skip
         return {
             "both_present": composition(readings, (FIRST, SECOND)),
             f"fidelity_{FIRST.name}": concept_fidelity(readings, FIRST),
             f"fidelity_{SECOND.name}": concept_fidelity(readings, SECOND),
             "prompt_fidelity": prompt_fidelity(readings, [e for _, e in prompts]),
-            **alone,
+            **each,
         }
 
 
