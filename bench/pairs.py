@@ -6,8 +6,8 @@ Which eight images a concept trains on moves its pair figures far more than samp
 (TRAINING.md: the star beside the triangle in words from 0.02 to 0.95 across target seeds), so
 `bench.quality`'s one target set cannot judge a change to the recipe or the data. Here both concepts
 of the quality bench are trained with the world recipe on the target images of each seed; per seed
-it reports each concept alone in context and the pair under the closed-form merge and the naive sum,
-then the mean and range over seeds. Writes bench/results/pairs[-TAG].json and .md.
+it reports each concept alone in context and the pair under the closed-form merge (with each concept
+named first) and the naive sum, then the mean and range over seeds. Writes bench/results/pairs[-TAG].json and .md.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from training.world.recipe import WORLD_RECIPE
 
 FIGURES = {
     "alone_first": f"{FIRST.name} alone", "alone_second": f"{SECOND.name} alone",
-    "merge_both_present": "closed-form merge, both drawn", "naive_sum_both_present": "naive sum, both drawn",
+    "merge_both_present": "closed-form merge, both drawn",
+    "merge_both_present_second_first": f"merge, both drawn, {SECOND.name} named first",
+    "naive_sum_both_present": "naive sum, both drawn",
 }
 """The table's columns (the JSON has the per-concept fidelities under the merge too)."""
 
@@ -35,11 +37,13 @@ FIGURES = {
 def measure_seed(bench: Bench) -> dict[str, float]:
     """Both concepts trained on `bench`'s target set: each alone (own delta), the pair merged and summed."""
     deltas = [bench.load(bench.train(concept.name, [bench.concept_config(concept)])) for concept in (FIRST, SECOND)]
-    merge = bench.pair(Subject(bench.engine, bench.merge(deltas)[0]), alone=False)
+    merged = Subject(bench.engine, bench.merge(deltas)[0])
+    merge = bench.pair(merged, alone=False)
     return {
         "alone_first": bench.in_context(Subject(bench.engine, deltas[0][1]), FIRST, token_of(FIRST))["concept_fidelity"],
         "alone_second": bench.in_context(Subject(bench.engine, deltas[1][1]), SECOND, token_of(SECOND))["concept_fidelity"],
         "merge_both_present": merge["both_present"],
+        "merge_both_present_second_first": bench.pair(merged, alone=False, second_first=True)["both_present"],
         f"merge_fidelity_{FIRST.name}": merge[f"fidelity_{FIRST.name}"],
         f"merge_fidelity_{SECOND.name}": merge[f"fidelity_{SECOND.name}"],
         "naive_sum_both_present": bench.pair(Subject(bench.engine, naive_sum(deltas)), alone=False)["both_present"],

@@ -165,10 +165,14 @@ class Bench:
         class_readings = self.evaluator.read(self.sample(subject, [p for p, _ in class_set], seed=2000))
         return {**fidelity, "drift": drift(class_readings, concept)}
 
-    def pair(self, subject: Subject, names: tuple[str, str] | None = None, *, alone: bool = True) -> dict[str, float]:
-        """Both concepts in one prompt; with `alone`, also each concept alone under the same subject."""
+    def pair(
+        self, subject: Subject, names: tuple[str, str] | None = None, *, alone: bool = True, second_first: bool = False
+    ) -> dict[str, float]:
+        """Both concepts in one prompt, FIRST named first (with `second_first`, SECOND: a pair's
+        figures depend on the order); with `alone`, also each concept alone under the same subject."""
         names = names or (token_of(FIRST), token_of(SECOND))
-        prompts = concept_prompts((FIRST, SECOND), names, n=self.samples, seed=9)
+        order = ((SECOND, names[1]), (FIRST, names[0])) if second_first else ((FIRST, names[0]), (SECOND, names[1]))
+        prompts = concept_prompts(tuple(c for c, _ in order), tuple(n for _, n in order), n=self.samples, seed=9)
         readings = self.evaluator.read(self.sample(subject, [p for p, _ in prompts], seed=3000))
         each = {
             f"alone_{concept.name}": self.in_context(subject, concept, name)["concept_fidelity"]

@@ -180,9 +180,9 @@ def closed_form_merge(
     relative to the mean eigenvalue of C_regᵀC_reg. `eigen_cutoff` drops directions of C M⁻¹ Cᵀ whose
     eigenvalue is below that fraction of the largest: near-collinear constraints, whose inverse would
     put huge changes on generic prompts. Measured on the toy world (118 target tokens in its 128-wide
-    text space, bench/quality.py pair, 64 samples): cutoff 1e-4 / 1e-3 / 3e-3 / 1e-2 kept rank
-    65 / 44 / 32 / 15 (constraint residual 0.17 / 0.27 / 0.31 / 0.50) and drew both concepts in
-    0.42 / 0.66 / 0.64 / 0.62 of samples. On the same model before its last training run, 1e-7 / 1e-5
+    text space, bench/quality.py pair trained with K/V at 1e-4, 64 samples): cutoff 1e-4 / 1e-3 /
+    3e-3 / 1e-2 kept rank 65 / 44 / 32 / 15 (constraint residual 0.17 / 0.27 / 0.31 / 0.50) and drew
+    both concepts in 0.42 / 0.66 / 0.64 / 0.62 of samples. On the same model before its last training run, 1e-7 / 1e-5
     kept rank 94 / 84 and moved generic-caption outputs by 2.3 / 1.5 (relative; 0.38 at 1e-3) with
     both drawn in 0.00 / 0.02: there the constraints hold exactly (residual 0.00) and yet nothing is
     drawn, as held-out prompts are not in their span. (1e-3 also led on the earlier 64-wide model.)
