@@ -7,7 +7,8 @@ Which eight images a concept trains on moves its pair figures far more than samp
 `bench.quality`'s one target set cannot judge a change to the recipe or the data. Here both concepts
 of the quality bench are trained with the world recipe on the target images of each seed; per seed
 it reports each concept alone in context and the pair under the closed-form merge (with each concept
-named first) and the naive sum, then the mean and range over seeds. Writes bench/results/pairs[-TAG].json and .md.
+named first) and the naive sum, then the mean and range over seeds. Writes
+bench/results/pairs[-TAG].json and .md.
 """
 
 from __future__ import annotations

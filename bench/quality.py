@@ -171,8 +171,8 @@ class Bench:
         """Both concepts in one prompt, FIRST named first (with `second_first`, SECOND: a pair's
         figures depend on the order); with `alone`, also each concept alone under the same subject."""
         names = names or (token_of(FIRST), token_of(SECOND))
-        order = ((SECOND, names[1]), (FIRST, names[0])) if second_first else ((FIRST, names[0]), (SECOND, names[1]))
-        prompts = concept_prompts(tuple(c for c, _ in order), tuple(n for _, n in order), n=self.samples, seed=9)
+        named = list(zip((FIRST, SECOND), names))[:: -1 if second_first else 1]
+        prompts = concept_prompts(tuple(c for c, _ in named), tuple(n for _, n in named), n=self.samples, seed=9)
         readings = self.evaluator.read(self.sample(subject, [p for p, _ in prompts], seed=3000))
         each = {
             f"alone_{concept.name}": self.in_context(subject, concept, name)["concept_fidelity"]

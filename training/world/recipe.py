@@ -17,7 +17,7 @@ and raised the pair to 0.78 (joint training 0.81; TRAINING.md, last section):
 * K/V learn at 5e-5 (× batch), not 1e-5: 64-wide, 250 steps at 1e-5 / 4e-5 / 1e-4 / 2e-4 gave
   0.25 / 0.62 / 0.75 / 0.72; 128-wide, 400 steps at 1e-5 / 1e-4 / 2e-4 give 0.73 / 0.97 / 0.88
   (drift 0.00 / 0.02 / 0.11). On the shipped base (`bench.pairs`, four target sets) 5e-5 keeps each
-  concept alone (0.92 / 0.93 against 0.93 / 0.91 at 1e-4) and draws the merged pair in 0.72 against
+  concept alone (0.91 / 0.93 against 0.93 / 0.91 at 1e-4) and draws the merged pair in 0.72 against
   0.64 (3e-5: 0.61 over seeds 1 and 5, 5e-5 0.60, 1e-4 0.49): the K/V move the keys and values of
   every word, so the less they move, the less a second object's words take the concept's colours;
 * 400 steps, not 250: 0.84 → 0.97 on the 128-wide model (0.69 → 0.78 on the 64-wide one); joint
