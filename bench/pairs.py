@@ -78,11 +78,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="cdserve-pairs-"))
+    shared = Bench(Path(args.model), work, args.samples, args.steps, False, target_images=args.images,
+                   target_companions=args.companions)  # fmt: skip
     per_seed = {}
     for seed in (int(s) for s in args.seeds.split(",")):
-        bench = Bench(Path(args.model), work / str(seed), args.samples, args.steps, False, target_seed=seed,
-                      target_images=args.images, target_companions=args.companions)  # fmt: skip
-        per_seed[seed] = measure_seed(bench)
+        per_seed[seed] = measure_seed(shared.for_targets(seed, work / str(seed)))
         print(f"target seed {seed}: " + ", ".join(f"{k} {v:.2f}" for k, v in per_seed[seed].items()), flush=True)
     overall = summary(per_seed)
     name = "pairs" + (f"-{args.tag}" if args.tag else "")

@@ -33,7 +33,9 @@ from shared import artifact
 from shared.basemodel import BaseModel, cross_attention_layers, load_base_model, reg_captions_path
 from shared.compress import compress
 from shared.delta import ConceptDelta
-from shared.merge import MergeInput, MergeReport, closed_form_merge, load_captions, naive_sum, regularization_stats
+from shared.merge import (
+    MergeInput, MergeReport, RegularizationStats, closed_form_merge, load_captions, naive_sum, regularization_stats,
+)
 from training.config import ConceptConfig, TrainConfig
 from training.loop import train
 from training.regularization import write_captioned_folder
@@ -80,7 +82,18 @@ class Bench:
         self.base = load_base_model(model_dir)
         self.engine = DeltaEngine(self.base)
         self.evaluator = Evaluator.load(model_dir)
+        captions = reg_captions_path(model_dir)  # generic ones if the base ships none
+        self.merge_regularization: RegularizationStats = regularization_stats(
+            self.engine.prompts, load_captions(captions) if captions else load_captions()
+        )
         self.train_seconds: dict[str, float] = {}
+
+    def for_targets(self, seed: int, work: Path) -> Bench:
+        """This bench on another target set: the base, engine, evaluator and merge statistics are
+        shared (each is the base model's alone, and costly to build), the training data and runs not."""
+        other = copy.copy(self)
+        other.target_seed, other.work, other.train_seconds = seed, work, {}
+        return other
 
     # -- data and training -----------------------------------------------------------------------
 
@@ -116,10 +129,9 @@ class Bench:
         return concept.header, concept.delta
 
     def merge(self, concepts: Sequence[MergeInput]) -> tuple[ConceptDelta, MergeReport]:
-        """The closed-form merge, regularised with the base model's own captions (generic ones if it ships none)."""
-        captions = reg_captions_path(self.model_dir)
-        stats = regularization_stats(self.engine.prompts, load_captions(captions) if captions else load_captions())
-        return closed_form_merge(list(concepts), self.engine.prompts, cross_attention_layers(self.base.pipeline.unet), stats)
+        """The closed-form merge, regularised with the base model's own captions."""
+        layers = cross_attention_layers(self.base.pipeline.unet)
+        return closed_form_merge(list(concepts), self.engine.prompts, layers, self.merge_regularization)
 
     def fine_tuned_whole(self, path: Path) -> Subject:
         """Mode `full` writes UNet weights, not a delta: sample from a copy of the base with them loaded."""
