@@ -1,0 +1,139 @@
+"""Does a concept survive prompts worded unlike its training captions?
+
+    python -m bench.prompt_forms [--seeds 1,31,5,7] [--samples 32]
+
+A concept's eight captions all read "a {size} <token> star[ and a {size} {plain companion}] on a …
+background". Users word prompts otherwise: "photo of …", no size word, the concept named after
+another object, that object patterned. Per target seed this trains the quality bench's first
+concept with the world recipe and reads its fidelity (the concept drawn at all) in each wording,
+beside the base model with the concept's appearance in words in the same wording: the ceiling.
+Companions are drawn at random (shape, colour, and for "patterned" a pattern and second colour)
+and are never the concept. Writes bench/results/prompt_forms.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.common import RESULTS, write_result
+from bench.quality import FIRST, TOYWORLD, Bench, Subject, in_words, token_of
+from training.world.captions import describe
+from training.world.concepts import Concept
+from training.world.metrics import concept_fidelity
+from training.world.scenes import (
+    BACKGROUNDS, CONCEPT_PATTERNS, PLAIN, SHAPES, SIZES, Appearance, Scene, WorldObject, place, random_appearance,
+)  # fmt: skip
+from training.world.recipe import WORLD_RECIPE
+
+
+@dataclass(frozen=True)
+class Form:
+    """One way of wording a prompt: which companion (none, "plain" or "patterned"), named before
+    or after the concept, with "photo of" in front, with or without the concept's size word."""
+
+    name: str
+    companion: str | None = None
+    concept_first: bool = True
+    photo: bool = False
+    size_word: bool = True
+
+
+FORMS = (
+    Form("alone (the captions' wording)"),
+    Form("alone, photo of", photo=True),
+    Form("alone, no size word", size_word=False),
+    Form("plain companion named after", "plain"),
+    Form("plain companion named first", "plain", concept_first=False),
+    Form("plain companion first, photo of", "plain", concept_first=False, photo=True),
+    Form("plain companion first, no size word", "plain", concept_first=False, size_word=False),
+    Form("patterned companion named after", "patterned"),
+    Form("patterned companion named first", "patterned", concept_first=False),
+)
+
+
+def _companion(rng: np.random.Generator, kind: str, concept: Concept) -> tuple[str, Appearance]:
+    patterns = (PLAIN,) if kind == "plain" else CONCEPT_PATTERNS
+    while True:
+        shape, look = str(rng.choice(SHAPES)), random_appearance(rng, patterns)
+        if look != concept.appearance:
+            return shape, look
+
+
+def form_prompts(form: Form, concept: Concept, name: str, n: int, seed: int = 0) -> list[str]:
+    """`n` prompts in `form` naming `concept` by `name`; the same scenes for every `name`."""
+    rng = np.random.default_rng([seed, 0xF0])
+    prompts = []
+    for _ in range(n):
+        size, background = str(rng.choice(SIZES)), str(rng.choice(list(BACKGROUNDS)))
+        kinds: list[str | None] = [None]
+        if form.companion:
+            kinds.insert(1 if form.concept_first else 0, form.companion)
+        objects: list[WorldObject] = []
+        for slot, kind in enumerate(kinds):
+            shape, look = (concept.category, concept.appearance) if kind is None else _companion(rng, kind, concept)
+            objects.append(place(rng, shape, look, size, slot, len(kinds)))
+        prompts.append(describe(
+            Scene(background, tuple(objects)), photo=form.photo,
+            sizes=tuple(kind is not None or form.size_word for kind in kinds),
+            modifiers=tuple(name if kind is None else None for kind in kinds),
+        ))  # fmt: skip
+    return prompts
+
+
+def measure_seed(bench: Bench, concept: Concept, samples: int) -> dict[str, dict[str, float]]:
+    """Per form: the trained concept's fidelity and the base model's with the appearance in words."""
+    delta = bench.load(bench.train(concept.name, [bench.concept_config(concept)]))[1]
+    subjects = {"concept": (Subject(bench.engine, delta), token_of(concept)), "in words": (Subject(bench.engine, None), in_words(concept))}
+    out: dict[str, dict[str, float]] = {}
+    for form in FORMS:
+        out[form.name] = {
+            who: concept_fidelity(bench.evaluator.read(bench.sample(subject, form_prompts(form, concept, name, samples), seed=5000)), concept)
+            for who, (subject, name) in subjects.items()
+        }  # fmt: skip
+    return out
+
+
+def markdown(per_seed: dict[int, dict[str, dict[str, float]]]) -> str:
+    seeds = list(per_seed)
+    lines = ["| wording | " + " | ".join(f"seed {s}" for s in seeds) + " | **mean** | in words (ceiling), mean |",
+             "|---" * (len(seeds) + 3) + "|"]  # fmt: skip
+    for form in FORMS:
+        values = [per_seed[s][form.name]["concept"] for s in seeds]
+        ceiling = statistics.fmean(per_seed[s][form.name]["in words"] for s in seeds)
+        lines.append(f"| {form.name} | " + " | ".join(f"{v:.2f}" for v in values)
+                     + f" | **{statistics.fmean(values):.2f}** | {ceiling:.2f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(TOYWORLD))
+    parser.add_argument("--seeds", default="1,31,5,7", help="target seeds (1: bench.quality's, 31: the demo's)")
+    parser.add_argument("--samples", type=int, default=32, help="samples per wording")
+    parser.add_argument("--steps", type=int, default=int(WORLD_RECIPE["steps"]))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    work = Path(tempfile.mkdtemp(prefix="cdserve-forms-"))
+    shared = Bench(Path(args.model), work, args.samples, args.steps, False)
+    per_seed = {}
+    for seed in (int(s) for s in args.seeds.split(",")):
+        per_seed[seed] = measure_seed(shared.for_targets(seed, work / str(seed)), FIRST, args.samples)
+        print(f"target seed {seed}: " + ", ".join(f"{k} {v['concept']:.2f}" for k, v in per_seed[seed].items()), flush=True)
+    result = {"model": args.model, "concept": FIRST.name, "samples_per_form": args.samples, "training_steps": args.steps,
+              "per_seed": per_seed}  # fmt: skip
+    print(write_result("prompt_forms", result))
+    table = markdown(per_seed)
+    (RESULTS / "prompt_forms.md").write_text(table)
+    print(table)
+    return result
+
+
+if __name__ == "__main__":
+    main()
