@@ -90,13 +90,16 @@ def form_prompts(form: Form, concept: Concept, name: str, n: int, seed: int = 0)
 def measure_seed(bench: Bench, concept: Concept, samples: int) -> dict[str, dict[str, float]]:
     """Per form: the trained concept's fidelity and the base model's with the appearance in words."""
     delta = bench.load(bench.train(concept.name, [bench.concept_config(concept)]))[1]
-    subjects = {"concept": (Subject(bench.engine, delta), token_of(concept)), "in words": (Subject(bench.engine, None), in_words(concept))}
+    subjects = {
+        "concept": (Subject(bench.engine, delta), token_of(concept)),
+        "in words": (Subject(bench.engine, None), in_words(concept)),
+    }
     out: dict[str, dict[str, float]] = {}
     for form in FORMS:
-        out[form.name] = {
-            who: concept_fidelity(bench.evaluator.read(bench.sample(subject, form_prompts(form, concept, name, samples), seed=5000)), concept)
-            for who, (subject, name) in subjects.items()
-        }  # fmt: skip
+        out[form.name] = {}
+        for who, (subject, name) in subjects.items():
+            images = bench.sample(subject, form_prompts(form, concept, name, samples), seed=5000)
+            out[form.name][who] = concept_fidelity(bench.evaluator.read(images), concept)
     return out
 
 
