@@ -13,7 +13,6 @@ bench/results/pairs[-TAG].json and .md.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 from pathlib import Path
@@ -21,10 +20,9 @@ from pathlib import Path
 import torch
 
 from bench.common import RESULTS, write_result
-from bench.quality import FIRST, SECOND, TOYWORLD, Bench, Subject, token_of
+from bench.quality import FIRST, SECOND, Bench, Subject, target_set_parser, token_of
 from shared.merge import naive_sum
 from training.world.concepts import TARGET_COMPANIONS
-from training.world.recipe import WORLD_RECIPE
 
 FIGURES = {
     "alone_first": f"{FIRST.name} alone", "alone_second": f"{SECOND.name} alone",
@@ -67,13 +65,9 @@ def markdown(per_seed: dict[int, dict[str, float]], overall: dict[str, dict[str,
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(TOYWORLD))
-    parser.add_argument("--seeds", default="1,31,5,7", help="target seeds (1: bench.quality's, 31: the demo's)")
+    parser = target_set_parser(__doc__, samples=64)
     parser.add_argument("--images", type=int, default=8, help="target images per concept")
     parser.add_argument("--companions", type=int, default=TARGET_COMPANIONS, help="target images beside a companion")
-    parser.add_argument("--samples", type=int, default=64, help="samples per figure")
-    parser.add_argument("--steps", type=int, default=int(WORLD_RECIPE["steps"]))
     parser.add_argument("--tag", default="", help="results name suffix, for variants")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)

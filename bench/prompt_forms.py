@@ -13,7 +13,6 @@ and are never the concept. Writes bench/results/prompt_forms.json and .md.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 from dataclasses import dataclass
@@ -23,14 +22,13 @@ import numpy as np
 import torch
 
 from bench.common import RESULTS, write_result
-from bench.quality import FIRST, TOYWORLD, Bench, Subject, in_words, token_of
+from bench.quality import FIRST, Bench, Subject, in_words, target_set_parser, token_of
 from training.world.captions import describe
 from training.world.concepts import Concept
 from training.world.metrics import concept_fidelity
 from training.world.scenes import (
     BACKGROUNDS, CONCEPT_PATTERNS, PLAIN, SHAPES, SIZES, Appearance, Scene, WorldObject, place, random_appearance,
 )  # fmt: skip
-from training.world.recipe import WORLD_RECIPE
 
 
 @dataclass(frozen=True)
@@ -98,8 +96,8 @@ def measure_seed(bench: Bench, concept: Concept, samples: int) -> dict[str, dict
     for form in FORMS:
         out[form.name] = {}
         for who, (subject, name) in subjects.items():
-            images = bench.sample(subject, form_prompts(form, concept, name, samples), seed=5000)
-            out[form.name][who] = concept_fidelity(bench.evaluator.read(images), concept)
+            readings = bench.read(subject, form_prompts(form, concept, name, samples), seed=5000)
+            out[form.name][who] = concept_fidelity(readings, concept)
     return out
 
 
@@ -116,12 +114,7 @@ def markdown(per_seed: dict[int, dict[str, dict[str, float]]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(TOYWORLD))
-    parser.add_argument("--seeds", default="1,31,5,7", help="target seeds (1: bench.quality's, 31: the demo's)")
-    parser.add_argument("--samples", type=int, default=32, help="samples per wording")
-    parser.add_argument("--steps", type=int, default=int(WORLD_RECIPE["steps"]))
-    args = parser.parse_args(argv)
+    args = target_set_parser(__doc__, samples=32).parse_args(argv)
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="cdserve-forms-"))
     shared = Bench(Path(args.model), work, args.samples, args.steps, False)

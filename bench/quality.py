@@ -43,7 +43,7 @@ from training.world.captions import appearance_words
 from training.world.concepts import (
     CONCEPTS, TARGET_COMPANIONS, Concept, class_prompts, concept_prompts, render_concept_targets, render_reg_pool,
 )
-from training.world.evaluator import Evaluator
+from training.world.evaluator import Evaluator, SceneReading
 from training.world.metrics import composition, concept_fidelity, drift, prompt_fidelity
 from training.world.prompting import GUIDANCE, SAMPLE_STEPS
 from training.world.recipe import WORLD_RECIPE, world_recipe
@@ -159,12 +159,16 @@ class Bench:
                 images.append(Image.fromarray((result.images[0] * 255).round().astype("uint8")))
         return images
 
+    def read(self, subject: Subject, prompts: Sequence[str], seed: int) -> list[SceneReading]:
+        """The evaluator's readings of one sample per prompt (prompt i at seed `seed + i`)."""
+        return self.evaluator.read(self.sample(subject, prompts, seed))
+
     def in_context(self, subject: Subject, concept: Concept, name: str) -> dict[str, float]:
         """Concept and prompt fidelity on held-out prompts in unseen contexts, the concept named by
         `name` (its token, its appearance in words, or "" for nothing)."""
         prompts = concept_prompts((concept,), (name,), n=self.samples, seed=7)
         texts = [" ".join(p.split()) for p, _ in prompts]
-        readings = self.evaluator.read(self.sample(subject, texts, seed=1000))
+        readings = self.read(subject, texts, seed=1000)
         return {
             "concept_fidelity": concept_fidelity(readings, concept),
             "prompt_fidelity": prompt_fidelity(readings, [e for _, e in prompts]),
@@ -174,7 +178,7 @@ class Bench:
         """`in_context` (named by its token by default), and drift on class prompts without the token."""
         fidelity = self.in_context(subject, concept, token_of(concept) if name is None else name)
         class_set = class_prompts(concept.category, n=self.samples, seed=8)
-        class_readings = self.evaluator.read(self.sample(subject, [p for p, _ in class_set], seed=2000))
+        class_readings = self.read(subject, [p for p, _ in class_set], seed=2000)
         return {**fidelity, "drift": drift(class_readings, concept)}
 
     def pair(
@@ -185,7 +189,7 @@ class Bench:
         names = names or (token_of(FIRST), token_of(SECOND))
         named = list(zip((FIRST, SECOND), names))[:: -1 if second_first else 1]
         prompts = concept_prompts(tuple(c for c, _ in named), tuple(n for _, n in named), n=self.samples, seed=9)
-        readings = self.evaluator.read(self.sample(subject, [p for p, _ in prompts], seed=3000))
+        readings = self.read(subject, [p for p, _ in prompts], seed=3000)
         each = {
             f"alone_{concept.name}": self.in_context(subject, concept, name)["concept_fidelity"]
             for concept, name in zip((FIRST, SECOND), names)
@@ -197,6 +201,16 @@ class Bench:
             "prompt_fidelity": prompt_fidelity(readings, [e for _, e in prompts]),
             **each,
         }
+
+
+def target_set_parser(doc: str | None, *, samples: int) -> argparse.ArgumentParser:
+    """The options of the benches that train on several target sets (bench.pairs, bench.prompt_forms)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(TOYWORLD))
+    parser.add_argument("--seeds", default="1,31,5,7", help="target seeds (1: bench.quality's, 31: the demo's)")
+    parser.add_argument("--samples", type=int, default=samples, help="samples per figure")
+    parser.add_argument("--steps", type=int, default=int(WORLD_RECIPE["steps"]), help="training steps per concept")
+    return parser
 
 
 def run(args: argparse.Namespace) -> dict:
