@@ -1,6 +1,6 @@
 """Two concepts in one prompt, over several target sets.
 
-    python -m bench.pairs [--seeds 1,31,5,7] [--images 8] [--companions 3] [--samples 64]
+    python -m bench.pairs [--seeds 1,31,5,7] [--images 8] [--companions 3] [--wordings 1] [--samples 64]
 
 Which eight images a concept trains on moves its pair figures far more than sampling error does
 (TRAINING.md: the star beside the triangle in words from 0.02 to 0.95 across target seeds), so
@@ -68,19 +68,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser = target_set_parser(__doc__, samples=64)
     parser.add_argument("--images", type=int, default=8, help="target images per concept")
     parser.add_argument("--companions", type=int, default=TARGET_COMPANIONS, help="target images beside a companion")
-    parser.add_argument("--tag", default="", help="results name suffix, for variants")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="cdserve-pairs-"))
     shared = Bench(Path(args.model), work, args.samples, args.steps, False, target_images=args.images,
-                   target_companions=args.companions)  # fmt: skip
+                   target_companions=args.companions, target_wordings=args.wordings)  # fmt: skip
     per_seed = {}
     for seed in (int(s) for s in args.seeds.split(",")):
         per_seed[seed] = measure_seed(shared.for_targets(seed, work / str(seed)))
         print(f"target seed {seed}: " + ", ".join(f"{k} {v:.2f}" for k, v in per_seed[seed].items()), flush=True)
     overall = summary(per_seed)
     name = "pairs" + (f"-{args.tag}" if args.tag else "")
-    result = {"model": args.model, "pair": [FIRST.name, SECOND.name], "target_images": args.images, "companions": args.companions,
+    result = {"model": args.model, "pair": [FIRST.name, SECOND.name], "target_images": args.images, "companions": args.companions, "wordings": args.wordings,
               "samples_per_figure": args.samples, "training_steps": args.steps, "per_seed": per_seed, "summary": overall}  # fmt: skip
     print(write_result(name, result))
     table = markdown(per_seed, overall)

@@ -38,10 +38,10 @@ from shared.merge import (
 )
 from training.config import ConceptConfig, TrainConfig
 from training.loop import train
-from training.regularization import write_captioned_folder
+from training.regularization import caption_listing, write_captioned_folder
 from training.world.captions import appearance_words
 from training.world.concepts import (
-    CONCEPTS, TARGET_COMPANIONS, Concept, class_prompts, concept_prompts, render_concept_targets, render_reg_pool,
+    CONCEPTS, TARGET_COMPANIONS, TARGET_WORDINGS, Concept, class_prompts, concept_prompts, render_concept_targets, render_reg_pool,
 )
 from training.world.evaluator import Evaluator, SceneReading
 from training.world.metrics import composition, concept_fidelity, drift, prompt_fidelity
@@ -76,9 +76,11 @@ class Bench:
     def __init__(
         self, model_dir: Path, work: Path, samples: int, steps: int, quick: bool, *,
         target_seed: int = 1, target_images: int = 8, target_companions: int = TARGET_COMPANIONS,
+        target_wordings: int = TARGET_WORDINGS,
     ) -> None:
         self.model_dir, self.work, self.samples, self.steps, self.quick = model_dir, work, samples, steps, quick
         self.target_seed, self.target_images, self.target_companions = target_seed, target_images, target_companions
+        self.target_wordings = target_wordings
         self.base = load_base_model(model_dir)
         self.engine = DeltaEngine(self.base)
         self.evaluator = Evaluator.load(model_dir)
@@ -101,11 +103,11 @@ class Bench:
         folder = self.work / "data" / concept.name
         if not folder.exists():
             targets = render_concept_targets(concept, n=self.target_images, seed=self.target_seed, modifier=token_of(concept),
-                                             companions=self.target_companions)  # fmt: skip
+                                             companions=self.target_companions, wordings=self.target_wordings)  # fmt: skip
             write_captioned_folder(folder / "targets", targets)
             write_captioned_folder(folder / "reg", render_reg_pool(concept.category, k=200, seed=2))
         images = sorted(str(p) for p in (folder / "targets").glob("*.png"))
-        captions = dict(line.split("\t", 1) for line in (folder / "targets" / "captions.txt").read_text().splitlines())
+        captions = caption_listing(folder / "targets")
         return ConceptConfig(
             concept_id=concept.name, category=concept.category, modifier_token=token_of(concept), images=images,
             captions=[captions[Path(p).name] for p in images], regularization=reg,
@@ -210,6 +212,8 @@ def target_set_parser(doc: str | None, *, samples: int) -> argparse.ArgumentPars
     parser.add_argument("--seeds", default="1,31,5,7", help="target seeds (1: bench.quality's, 31: the demo's)")
     parser.add_argument("--samples", type=int, default=samples, help="samples per figure")
     parser.add_argument("--steps", type=int, default=int(WORLD_RECIPE["steps"]), help="training steps per concept")
+    parser.add_argument("--wordings", type=int, default=TARGET_WORDINGS, help="wordings of each target caption")
+    parser.add_argument("--tag", default="", help="results name suffix, for variants")
     return parser
 
 

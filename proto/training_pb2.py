@@ -25,37 +25,39 @@ _sym_db = _symbol_database.Default()
 from proto import common_pb2 as proto_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14proto/training.proto\x12\ncdserve.v1\x1a\x12proto/common.proto\"\xc5\x01\n\x0b\x43onceptSpec\x12\x12\n\nconcept_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x16\n\x0emodifier_token\x18\x03 \x01(\t\x12\x12\n\nimage_uris\x18\x04 \x03(\t\x12\x10\n\x08\x63\x61ptions\x18\x05 \x03(\t\x12\x36\n\x0eregularization\x18\x06 \x01(\x0e\x32\x1e.cdserve.v1.RegularizationMode\x12\x1a\n\x12regularization_uri\x18\x07 \x01(\t\"\xb4\x06\n\x06Recipe\x12\x12\n\x05steps\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x17\n\nbatch_size\x18\x02 \x01(\rH\x01\x88\x01\x01\x12\x1a\n\rlearning_rate\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x15\n\x08scale_lr\x18\x04 \x01(\x08H\x03\x88\x01\x01\x12\x11\n\x04mode\x18\x05 \x01(\tH\x04\x88\x01\x01\x12\x14\n\x07\x61ugment\x18\x06 \x01(\x08H\x05\x88\x01\x01\x12\x11\n\x04\x66lip\x18\x07 \x01(\x08H\x06\x88\x01\x01\x12\x1e\n\x11prior_loss_weight\x18\x08 \x01(\x02H\x07\x88\x01\x01\x12%\n\x18reg_similarity_threshold\x18\t \x01(\x02H\x08\x88\x01\x01\x12\x1b\n\x0enum_reg_images\x18\n \x01(\rH\t\x88\x01\x01\x12\x17\n\nresolution\x18\x0b \x01(\rH\n\x88\x01\x01\x12\x18\n\x0bnum_workers\x18\x0c \x01(\rH\x0b\x88\x01\x01\x12\x14\n\x07use_gpu\x18\r \x01(\x08H\x0c\x88\x01\x01\x12\x1d\n\x10\x63heckpoint_every\x18\x0e \x01(\rH\r\x88\x01\x01\x12\x11\n\x04seed\x18\x0f \x01(\x04H\x0e\x88\x01\x01\x12\x1c\n\x0fmixed_precision\x18\x10 \x01(\tH\x0f\x88\x01\x01\x12\x1c\n\x0f\x63ompress_energy\x18\x11 \x01(\x02H\x10\x88\x01\x01\x12\x1a\n\rcompress_rank\x18\x12 \x01(\rH\x11\x88\x01\x01\x12 \n\x13token_learning_rate\x18\x13 \x01(\x02H\x12\x88\x01\x01\x42\x08\n\x06_stepsB\r\n\x0b_batch_sizeB\x10\n\x0e_learning_rateB\x0b\n\t_scale_lrB\x07\n\x05_modeB\n\n\x08_augmentB\x07\n\x05_flipB\x14\n\x12_prior_loss_weightB\x1b\n\x19_reg_similarity_thresholdB\x11\n\x0f_num_reg_imagesB\r\n\x0b_resolutionB\x0e\n\x0c_num_workersB\n\n\x08_use_gpuB\x13\n\x11_checkpoint_everyB\x07\n\x05_seedB\x12\n\x10_mixed_precisionB\x12\n\x10_compress_energyB\x10\n\x0e_compress_rankB\x16\n\x14_token_learning_rate\"\x80\x01\n\x0cTrainingSpec\x12)\n\x08\x63oncepts\x18\x01 \x03(\x0b\x32\x17.cdserve.v1.ConceptSpec\x12\"\n\x06recipe\x18\x02 \x01(\x0b\x32\x12.cdserve.v1.Recipe\x12\x0e\n\x06public\x18\x03 \x01(\x08\x12\x11\n\tbundle_id\x18\x04 \x01(\t\"U\n\x0bImageUpload\x12\x15\n\rconcept_index\x18\x01 \x01(\r\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"k\n\rSubmitRequest\x12(\n\x04spec\x18\x01 \x01(\x0b\x32\x18.cdserve.v1.TrainingSpecH\x00\x12(\n\x05image\x18\x02 \x01(\x0b\x32\x17.cdserve.v1.ImageUploadH\x00\x42\x06\n\x04part\"\xd7\x02\n\x0bTrainingJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.cdserve.v1.JobState\x12\x0c\n\x04step\x18\x04 \x01(\r\x12\x13\n\x0btotal_steps\x18\x05 \x01(\r\x12\x0c\n\x04loss\x18\x06 \x01(\x02\x12\r\n\x05\x65ta_s\x18\x07 \x01(\x02\x12\x12\n\ncreated_ms\x18\x08 \x01(\x03\x12\x12\n\nstarted_ms\x18\t \x01(\x03\x12\x13\n\x0b\x66inished_ms\x18\n \x01(\x03\x12\x11\n\tpublished\x18\x0b \x03(\t\x12&\n\x05\x65rror\x18\x0c \x01(\x0b\x32\x17.cdserve.v1.ErrorDetail\x12\x12\n\nray_job_id\x18\r \x01(\t\x12&\n\x04spec\x18\x0e \x01(\x0b\x32\x18.cdserve.v1.TrainingSpec\x12\x0f\n\x07message\x18\x0f \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"]\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.cdserve.v1.JobState\"R\n\x10ListJobsResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.cdserve.v1.TrainingJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t*\\\n\x12RegularizationMode\x12#\n\x1fREGULARIZATION_MODE_UNSPECIFIED\x10\x00\x12\x08\n\x04REAL\x10\x01\x12\r\n\tGENERATED\x10\x02\x12\x08\n\x04NONE\x10\x03*y\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\x0e\n\nPUBLISHING\x10\x03\x12\r\n\tSUCCEEDED\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x12\r\n\tCANCELLED\x10\x06\x32\xc8\x02\n\x08Training\x12>\n\x06Submit\x12\x19.cdserve.v1.SubmitRequest\x1a\x17.cdserve.v1.TrainingJob(\x01\x12\x39\n\x03Get\x12\x19.cdserve.v1.GetJobRequest\x1a\x17.cdserve.v1.TrainingJob\x12\x41\n\x04List\x12\x1b.cdserve.v1.ListJobsRequest\x1a\x1c.cdserve.v1.ListJobsResponse\x12?\n\x06\x43\x61ncel\x12\x1c.cdserve.v1.CancelJobRequest\x1a\x17.cdserve.v1.TrainingJob\x12=\n\x05Watch\x12\x19.cdserve.v1.GetJobRequest\x1a\x17.cdserve.v1.TrainingJob0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14proto/training.proto\x12\ncdserve.v1\x1a\x12proto/common.proto\"\x84\x02\n\x0b\x43onceptSpec\x12\x12\n\nconcept_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x16\n\x0emodifier_token\x18\x03 \x01(\t\x12\x12\n\nimage_uris\x18\x04 \x03(\t\x12\x10\n\x08\x63\x61ptions\x18\x05 \x03(\t\x12\x36\n\x0eregularization\x18\x06 \x01(\x0e\x32\x1e.cdserve.v1.RegularizationMode\x12\x1a\n\x12regularization_uri\x18\x07 \x01(\t\x12=\n\x14\x61lternative_captions\x18\x08 \x03(\x0b\x32\x1f.cdserve.v1.AlternativeCaptions\"\'\n\x13\x41lternativeCaptions\x12\x10\n\x08\x63\x61ptions\x18\x01 \x03(\t\"\xb4\x06\n\x06Recipe\x12\x12\n\x05steps\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x17\n\nbatch_size\x18\x02 \x01(\rH\x01\x88\x01\x01\x12\x1a\n\rlearning_rate\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x15\n\x08scale_lr\x18\x04 \x01(\x08H\x03\x88\x01\x01\x12\x11\n\x04mode\x18\x05 \x01(\tH\x04\x88\x01\x01\x12\x14\n\x07\x61ugment\x18\x06 \x01(\x08H\x05\x88\x01\x01\x12\x11\n\x04\x66lip\x18\x07 \x01(\x08H\x06\x88\x01\x01\x12\x1e\n\x11prior_loss_weight\x18\x08 \x01(\x02H\x07\x88\x01\x01\x12%\n\x18reg_similarity_threshold\x18\t \x01(\x02H\x08\x88\x01\x01\x12\x1b\n\x0enum_reg_images\x18\n \x01(\rH\t\x88\x01\x01\x12\x17\n\nresolution\x18\x0b \x01(\rH\n\x88\x01\x01\x12\x18\n\x0bnum_workers\x18\x0c \x01(\rH\x0b\x88\x01\x01\x12\x14\n\x07use_gpu\x18\r \x01(\x08H\x0c\x88\x01\x01\x12\x1d\n\x10\x63heckpoint_every\x18\x0e \x01(\rH\r\x88\x01\x01\x12\x11\n\x04seed\x18\x0f \x01(\x04H\x0e\x88\x01\x01\x12\x1c\n\x0fmixed_precision\x18\x10 \x01(\tH\x0f\x88\x01\x01\x12\x1c\n\x0f\x63ompress_energy\x18\x11 \x01(\x02H\x10\x88\x01\x01\x12\x1a\n\rcompress_rank\x18\x12 \x01(\rH\x11\x88\x01\x01\x12 \n\x13token_learning_rate\x18\x13 \x01(\x02H\x12\x88\x01\x01\x42\x08\n\x06_stepsB\r\n\x0b_batch_sizeB\x10\n\x0e_learning_rateB\x0b\n\t_scale_lrB\x07\n\x05_modeB\n\n\x08_augmentB\x07\n\x05_flipB\x14\n\x12_prior_loss_weightB\x1b\n\x19_reg_similarity_thresholdB\x11\n\x0f_num_reg_imagesB\r\n\x0b_resolutionB\x0e\n\x0c_num_workersB\n\n\x08_use_gpuB\x13\n\x11_checkpoint_everyB\x07\n\x05_seedB\x12\n\x10_mixed_precisionB\x12\n\x10_compress_energyB\x10\n\x0e_compress_rankB\x16\n\x14_token_learning_rate\"\x80\x01\n\x0cTrainingSpec\x12)\n\x08\x63oncepts\x18\x01 \x03(\x0b\x32\x17.cdserve.v1.ConceptSpec\x12\"\n\x06recipe\x18\x02 \x01(\x0b\x32\x12.cdserve.v1.Recipe\x12\x0e\n\x06public\x18\x03 \x01(\x08\x12\x11\n\tbundle_id\x18\x04 \x01(\t\"s\n\x0bImageUpload\x12\x15\n\rconcept_index\x18\x01 \x01(\r\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x1c\n\x14\x61lternative_captions\x18\x05 \x03(\t\"k\n\rSubmitRequest\x12(\n\x04spec\x18\x01 \x01(\x0b\x32\x18.cdserve.v1.TrainingSpecH\x00\x12(\n\x05image\x18\x02 \x01(\x0b\x32\x17.cdserve.v1.ImageUploadH\x00\x42\x06\n\x04part\"\xd7\x02\n\x0bTrainingJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.cdserve.v1.JobState\x12\x0c\n\x04step\x18\x04 \x01(\r\x12\x13\n\x0btotal_steps\x18\x05 \x01(\r\x12\x0c\n\x04loss\x18\x06 \x01(\x02\x12\r\n\x05\x65ta_s\x18\x07 \x01(\x02\x12\x12\n\ncreated_ms\x18\x08 \x01(\x03\x12\x12\n\nstarted_ms\x18\t \x01(\x03\x12\x13\n\x0b\x66inished_ms\x18\n \x01(\x03\x12\x11\n\tpublished\x18\x0b \x03(\t\x12&\n\x05\x65rror\x18\x0c \x01(\x0b\x32\x17.cdserve.v1.ErrorDetail\x12\x12\n\nray_job_id\x18\r \x01(\t\x12&\n\x04spec\x18\x0e \x01(\x0b\x32\x18.cdserve.v1.TrainingSpec\x12\x0f\n\x07message\x18\x0f \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"]\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.cdserve.v1.JobState\"R\n\x10ListJobsResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.cdserve.v1.TrainingJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t*\\\n\x12RegularizationMode\x12#\n\x1fREGULARIZATION_MODE_UNSPECIFIED\x10\x00\x12\x08\n\x04REAL\x10\x01\x12\r\n\tGENERATED\x10\x02\x12\x08\n\x04NONE\x10\x03*y\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\x0e\n\nPUBLISHING\x10\x03\x12\r\n\tSUCCEEDED\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x12\r\n\tCANCELLED\x10\x06\x32\xc8\x02\n\x08Training\x12>\n\x06Submit\x12\x19.cdserve.v1.SubmitRequest\x1a\x17.cdserve.v1.TrainingJob(\x01\x12\x39\n\x03Get\x12\x19.cdserve.v1.GetJobRequest\x1a\x17.cdserve.v1.TrainingJob\x12\x41\n\x04List\x12\x1b.cdserve.v1.ListJobsRequest\x1a\x1c.cdserve.v1.ListJobsResponse\x12?\n\x06\x43\x61ncel\x12\x1c.cdserve.v1.CancelJobRequest\x1a\x17.cdserve.v1.TrainingJob\x12=\n\x05Watch\x12\x19.cdserve.v1.GetJobRequest\x1a\x17.cdserve.v1.TrainingJob0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.training_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REGULARIZATIONMODE']._serialized_start=2000
-  _globals['_REGULARIZATIONMODE']._serialized_end=2092
-  _globals['_JOBSTATE']._serialized_start=2094
-  _globals['_JOBSTATE']._serialized_end=2215
+  _globals['_REGULARIZATIONMODE']._serialized_start=2134
+  _globals['_REGULARIZATIONMODE']._serialized_end=2226
+  _globals['_JOBSTATE']._serialized_start=2228
+  _globals['_JOBSTATE']._serialized_end=2349
   _globals['_CONCEPTSPEC']._serialized_start=57
-  _globals['_CONCEPTSPEC']._serialized_end=254
-  _globals['_RECIPE']._serialized_start=257
-  _globals['_RECIPE']._serialized_end=1077
-  _globals['_TRAININGSPEC']._serialized_start=1080
-  _globals['_TRAININGSPEC']._serialized_end=1208
-  _globals['_IMAGEUPLOAD']._serialized_start=1210
-  _globals['_IMAGEUPLOAD']._serialized_end=1295
-  _globals['_SUBMITREQUEST']._serialized_start=1297
-  _globals['_SUBMITREQUEST']._serialized_end=1404
-  _globals['_TRAININGJOB']._serialized_start=1407
-  _globals['_TRAININGJOB']._serialized_end=1750
-  _globals['_GETJOBREQUEST']._serialized_start=1752
-  _globals['_GETJOBREQUEST']._serialized_end=1783
-  _globals['_LISTJOBSREQUEST']._serialized_start=1785
-  _globals['_LISTJOBSREQUEST']._serialized_end=1878
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1880
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1962
-  _globals['_CANCELJOBREQUEST']._serialized_start=1964
-  _globals['_CANCELJOBREQUEST']._serialized_end=1998
-  _globals['_TRAINING']._serialized_start=2218
-  _globals['_TRAINING']._serialized_end=2546
+  _globals['_CONCEPTSPEC']._serialized_end=317
+  _globals['_ALTERNATIVECAPTIONS']._serialized_start=319
+  _globals['_ALTERNATIVECAPTIONS']._serialized_end=358
+  _globals['_RECIPE']._serialized_start=361
+  _globals['_RECIPE']._serialized_end=1181
+  _globals['_TRAININGSPEC']._serialized_start=1184
+  _globals['_TRAININGSPEC']._serialized_end=1312
+  _globals['_IMAGEUPLOAD']._serialized_start=1314
+  _globals['_IMAGEUPLOAD']._serialized_end=1429
+  _globals['_SUBMITREQUEST']._serialized_start=1431
+  _globals['_SUBMITREQUEST']._serialized_end=1538
+  _globals['_TRAININGJOB']._serialized_start=1541
+  _globals['_TRAININGJOB']._serialized_end=1884
+  _globals['_GETJOBREQUEST']._serialized_start=1886
+  _globals['_GETJOBREQUEST']._serialized_end=1917
+  _globals['_LISTJOBSREQUEST']._serialized_start=1919
+  _globals['_LISTJOBSREQUEST']._serialized_end=2012
+  _globals['_LISTJOBSRESPONSE']._serialized_start=2014
+  _globals['_LISTJOBSRESPONSE']._serialized_end=2096
+  _globals['_CANCELJOBREQUEST']._serialized_start=2098
+  _globals['_CANCELJOBREQUEST']._serialized_end=2132
+  _globals['_TRAINING']._serialized_start=2352
+  _globals['_TRAINING']._serialized_end=2680
 # @@protoc_insertion_point(module_scope)

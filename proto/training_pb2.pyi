@@ -37,7 +37,7 @@ FAILED: JobState
 CANCELLED: JobState
 
 class ConceptSpec(_message.Message):
-    __slots__ = ("concept_id", "category", "modifier_token", "image_uris", "captions", "regularization", "regularization_uri")
+    __slots__ = ("concept_id", "category", "modifier_token", "image_uris", "captions", "regularization", "regularization_uri", "alternative_captions")
     CONCEPT_ID_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
     MODIFIER_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class ConceptSpec(_message.Message):
     CAPTIONS_FIELD_NUMBER: _ClassVar[int]
     REGULARIZATION_FIELD_NUMBER: _ClassVar[int]
     REGULARIZATION_URI_FIELD_NUMBER: _ClassVar[int]
+    ALTERNATIVE_CAPTIONS_FIELD_NUMBER: _ClassVar[int]
     concept_id: str
     category: str
     modifier_token: str
@@ -52,7 +53,14 @@ class ConceptSpec(_message.Message):
     captions: _containers.RepeatedScalarFieldContainer[str]
     regularization: RegularizationMode
     regularization_uri: str
-    def __init__(self, concept_id: _Optional[str] = ..., category: _Optional[str] = ..., modifier_token: _Optional[str] = ..., image_uris: _Optional[_Iterable[str]] = ..., captions: _Optional[_Iterable[str]] = ..., regularization: _Optional[_Union[RegularizationMode, str]] = ..., regularization_uri: _Optional[str] = ...) -> None: ...
+    alternative_captions: _containers.RepeatedCompositeFieldContainer[AlternativeCaptions]
+    def __init__(self, concept_id: _Optional[str] = ..., category: _Optional[str] = ..., modifier_token: _Optional[str] = ..., image_uris: _Optional[_Iterable[str]] = ..., captions: _Optional[_Iterable[str]] = ..., regularization: _Optional[_Union[RegularizationMode, str]] = ..., regularization_uri: _Optional[str] = ..., alternative_captions: _Optional[_Iterable[_Union[AlternativeCaptions, _Mapping]]] = ...) -> None: ...
+
+class AlternativeCaptions(_message.Message):
+    __slots__ = ("captions",)
+    CAPTIONS_FIELD_NUMBER: _ClassVar[int]
+    captions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, captions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Recipe(_message.Message):
     __slots__ = ("steps", "batch_size", "learning_rate", "scale_lr", "mode", "augment", "flip", "prior_loss_weight", "reg_similarity_threshold", "num_reg_images", "resolution", "num_workers", "use_gpu", "checkpoint_every", "seed", "mixed_precision", "compress_energy", "compress_rank", "token_learning_rate")
@@ -109,16 +117,18 @@ class TrainingSpec(_message.Message):
     def __init__(self, concepts: _Optional[_Iterable[_Union[ConceptSpec, _Mapping]]] = ..., recipe: _Optional[_Union[Recipe, _Mapping]] = ..., public: _Optional[bool] = ..., bundle_id: _Optional[str] = ...) -> None: ...
 
 class ImageUpload(_message.Message):
-    __slots__ = ("concept_index", "filename", "caption", "data")
+    __slots__ = ("concept_index", "filename", "caption", "data", "alternative_captions")
     CONCEPT_INDEX_FIELD_NUMBER: _ClassVar[int]
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     CAPTION_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    ALTERNATIVE_CAPTIONS_FIELD_NUMBER: _ClassVar[int]
     concept_index: int
     filename: str
     caption: str
     data: bytes
-    def __init__(self, concept_index: _Optional[int] = ..., filename: _Optional[str] = ..., caption: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+    alternative_captions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, concept_index: _Optional[int] = ..., filename: _Optional[str] = ..., caption: _Optional[str] = ..., data: _Optional[bytes] = ..., alternative_captions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
     __slots__ = ("spec", "image")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from training.config import ConceptConfig, TrainConfig
 from training.loop import train
-from training.regularization import write_captioned_folder
+from training.regularization import caption_listing, write_captioned_folder
 from training.world.concepts import CONCEPTS, render_concept_targets, render_reg_pool
 from training.world.recipe import world_recipe
 
@@ -34,7 +34,7 @@ def main() -> None:
     write_concept_data("twotone-star", "<cd-twotone-star>", seed=31)
     folder = write_concept_data("outlined-triangle", "<cd-outlined-triangle>", seed=41)
     images = sorted(str(p) for p in (folder / "targets").glob("*.png"))
-    captions = dict(line.split("\t", 1) for line in (folder / "targets" / "captions.txt").read_text().splitlines())
+    captions = caption_listing(folder / "targets")
     with tempfile.TemporaryDirectory() as work:
         result = train(TrainConfig(
             base_model=str(MODEL), output_dir=work, concepts=[ConceptConfig(

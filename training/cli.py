@@ -69,7 +69,8 @@ def _typed_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[arg
 
 def _register_train(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="submit a concept's images to the training service")
-    parser.add_argument("--images", type=Path, required=True, help="folder of PNG/JPEG (optional captions.txt)")
+    parser.add_argument("--images", type=Path, required=True,
+                        help="folder of PNG/JPEG; optional captions.txt, 'file<TAB>caption' lines (several for several wordings)")
     parser.add_argument("--category", required=True, help="category word, e.g. dog")
     parser.add_argument("--id", required=True, dest="concept_id", help="concept id, e.g. my-dog")
     parser.add_argument("--token-name", dest="modifier_token", default="", help="modifier token (default <cd-ID>)")

@@ -11,7 +11,7 @@ import grpc
 
 from proto import training_pb2, training_pb2_grpc
 from shared.grpc_status import error_from_rpc
-from training.regularization import CAPTIONS_FILE
+from training.regularization import CAPTIONS_FILE, caption_listing
 
 T = TypeVar("T")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -19,20 +19,18 @@ MiB = 2**20
 
 
 def uploads_from_folder(folder: str | Path, *, concept_index: int = 0) -> list[training_pb2.ImageUpload]:
-    """Every PNG/JPEG in `folder` (sorted); captions from an optional captions.txt ('file<TAB>caption')."""
+    """Every PNG/JPEG in `folder` (sorted), captioned by an optional captions.txt (`caption_listing`)."""
     folder = Path(folder)
-    captions: dict[str, str] = {}
-    if (folder / CAPTIONS_FILE).is_file():
-        for line in (folder / CAPTIONS_FILE).read_text().splitlines():
-            name, _, caption = line.partition("\t")
-            captions[name] = caption.strip()
-    return [
-        training_pb2.ImageUpload(
-            concept_index=concept_index, filename=path.name, caption=captions.get(path.name, ""), data=path.read_bytes()
-        )
-        for path in sorted(folder.iterdir())
-        if path.suffix.lower() in IMAGE_SUFFIXES
-    ]
+    captions = caption_listing(folder) if (folder / CAPTIONS_FILE).is_file() else {}
+    uploads = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            first, *more = captions.get(path.name, [""])
+            uploads.append(training_pb2.ImageUpload(
+                concept_index=concept_index, filename=path.name, caption=first, alternative_captions=more,
+                data=path.read_bytes(),
+            ))  # fmt: skip
+    return uploads
 
 
 class TrainingClient:

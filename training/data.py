@@ -25,11 +25,21 @@ REG = -1
 
 @dataclass(frozen=True)
 class Example:
-    """An image with its caption; `concept` is the concept's index, or REG."""
+    """An image with the wordings of its caption (one drawn per use); `concept` is the concept's index, or REG."""
 
     image: Image.Image
-    caption: str
+    captions: tuple[str, ...]
     concept: int
+
+    def __post_init__(self) -> None:
+        if not self.captions:
+            raise ValueError("an example needs at least one caption")
+
+    def caption(self, generator: torch.Generator) -> str:
+        """One wording, drawn from `generator` only when there is a choice (a single caption draws nothing)."""
+        if len(self.captions) == 1:
+            return self.captions[0]
+        return self.captions[int(torch.randint(len(self.captions), (), generator=generator))]
 
 
 @dataclass(frozen=True)
@@ -102,15 +112,17 @@ class ExampleSource:
         """This rank's slice of step `step`'s global batch: `per_rank` targets (+ as many reg examples)."""
         start = (step * world_size + rank) * per_rank
         generator = generator_for(self.seed, "augment", step, rank)
+        wording = generator_for(self.seed, "wording", step, rank)
         samples = [
-            self._target(self.targets[i], generator)
+            self._target(self.targets[i], self.targets[i].caption(wording), generator)
             for i in draw_indices(len(self.targets), seed=self.seed, salt="targets", start=start, count=per_rank)
         ]
         if self.regs:
             samples += [
-                plain(self.regs[i].image, self.regs[i].caption, resolution=self.resolution, latent_factor=self.latent_factor)
+                plain(self.regs[i].image, self.regs[i].caption(wording), resolution=self.resolution,
+                      latent_factor=self.latent_factor)
                 for i in draw_indices(len(self.regs), seed=self.seed, salt="regs", start=start, count=per_rank)
-            ]
+            ]  # fmt: skip
         is_reg = torch.zeros(len(samples), dtype=torch.bool)
         is_reg[per_rank:] = True
         return Batch(
@@ -120,12 +132,10 @@ class ExampleSource:
             is_reg=is_reg,
         )
 
-    def _target(self, example: Example, generator: torch.Generator) -> Sample:
+    def _target(self, example: Example, caption: str, generator: torch.Generator) -> Sample:
         image = example.image
         if self.flip and float(torch.rand((), generator=generator)) < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if not self.augment:
-            return plain(image, example.caption, resolution=self.resolution, latent_factor=self.latent_factor)
-        return rescaled(
-            image, example.caption, resolution=self.resolution, latent_factor=self.latent_factor, generator=generator
-        )
+            return plain(image, caption, resolution=self.resolution, latent_factor=self.latent_factor)
+        return rescaled(image, caption, resolution=self.resolution, latent_factor=self.latent_factor, generator=generator)

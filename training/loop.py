@@ -64,9 +64,9 @@ def resolution_for(config: TrainConfig, base: BaseModel) -> int:
 
 def target_examples(config: TrainConfig) -> list[Example]:
     return [
-        Example(load_image(path), caption, index)
+        Example(load_image(path), wordings, index)
         for index, concept in enumerate(config.concepts)
-        for path, caption in zip(concept.images, concept.resolved_captions())
+        for path, wordings in zip(concept.images, concept.image_captions())
     ]
 
 
@@ -110,7 +110,7 @@ def build_trainer(
         flip=config.recipe.flip,
         seed=config.recipe.seed,
     )
-    avoid = caption_words(caption for concept in config.concepts for caption in concept.resolved_captions())
+    avoid = caption_words(caption for concept in config.concepts for caption in concept.all_captions())
     words = initializer_words(
         base.pipeline.tokenizer, [concept.initializer_token for concept in config.concepts], avoid=avoid
     )

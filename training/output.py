@@ -68,5 +68,5 @@ def write_result(config: TrainConfig, trainer: ConceptTrainer, spec: BaseSpec, m
 
 def _parts(config: TrainConfig) -> list[dict[str, Any]]:
     return [
-        {"modifier_token": c.token, "category": c.category, "captions": c.resolved_captions()} for c in config.concepts
+        {"modifier_token": c.token, "category": c.category, "captions": c.all_captions()} for c in config.concepts
     ]

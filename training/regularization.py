@@ -33,35 +33,41 @@ def class_prompt(category: str) -> str:
     return f"photo of a {category}"
 
 
-def read_captioned_folder(folder: str | Path) -> list[tuple[Path, str]]:
+def read_captioned_folder(folder: str | Path, *, field: str = "reg_dir") -> list[tuple[Path, str]]:
     """(image path, caption) from `folder/captions.txt`, one 'filename<TAB>caption' per line."""
     folder = Path(folder)
     listing = folder / CAPTIONS_FILE
     if not listing.is_file():
-        raise InvalidArgument(f"regularisation folder {str(folder)!r} has no {CAPTIONS_FILE}", field="reg_dir")
+        raise InvalidArgument(f"folder {str(folder)!r} has no {CAPTIONS_FILE}", field=field)
     entries = []
     for number, line in enumerate(listing.read_text().splitlines(), start=1):
         if not line.strip():
             continue
         name, tab, caption = line.partition("\t")
         if not tab or not caption.strip():
-            raise InvalidArgument(
-                f"{listing}:{number}: expected 'filename<TAB>caption', got {line[:80]!r}", field="reg_dir"
-            )
+            raise InvalidArgument(f"{listing}:{number}: expected 'filename<TAB>caption', got {line[:80]!r}", field=field)
         entries.append((folder / name, caption.strip()))
     return entries
 
 
-def write_captioned_folder(folder: str | Path, examples: Sequence[tuple[Image.Image, str]]) -> Path:
-    """Write (image, caption) pairs as a folder `read_captioned_folder` reads (e.g. the toy world's
-    `render_reg_pool`), for a REAL regularisation source."""
+def caption_listing(folder: str | Path, *, field: str = "images") -> dict[str, list[str]]:
+    """File name → the wordings of its caption: a file listed on several lines has several."""
+    wordings: dict[str, list[str]] = {}
+    for path, caption in read_captioned_folder(folder, field=field):
+        wordings.setdefault(path.name, []).append(caption)
+    return wordings
+
+
+def write_captioned_folder(folder: str | Path, examples: Sequence[tuple[Image.Image, str | Sequence[str]]]) -> Path:
+    """Write (image, caption or its wordings) pairs as a folder `read_captioned_folder` reads (e.g. the
+    toy world's `render_reg_pool`), for a REAL regularisation source or a concept's target images."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
-    for index, (image, caption) in enumerate(examples):
+    for index, (image, captions) in enumerate(examples):
         name = f"{index:05d}.png"
         image.save(folder / name)
-        lines.append(f"{name}\t{caption}\n")
+        lines += [f"{name}\t{caption}\n" for caption in ([captions] if isinstance(captions, str) else captions)]
     (folder / CAPTIONS_FILE).write_text("".join(lines))
     return folder
 
@@ -119,7 +125,7 @@ def real_examples(concept: ConceptConfig, recipe: Recipe, base: BaseModel) -> li
             f"{class_prompt(concept.category)!r}; lower reg_similarity_threshold or use generated images",
             field="reg_similarity_threshold",
         )
-    return [Example(load_image(entries[i][0], field="reg_dir"), entries[i][1], REG) for i, _ in kept]
+    return [Example(load_image(entries[i][0], field="reg_dir"), (entries[i][1],), REG) for i, _ in kept]
 
 
 def generated_dir(cache_dir: str | Path, base: BaseModel, category: str, recipe: Recipe) -> Path:
@@ -154,4 +160,4 @@ def generate_class_images(cache_dir: str | Path, base: BaseModel, category: str,
 def generated_examples(cache_dir: str | Path, base: BaseModel, category: str, recipe: Recipe) -> list[Example]:
     folder = generated_dir(cache_dir, base, category, recipe)
     caption = class_prompt(category)
-    return [Example(load_image(folder / f"{i:05d}.png"), caption, REG) for i in range(recipe.num_reg_images)]
+    return [Example(load_image(folder / f"{i:05d}.png"), (caption,), REG) for i in range(recipe.num_reg_images)]

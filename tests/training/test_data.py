@@ -65,8 +65,8 @@ def test_prior_loss_weighs_the_regularisation_half():
 
 
 def test_targets_are_oversampled_one_to_one_with_regularisation():
-    targets = [Example(RED, "photo of a <cd-x> dog", 0)]
-    regs = [Example(RED, f"photo of a dog {i}", REG) for i in range(5)]
+    targets = [Example(RED, ("photo of a <cd-x> dog",), 0)]
+    regs = [Example(RED, (f"photo of a dog {i}",), REG) for i in range(5)]
     source = ExampleSource(targets, regs, resolution=16, latent_factor=2, augment=False, flip=False, seed=3)
     batch = source.batch(0, per_rank=4)
     assert batch.is_reg.tolist() == [False] * 4 + [True] * 4
@@ -74,6 +74,20 @@ def test_targets_are_oversampled_one_to_one_with_regularisation():
     # ranks draw disjoint slices of one global order: together they cover an epoch of reg images
     slices = [source.batch(0, per_rank=2, rank=r, world_size=2).captions[2:] for r in range(2)]
     assert len(set(slices[0] + slices[1])) == 4
+
+
+def test_each_use_of_an_image_draws_one_of_its_wordings_reproducibly():
+    wordings = ("a small <cd-x> dog on a red background", "a <cd-x> dog", "photo of a small <cd-x> dog")
+    targets = [Example(RED, wordings, 0), Example(RED, ("photo of a <cd-x> dog",), 0)]
+    source = ExampleSource(targets, [], resolution=16, latent_factor=2, augment=False, flip=False, seed=5)
+    drawn = [caption for step in range(60) for caption in source.batch(step, per_rank=2).captions]
+    assert set(drawn) == {*wordings, "photo of a <cd-x> dog"}
+    assert drawn.count("photo of a <cd-x> dog") == 60  # the single caption is used every time its image is
+    # a resumed run draws the same wordings at the same steps, and ranks draw independently
+    again = ExampleSource(targets, [], resolution=16, latent_factor=2, augment=False, flip=False, seed=5)
+    assert again.batch(37, per_rank=2).captions == source.batch(37, per_rank=2).captions
+    with pytest.raises(ValueError):
+        Example(RED, (), 0)
 
 
 def test_real_regularisation_keeps_similar_captions(tmp_path, tiny_base):
@@ -88,7 +102,7 @@ def test_real_regularisation_keeps_similar_captions(tmp_path, tiny_base):
     assert [c for _, c in read_captioned_folder(folder)] == captions
     spec = concept(tmp_path, "x", "dog", regularization="real", reg_dir=str(folder))
     examples = real_examples(spec, Recipe(reg_similarity_threshold=0.999), tiny_base)
-    assert [e.caption for e in examples] == ["photo of a dog", "photo of a dog"]
+    assert [e.captions for e in examples] == [("photo of a dog",), ("photo of a dog",)]
     with pytest.raises(InvalidArgument) as error:
         real_examples(spec.model_copy(update={"category": "zebra"}), Recipe(reg_similarity_threshold=1.0), tiny_base)
     assert error.value.field == "reg_similarity_threshold"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+from pydantic import ValidationError
 from safetensors import safe_open
 
 from shared import artifact
@@ -68,7 +70,7 @@ def test_train_writes_a_valid_artifact_for_a_joint_bundle(tmp_path, tiny_base):
     concepts = [
         concept(tmp_path, "dog1", "dog", regularization="generated"),
         concept(tmp_path, "cat1", "cat", offset=2, captions=["a V* cat on grass", ""]),
-        concept(tmp_path, "chair1", "chair", offset=4),
+        concept(tmp_path, "chair1", "chair", offset=4, captions=[["a V* chair", "photo of a V* chair", "a V* chair"], ""]),
     ]
     config = small_config(tmp_path, concepts, num_reg_images=2, reg_generation_steps=2, bundle_id="pets")
     result = train(config, base=tiny_base, show_bar=False)
@@ -77,6 +79,7 @@ def test_train_writes_a_valid_artifact_for_a_joint_bundle(tmp_path, tiny_base):
     assert header.concept_id == "pets" and header.delta_kind == "full"
     assert header.modifier_tokens == ["<cd-dog1>", "<cd-cat1>", "<cd-chair1>"]
     assert header.concepts[1].captions == ["a <cd-cat1> cat on grass", "photo of a <cd-cat1> cat"]
+    assert header.concepts[2].captions == ["a <cd-chair1> chair", "photo of a <cd-chair1> chair"]  # distinct wordings
     assert header.metrics["steps"] == 2 and header.metrics["final_loss"] > 0
     assert header.recipe["resolved"]["regularization"] == ["generated", "none", "none"]
     assert set(loaded.delta.layers) == set(cross_attention_layers(tiny_base.pipeline.unet))
@@ -131,3 +134,12 @@ def test_token_learning_rate_drives_the_token_alone(tmp_path, tiny_base):
     lr = config.recipe.effective_learning_rate
     assert moves[None][0] <= 1.5 * lr and moves[1e-2][0] >= 100 * lr
     assert moves[None][1] == moves[1e-2][1] <= 1.5 * lr
+
+
+@pytest.mark.parametrize(
+    "captions, problem",
+    [([[], ""], "0 wordings"), ([["a V* cat"] * 33, ""], "33 wordings"), ([["a V* cat", "a cat"], ""], "lacks the modifier")],
+)
+def test_caption_wordings_are_checked_per_image(tmp_path, captions, problem):
+    with pytest.raises(ValidationError, match=problem):
+        concept(tmp_path, "cat1", "cat", captions=captions)

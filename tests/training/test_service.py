@@ -17,6 +17,7 @@ from shared.registry_client import RegistryClient
 from training.client import TrainingClient, uploads_from_folder
 from training.service.config import SubmitLimits
 from training.service.server import start_training_service
+from training.service.submission import Submission
 
 from .conftest import LoopThread, training_stack, write_images
 
@@ -51,8 +52,12 @@ def png(size: tuple[int, int] = (16, 16), colour=(200, 30, 30)) -> bytes:
     return buffer.getvalue()
 
 
-def upload(data: bytes | None = None, index: int = 0, caption: str = "") -> training_pb2.ImageUpload:
-    return training_pb2.ImageUpload(concept_index=index, filename="x.png", caption=caption, data=data or png())
+def upload(
+    data: bytes | None = None, index: int = 0, caption: str = "", alternatives: tuple[str, ...] = ()
+) -> training_pb2.ImageUpload:
+    return training_pb2.ImageUpload(
+        concept_index=index, filename="x.png", caption=caption, alternative_captions=alternatives, data=data or png()
+    )
 
 
 NOISE = bytes(range(256)) * 100  # 25.6 kB of undecodable bytes, over the 20 kB limit
@@ -74,6 +79,12 @@ BAD_SUBMISSIONS = {
     "batch not divisible by workers": (spec_of(dog(), batch_size=3, num_workers=2), [upload()], "spec.recipe"),
     "bad concept id": (spec_of(dog(concept_id="My Dog!")), [upload()], "spec.concepts[0]"),
     "caption without the token": (spec_of(dog()), [upload(caption="a photo of a dog")], "spec.concepts[0]"),
+    "alternative caption without the token": (spec_of(dog()), [upload(caption="a V* dog", alternatives=("a dog",))],
+                                              "spec.concepts[0]"),  # fmt: skip
+    "too many wordings of a caption": (spec_of(dog()), [upload(alternatives=("a V* dog",) * 40)], "spec.concepts[0]"),
+    "alternative captions not one per image_uri": (
+        spec_of(dog(image_uris=["/nonexistent/a.png"], alternative_captions=[training_pb2.AlternativeCaptions()] * 2)),
+        [], "spec.concepts[0].alternative_captions"),  # fmt: skip
     "relative image uri": (spec_of(dog(image_uris=["images/a.png"])), [], "spec.concepts[0].image_uris[0]"),
     "missing image uri": (spec_of(dog(image_uris=["/nonexistent/a.png"])), [], "spec.concepts[0].image_uris[0]"),
     "real regularisation without a folder": (spec_of(dog(regularization=training_pb2.REAL)), [upload()],
@@ -91,6 +102,24 @@ def test_invalid_submissions_are_rejected_naming_the_field(name, acme, stack):
     assert sorted((stack.root / "training" / "jobs").iterdir()) == jobs_before  # nothing left behind
 
 
+def test_a_submission_gives_each_image_its_caption_and_alternative_wordings(tmp_path):
+    referenced = write_images(tmp_path / "uris", 2)
+    submission = Submission(tmp_path / "job", LIMITS)
+    spec = spec_of(dog(
+        image_uris=referenced, captions=["a V* dog on grass", ""],
+        alternative_captions=[training_pb2.AlternativeCaptions(captions=["photo of a V* dog"]),
+                              training_pb2.AlternativeCaptions()],
+    ))  # fmt: skip
+    submission.accept(training_pb2.SubmitRequest(spec=spec))
+    submission.accept(training_pb2.SubmitRequest(image=upload(alternatives=("a V* dog asleep",))))
+    concept = submission.train_config(base_model="tiny", output_dir=tmp_path / "out").concepts[0]
+    assert concept.image_captions() == [
+        ("a <cd-my-dog> dog on grass", "photo of a <cd-my-dog> dog"),
+        ("photo of a <cd-my-dog> dog",),
+        ("photo of a <cd-my-dog> dog", "a <cd-my-dog> dog asleep"),  # an upload's empty caption is the default
+    ]
+
+
 def test_calls_need_a_known_token_and_see_only_their_tenant(stack, acme):
     target = f"127.0.0.1:{stack.service.port}"
     with TrainingClient(target) as anonymous, pytest.raises(Unauthenticated):
@@ -104,7 +133,7 @@ def test_calls_need_a_known_token_and_see_only_their_tenant(stack, acme):
 def test_submit_runs_a_ray_job_that_publishes_to_the_registry(tmp_path, stack, acme):
     folder = tmp_path / "images"
     write_images(folder, 2)
-    (folder / "captions.txt").write_text("000.png\ta V* dog on grass\n")
+    (folder / "captions.txt").write_text("000.png\ta V* dog on grass\n000.png\tphoto of a V* dog on grass\n")
     spec = spec_of(dog(), steps=2, batch_size=2, checkpoint_every=1)
     job = acme.submit(spec, uploads_from_folder(folder))
     assert job.state == training_pb2.PENDING and job.ray_job_id == job.job_id
@@ -120,7 +149,8 @@ def test_submit_runs_a_ray_job_that_publishes_to_the_registry(tmp_path, stack, a
         info = registry.get("my-dog@1")
         concept = artifact.from_bytes(registry.fetch("my-dog@1"), base=stack.spec)
     assert info.tenant == "acme" and dict(info.labels) == {"training_job": job.job_id}
-    assert concept.header.concepts[0].captions == ["a <cd-my-dog> dog on grass", "photo of a <cd-my-dog> dog"]
+    assert concept.header.concepts[0].captions == [  # a file listed twice in captions.txt: two wordings
+        "a <cd-my-dog> dog on grass", "photo of a <cd-my-dog> dog on grass", "photo of a <cd-my-dog> dog"]
     assert concept.header.metrics["steps"] == 2
 
     listed = acme.list(state=training_pb2.SUCCEEDED)

@@ -17,6 +17,7 @@ from shared import artifact
 from shared.basemodel import load_base_model
 from training.config import ConceptConfig, TrainConfig
 from training.loop import train
+from training.regularization import caption_listing
 from training.world.concepts import CONCEPTS, concept_prompts
 from training.world.metrics import concept_fidelity
 from training.world.prompting import GUIDANCE, SAMPLE_STEPS
@@ -38,7 +39,7 @@ def _fidelity(engine: DeltaEngine, evaluator, delta, prompts: list[str]) -> floa
 
 def test_short_training_raises_concept_fidelity_far_above_the_base(toyworld_dir, evaluator, tmp_path) -> None:
     folder = EXAMPLES / CONCEPT.name / "targets"
-    captions = dict(line.split("\t", 1) for line in (folder / "captions.txt").read_text().splitlines())
+    captions = caption_listing(folder)
     images = sorted(folder.glob("*.png"))
     base = load_base_model(toyworld_dir)
     config = TrainConfig(

@@ -7,7 +7,7 @@ import numpy as np
 from shared.tokenizer import split_words
 from training.world.captions import describe, generic_captions, vocabulary
 from training.world.concepts import CONCEPTS, render_concept_targets, render_reg_pool
-from training.world.scenes import CONCEPT_PATTERNS, PATTERNS, Appearance, Scene, WorldObject, random_scene, render
+from training.world.scenes import CONCEPT_PATTERNS, PATTERNS, SIZES, Appearance, Scene, WorldObject, random_scene, render
 
 
 def _renders(seed: int) -> list[bytes]:
@@ -69,10 +69,20 @@ def test_reg_captions_file_ships_with_the_model(toyworld_dir) -> None:
 
 def test_concept_targets_and_reg_pool_are_captioned_by_category() -> None:
     concept = CONCEPTS["striped-circle"]
-    targets = render_concept_targets(concept, 8, seed=1, modifier="<cd-stripes>")
+    targets = render_concept_targets(concept, 8, seed=1, modifier="<cd-stripes>", wordings=6)
     assert len({im.tobytes() for im, _ in targets}) == 8
-    assert all("<cd-stripes> circle" in caption for _, caption in targets)
-    assert [caption.count(" and a") for _, caption in targets] == [0] * 5 + [1] * 3  # the last three with a companion
-    assert render_concept_targets(concept, 1, seed=1, detailed=False)[0][1] == "photo of a <cd-x> circle"
+    assert all(len(captions) == 6 for _, captions in targets)
+    assert all("<cd-stripes> circle" in caption for _, captions in targets for caption in captions)
+    # the last three with a companion, named in every wording
+    assert [{c.count(" and a") for c in captions} for _, captions in targets] == [{0}] * 5 + [{1}] * 3
+    full = [captions[0] for _, captions in targets]
+    assert all(" on a" in c and any(size in c for size in SIZES) and not c.startswith("photo") for c in full)
+    rewordings = [c for _, captions in targets for c in captions[1:]]
+    assert any(c.startswith("photo of") for c in rewordings) and any(" on a" not in c for c in rewordings)
+    # the wordings have their own random stream: the images do not depend on how many there are
+    one = render_concept_targets(concept, 8, seed=1, modifier="<cd-stripes>", wordings=1)
+    assert [captions for _, captions in one] == [[c] for c in full]
+    assert [im.tobytes() for im, _ in one] == [im.tobytes() for im, _ in targets]
+    assert render_concept_targets(concept, 1, seed=1, detailed=False)[0][1] == ["photo of a <cd-x> circle"]
     pool = render_reg_pool("circle", 30, seed=2)
     assert all("circle" in caption and "<" not in caption for _, caption in pool)

@@ -93,7 +93,7 @@ class Submission:
         self.limits = limits
         self.spec: training_pb2.TrainingSpec | None = None
         self.recipe: Recipe | None = None
-        self.uploads: list[list[tuple[Path, str]]] = []
+        self.uploads: list[list[tuple[Path, list[str]]]] = []
         self.total_bytes = 0
         self.count = 0
 
@@ -122,6 +122,12 @@ class Submission:
                     f"{field}.captions: {len(concept.captions)} captions for {len(concept.image_uris)} image_uris; "
                     "give none, one for all images, or one per image_uri",
                     field=f"{field}.captions",
+                )
+            if concept.alternative_captions and len(concept.alternative_captions) != len(concept.image_uris):
+                raise InvalidArgument(
+                    f"{field}.alternative_captions: {len(concept.alternative_captions)} entries for "
+                    f"{len(concept.image_uris)} image_uris; give none or one per image_uri",
+                    field=f"{field}.alternative_captions",
                 )
             for number, uri in enumerate(concept.image_uris):
                 path = local_path(uri, field=f"{field}.image_uris[{number}]")
@@ -168,7 +174,7 @@ class Submission:
         path = self.job_dir / "images" / str(upload.concept_index) / f"{len(images):04d}{suffix}"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(upload.data)
-        images.append((path, upload.caption))
+        images.append((path, [upload.caption, *upload.alternative_captions]))
 
     def train_config(self, *, base_model: str, output_dir: Path) -> TrainConfig:
         """The run the submission describes; call after the stream ended."""
@@ -195,7 +201,10 @@ class Submission:
             )
         shared = spec.captions[0] if len(spec.captions) == 1 else ""
         uri_captions = list(spec.captions) if len(spec.captions) == len(spec.image_uris) else [shared] * len(spec.image_uris)
-        captions = uri_captions + [caption or shared for _, caption in uploads]
+        uri_alternatives = [list(a.captions) for a in spec.alternative_captions] or [[] for _ in spec.image_uris]
+        uri_wordings = [[caption, *more] for caption, more in zip(uri_captions, uri_alternatives)]
+        upload_wordings = [[wordings[0] or shared, *wordings[1:]] for _, wordings in uploads]
+        captions = [_wordings_field(w) for w in uri_wordings + upload_wordings]
         raw = {
             "concept_id": spec.concept_id,
             "category": spec.category,
@@ -206,3 +215,8 @@ class Submission:
             "reg_dir": spec.regularization_uri.removeprefix("file://") or None,
         }
         return validated(ConceptConfig, raw, field=field)
+
+
+def _wordings_field(wordings: list[str]) -> str | list[str]:
+    """ConceptConfig's per-image caption: the caption itself when it has no alternatives."""
+    return wordings[0] if len(wordings) == 1 else wordings

@@ -84,20 +84,27 @@ def _with_companion(rng: np.random.Generator, named: list[Concept | None]) -> li
 
 TARGET_COMPANIONS = 3
 """How many of a concept's target images show it beside a companion object, by default."""
+TARGET_WORDINGS = 1
+"""Wordings of each target image's caption, by default (`reworded_captions`). Eight make a concept
+robust to how a prompt is worded, but a pair merged from two such concepts is drawn less often
+(bench.pairs: 0.60 against 0.72 over four target sets; TRAINING.md), so the world keeps one."""
 
 
 def render_concept_targets(
     concept: Concept, n: int = 8, seed: int = 0, *, modifier: str = "<cd-x>", detailed: bool = True,
-    companions: int = TARGET_COMPANIONS,
-) -> list[tuple[Image.Image, str]]:
+    companions: int = TARGET_COMPANIONS, wordings: int = TARGET_WORDINGS,
+) -> list[tuple[Image.Image, list[str]]]:
     """`n` 64×64 images of the concept, varied in size, position and background, the last `companions`
     of them (never the first) beside a plain object, as photos of a pet show other things: that is
-    where the concept is drawn at the sizes of two-object scenes. Captions: "a small <cd-x> circle
-    and a red square on a pink background" (detailed) or "photo of a <cd-x> circle" (the paper's).
-    Measured on the first base model, twotone-star + outlined-triangle merged: 3 of 8 with a companion
-    raised both-present from 0.00 to 0.05 and the star's fidelity in pairs from 0.19 to 0.31; 4 of 8
-    did worse. On the shipped base the target set's seed matters more than 3 or 4 (TRAINING.md)."""
+    where the concept is drawn at the sizes of two-object scenes. Each comes with `wordings` wordings
+    of its caption, the full one first (`reworded_captions`); the paper's single caption with not
+    `detailed`. Captions: "a small <cd-x> circle and a red square on a pink background" (detailed) or
+    "photo of a <cd-x> circle". Measured on the first base model, twotone-star + outlined-triangle
+    merged: 3 of 8 with a companion raised both-present from 0.00 to 0.05 and the star's fidelity in
+    pairs from 0.19 to 0.31; 4 of 8 did worse. On the shipped base the target set's seed matters more
+    than 3 or 4 (TRAINING.md)."""
     rng = np.random.default_rng([seed, 0xC0])
+    wording_rng = np.random.default_rng([seed, 0xC1])  # its own stream: the images do not depend on `wordings`
     out = []
     for i in range(n):
         size = str(rng.choice(SIZES))
@@ -105,11 +112,28 @@ def render_concept_targets(
         scene = _scene_of(rng, named, size)
         modifiers = tuple(modifier if c is not None else None for c in named)
         if detailed:
-            caption = describe(scene, modifiers=modifiers)
+            captions = reworded_captions(scene, modifiers, wording_rng, wordings)
         else:
-            caption = describe(scene, sizes=(False,) * len(modifiers), background=False, photo=True, modifiers=modifiers)
-        out.append((render(scene), caption))
+            captions = [describe(scene, sizes=(False,) * len(modifiers), background=False, photo=True, modifiers=modifiers)]
+        out.append((render(scene), captions))
     return out
+
+
+def reworded_captions(
+    scene: Scene, modifiers: tuple[str | None, ...], rng: np.random.Generator, count: int
+) -> list[str]:
+    """The full caption, then `count` − 1 rewordings with words left out as the base model's training
+    captions leave them (`training_caption`: each size word 30 %, the background 15 %, "photo of"
+    added 25 %); colours and patterns are always spoken. Repeats are kept: a wording listed twice is
+    drawn twice as often, so the full caption stays the most frequent."""
+    n = len(scene.objects)
+    captions = [describe(scene, modifiers=modifiers)]
+    for _ in range(count - 1):
+        captions.append(describe(
+            scene, sizes=tuple(bool(rng.random() >= 0.3) for _ in range(n)), background=bool(rng.random() >= 0.15),
+            photo=bool(rng.random() < 0.25), modifiers=modifiers,
+        ))  # fmt: skip
+    return captions
 
 
 def render_reg_pool(category: str, k: int = 200, seed: int = 0) -> list[tuple[Image.Image, str]]:
