@@ -85,9 +85,10 @@ def _with_companion(rng: np.random.Generator, named: list[Concept | None]) -> li
 TARGET_COMPANIONS = 3
 """How many of a concept's target images show it beside a companion object, by default."""
 TARGET_WORDINGS = 1
-"""Wordings of each target image's caption, by default (`reworded_captions`). Eight make a concept
-robust to how a prompt is worded, but a pair merged from two such concepts is drawn less often
-(bench.pairs: 0.60 against 0.72 over four target sets; TRAINING.md), so the world keeps one."""
+"""Wordings of each target image's caption, by default (`reworded_captions`). More gain a little on
+prompts worded unlike the captions (bench.prompt_forms: named after an object with no size word,
+0.59 → 0.76 with 8 wordings, 0.80 with 32), but a pair merged from two such concepts is drawn less
+often (bench.pairs with 8: 0.60 against 0.72 over four target sets; TRAINING.md), so the world keeps one."""
 
 
 def render_concept_targets(
