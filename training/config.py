@@ -23,7 +23,7 @@ TOKEN_PLACEHOLDER = "V*"
 """Written in a caption where the concept's modifier token goes ("photo of a V* dog")."""
 DEFAULT_CAPTION = "photo of a V* {category}"
 MAX_WORDINGS = 32
-"""Most alternative wordings one image's caption may have."""
+"""Most wordings one image's caption may have (the caption itself included)."""
 SINGLE_CONCEPT_STEPS = 250
 JOINT_STEPS = 500
 MAX_CONCEPTS = 16
@@ -142,9 +142,8 @@ class ConceptConfig(StrictModel):
     def image_captions(self) -> list[tuple[str, ...]]:
         """Per image, the wordings of its caption trained on, with the modifier token in place of 'V*'.
 
-        Several wordings teach the token in more contexts than one fixed sentence (on the toy world,
-        eight of them: named after another object with no size word, the concept is drawn in 0.76 of
-        samples instead of 0.59, but a merged pair draws both in 0.60 instead of 0.72; TRAINING.md)."""
+        Several wordings teach the token in more contexts than one fixed sentence; what that buys on
+        the toy world is measured in its TRAINING.md ("Several wordings per caption")."""
         given = self.captions or [""] * len(self.images)
         default = DEFAULT_CAPTION.format(category=self.category)
         return [
