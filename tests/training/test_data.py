@@ -11,7 +11,9 @@ from training.augment import LARGE_WORDS, SMALL_WORDS, rescaled
 from training.config import Recipe
 from training.data import REG, Example, ExampleSource, generator_for
 from training.loss import custom_diffusion_loss, masked_mse
-from training.regularization import read_captioned_folder, real_examples, similar_captions, write_captioned_folder
+from training.regularization import (
+    caption_listing, read_captioned_folder, real_examples, similar_captions, write_captioned_folder,
+)
 
 from .conftest import concept
 
@@ -88,6 +90,15 @@ def test_each_use_of_an_image_draws_one_of_its_wordings_reproducibly():
     assert again.batch(37, per_rank=2).captions == source.batch(37, per_rank=2).captions
     with pytest.raises(ValueError):
         Example(RED, (), 0)
+
+
+def test_a_captions_file_lists_a_file_once_per_wording_and_names_a_bad_line(tmp_path):
+    folder = write_captioned_folder(tmp_path / "targets", [(RED, ["a V* dog", "photo of a V* dog"]), (RED, "a V* dog")])
+    assert caption_listing(folder) == {"00000.png": ["a V* dog", "photo of a V* dog"], "00001.png": ["a V* dog"]}
+    (folder / "captions.txt").write_text("00000.png\ta V* dog\n00001.png a V* dog\n")
+    with pytest.raises(InvalidArgument, match=r"captions.txt:2: expected 'filename<TAB>caption'") as error:
+        caption_listing(folder)
+    assert error.value.field == "images"
 
 
 def test_real_regularisation_keeps_similar_captions(tmp_path, tiny_base):
