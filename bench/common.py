@@ -39,8 +39,11 @@ def interleaved_medians(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def write_result(name: str, payload: dict) -> Path:
+def write_result(name: str, payload: dict, *, table: str | None = None) -> Path:
+    """results/NAME.json, and with `table` its Markdown beside it (results/NAME.md)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    if table is not None:
+        (RESULTS / f"{name}.md").write_text(table)
     return path

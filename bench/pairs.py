@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import RESULTS, write_result
+from bench.common import write_result
 from bench.quality import FIRST, SECOND, Bench, Subject, target_set_parser, token_of
 from shared.merge import naive_sum
 from training.world.concepts import TARGET_COMPANIONS
@@ -79,11 +79,11 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"target seed {seed}: " + ", ".join(f"{k} {v:.2f}" for k, v in per_seed[seed].items()), flush=True)
     overall = summary(per_seed)
     name = "pairs" + (f"-{args.tag}" if args.tag else "")
-    result = {"model": args.model, "pair": [FIRST.name, SECOND.name], "target_images": args.images, "companions": args.companions, "wordings": args.wordings,
-              "samples_per_figure": args.samples, "training_steps": args.steps, "per_seed": per_seed, "summary": overall}  # fmt: skip
-    print(write_result(name, result))
+    result = {"model": args.model, "pair": [FIRST.name, SECOND.name], "target_images": args.images,
+              "companions": args.companions, "wordings": args.wordings, "samples_per_figure": args.samples,
+              "training_steps": args.steps, "per_seed": per_seed, "summary": overall}  # fmt: skip
     table = markdown(per_seed, overall)
-    (RESULTS / f"{name}.md").write_text(table)
+    print(write_result(name, result, table=table))
     print(table)
     return result
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import RESULTS, write_result
+from bench.common import write_result
 from bench.quality import FIRST, Bench, Subject, in_words, target_set_parser, token_of
 from training.world.captions import describe
 from training.world.concepts import Concept
@@ -126,9 +126,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"model": args.model, "concept": FIRST.name, "samples_per_form": args.samples, "training_steps": args.steps,
               "wordings": args.wordings, "per_seed": per_seed}  # fmt: skip
     name = "prompt_forms" + (f"-{args.tag}" if args.tag else "")
-    print(write_result(name, result))
     table = markdown(per_seed)
-    (RESULTS / f"{name}.md").write_text(table)
+    print(write_result(name, result, table=table))
     print(table)
     return result
 

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from bench.common import RESULTS, write_result
+from bench.common import write_result
 from serving.engine import DeltaEngine, GenerationRequest
 from shared import artifact
 from shared.basemodel import BaseModel, cross_attention_layers, load_base_model, reg_captions_path
@@ -38,7 +38,7 @@ from shared.merge import (
 )
 from training.config import ConceptConfig, TrainConfig
 from training.loop import train
-from training.regularization import caption_listing, write_captioned_folder
+from training.regularization import captioned_images, write_captioned_folder
 from training.world.captions import appearance_words
 from training.world.concepts import (
     CONCEPTS, TARGET_COMPANIONS, TARGET_WORDINGS, Concept, class_prompts, concept_prompts, render_concept_targets, render_reg_pool,
@@ -106,11 +106,10 @@ class Bench:
                                              companions=self.target_companions, wordings=self.target_wordings)  # fmt: skip
             write_captioned_folder(folder / "targets", targets)
             write_captioned_folder(folder / "reg", render_reg_pool(concept.category, k=200, seed=2))
-        images = sorted(str(p) for p in (folder / "targets").glob("*.png"))
-        captions = caption_listing(folder / "targets")
+        targets = captioned_images(folder / "targets")
         return ConceptConfig(
-            concept_id=concept.name, category=concept.category, modifier_token=token_of(concept), images=images,
-            captions=[captions[Path(p).name] for p in images], regularization=reg,
+            concept_id=concept.name, category=concept.category, modifier_token=token_of(concept),
+            images=[str(path) for path, _ in targets], captions=[wordings for _, wordings in targets], regularization=reg,
             reg_dir=str(folder / "reg") if reg == "real" else None,
         )  # fmt: skip
 
@@ -260,9 +259,8 @@ def run(args: argparse.Namespace) -> dict:
                   "target_tokens": merge_report.num_target_tokens},
         "rows": rows,
     }  # fmt: skip
-    print(write_result("quality" if not args.quick else "quality-quick", result))
     table = markdown(rows)
-    (RESULTS / ("quality.md" if not args.quick else "quality-quick.md")).write_text(table)
+    print(write_result("quality" if not args.quick else "quality-quick", result, table=table))
     print(table)
     return result
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from training.config import ConceptConfig, TrainConfig
 from training.loop import train
-from training.regularization import caption_listing, write_captioned_folder
+from training.regularization import captioned_images, write_captioned_folder
 from training.world.concepts import CONCEPTS, render_concept_targets, render_reg_pool
 from training.world.recipe import world_recipe
 
@@ -33,13 +33,12 @@ def write_concept_data(name: str, token: str, seed: int) -> Path:
 def main() -> None:
     write_concept_data("twotone-star", "<cd-twotone-star>", seed=31)
     folder = write_concept_data("outlined-triangle", "<cd-outlined-triangle>", seed=41)
-    images = sorted(str(p) for p in (folder / "targets").glob("*.png"))
-    captions = caption_listing(folder / "targets")
+    targets = captioned_images(folder / "targets")
     with tempfile.TemporaryDirectory() as work:
         result = train(TrainConfig(
             base_model=str(MODEL), output_dir=work, concepts=[ConceptConfig(
-                concept_id="outlined-triangle", category="triangle", modifier_token="<cd-outlined-triangle>", images=images,
-                captions=[captions[Path(p).name] for p in images], regularization="real", reg_dir=str(folder / "reg"))],
+                concept_id="outlined-triangle", category="triangle", modifier_token="<cd-outlined-triangle>",
+                images=[str(path) for path, _ in targets], captions=[wordings for _, wordings in targets], regularization="real", reg_dir=str(folder / "reg"))],
             recipe=world_recipe(checkpoint_every=10**5),
         ))  # fmt: skip
         (EXAMPLES / "concepts").mkdir(parents=True, exist_ok=True)

@@ -11,26 +11,19 @@ import grpc
 
 from proto import training_pb2, training_pb2_grpc
 from shared.grpc_status import error_from_rpc
-from training.regularization import CAPTIONS_FILE, caption_listing
+from training.regularization import captioned_images
 
 T = TypeVar("T")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MiB = 2**20
 
 
 def uploads_from_folder(folder: str | Path, *, concept_index: int = 0) -> list[training_pb2.ImageUpload]:
-    """Every PNG/JPEG in `folder` (sorted), captioned by an optional captions.txt (`caption_listing`)."""
-    folder = Path(folder)
-    captions = caption_listing(folder) if (folder / CAPTIONS_FILE).is_file() else {}
-    uploads = []
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            first, *more = captions.get(path.name, [""])
-            uploads.append(training_pb2.ImageUpload(
-                concept_index=concept_index, filename=path.name, caption=first, alternative_captions=more,
-                data=path.read_bytes(),
-            ))  # fmt: skip
-    return uploads
+    """Every image of `folder` with its caption's wordings (`captioned_images`), as uploads."""
+    return [
+        training_pb2.ImageUpload(concept_index=concept_index, filename=path.name, caption=first,
+                                 alternative_captions=more, data=path.read_bytes())
+        for path, (first, *more) in captioned_images(folder)
+    ]  # fmt: skip
 
 
 class TrainingClient:

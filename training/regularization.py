@@ -26,6 +26,7 @@ from training.config import ConceptConfig, Recipe
 from training.data import REG, Example, generator_for, load_image
 
 CAPTIONS_FILE = "captions.txt"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 GENERATION_BATCH = 8
 
 
@@ -56,6 +57,15 @@ def caption_listing(folder: str | Path, *, field: str = "images") -> dict[str, l
     for path, caption in read_captioned_folder(folder, field=field):
         wordings.setdefault(path.name, []).append(caption)
     return wordings
+
+
+def captioned_images(folder: str | Path, *, field: str = "images") -> list[tuple[Path, list[str]]]:
+    """Every PNG/JPEG in `folder`, by name, with the wordings of its caption from an optional
+    captions.txt; an image it does not list has [""] (the concept's default caption)."""
+    folder = Path(folder)
+    listing = caption_listing(folder, field=field) if (folder / CAPTIONS_FILE).is_file() else {}
+    images = sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
+    return [(path, listing.get(path.name, [""])) for path in images]
 
 
 def write_captioned_folder(folder: str | Path, examples: Sequence[tuple[Image.Image, str | Sequence[str]]]) -> Path:

@@ -17,7 +17,7 @@ from shared import artifact
 from shared.basemodel import load_base_model
 from training.config import ConceptConfig, TrainConfig
 from training.loop import train
-from training.regularization import caption_listing
+from training.regularization import captioned_images
 from training.world.concepts import CONCEPTS, concept_prompts
 from training.world.metrics import concept_fidelity
 from training.world.prompting import GUIDANCE, SAMPLE_STEPS
@@ -39,15 +39,14 @@ def _fidelity(engine: DeltaEngine, evaluator, delta, prompts: list[str]) -> floa
 
 def test_short_training_raises_concept_fidelity_far_above_the_base(toyworld_dir, evaluator, tmp_path) -> None:
     folder = EXAMPLES / CONCEPT.name / "targets"
-    captions = caption_listing(folder)
-    images = sorted(folder.glob("*.png"))
+    targets = captioned_images(folder)
     base = load_base_model(toyworld_dir)
     config = TrainConfig(
         base_model=str(toyworld_dir),
         output_dir=str(tmp_path),
         concepts=[ConceptConfig(
-            concept_id=CONCEPT.name, category=CONCEPT.category, modifier_token=TOKEN, images=[str(p) for p in images],
-            captions=[captions[p.name] for p in images], regularization="real",
+            concept_id=CONCEPT.name, category=CONCEPT.category, modifier_token=TOKEN,
+            images=[str(path) for path, _ in targets], captions=[wordings for _, wordings in targets], regularization="real",
             reg_dir=str(EXAMPLES / CONCEPT.name / "reg"))],
         recipe=world_recipe(checkpoint_every=10**5),
     )  # fmt: skip

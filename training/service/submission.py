@@ -204,7 +204,7 @@ class Submission:
         uri_alternatives = [list(a.captions) for a in spec.alternative_captions] or [[] for _ in spec.image_uris]
         uri_wordings = [[caption, *more] for caption, more in zip(uri_captions, uri_alternatives)]
         upload_wordings = [[wordings[0] or shared, *wordings[1:]] for _, wordings in uploads]
-        captions = [_wordings_field(w) for w in uri_wordings + upload_wordings]
+        captions = uri_wordings + upload_wordings
         raw = {
             "concept_id": spec.concept_id,
             "category": spec.category,
@@ -215,8 +215,3 @@ class Submission:
             "reg_dir": spec.regularization_uri.removeprefix("file://") or None,
         }
         return validated(ConceptConfig, raw, field=field)
-
-
-def _wordings_field(wordings: list[str]) -> str | list[str]:
-    """ConceptConfig's per-image caption: the caption itself when it has no alternatives."""
-    return wordings[0] if len(wordings) == 1 else wordings

@@ -67,6 +67,11 @@ def describe(
     return (PHOTO_PREFIX if photo else "") + text
 
 
+SIZE_UNSAID, COLOUR_UNSAID, PATTERN_UNSAID, BACKGROUND_UNSAID = 0.3, 0.1, 0.2, 0.15
+PHOTO_SAID = 0.25
+"""How often a training caption leaves each attribute out, and how often it starts "photo of"."""
+
+
 def training_caption(scene: Scene, rng: np.random.Generator) -> str:
     """A caption with attributes dropped at random: size 30 %, colour 10 %, pattern 20 % (so "a green
     star" may be patterned), background 15 %; 25 % "photo of". Plain scenes draw no pattern coin, so
@@ -74,11 +79,11 @@ def training_caption(scene: Scene, rng: np.random.Generator) -> str:
     n = len(scene.objects)
     return describe(
         scene,
-        sizes=tuple(bool(rng.random() >= 0.3) for _ in range(n)),
-        colours=tuple(bool(rng.random() >= 0.1) for _ in range(n)),
-        patterns=tuple(o.appearance.pattern != PLAIN and bool(rng.random() >= 0.2) for o in scene.objects),
-        background=bool(rng.random() >= 0.15),
-        photo=bool(rng.random() < 0.25),
+        sizes=tuple(bool(rng.random() >= SIZE_UNSAID) for _ in range(n)),
+        colours=tuple(bool(rng.random() >= COLOUR_UNSAID) for _ in range(n)),
+        patterns=tuple(o.appearance.pattern != PLAIN and bool(rng.random() >= PATTERN_UNSAID) for o in scene.objects),
+        background=bool(rng.random() >= BACKGROUND_UNSAID),
+        photo=bool(rng.random() < PHOTO_SAID),
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from training.world.captions import describe
+from training.world.captions import BACKGROUND_UNSAID, PHOTO_SAID, SIZE_UNSAID, describe
 from training.world.scenes import BACKGROUNDS, COLOURS, PLAIN, SHAPES, SIZES, Appearance, Scene, place, random_appearance, random_scene, render
 
 
@@ -131,8 +131,8 @@ def reworded_captions(
     captions = [describe(scene, modifiers=modifiers)]
     for _ in range(count - 1):
         captions.append(describe(
-            scene, sizes=tuple(bool(rng.random() >= 0.3) for _ in range(n)), background=bool(rng.random() >= 0.15),
-            photo=bool(rng.random() < 0.25), modifiers=modifiers,
+            scene, sizes=tuple(bool(rng.random() >= SIZE_UNSAID) for _ in range(n)),
+            background=bool(rng.random() >= BACKGROUND_UNSAID), photo=bool(rng.random() < PHOTO_SAID), modifiers=modifiers,
         ))  # fmt: skip
     return captions
 
