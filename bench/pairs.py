@@ -1,18 +1,20 @@
-"""Two concepts in one prompt, over several target sets.
+"""Two concepts in one prompt, over several target sets and, optionally, every pair of the catalogue.
 
-    python -m bench.pairs [--seeds 1,31,5,7] [--images 8] [--companions 3] [--wordings 1] [--samples 64]
+    python -m bench.pairs [--concepts twotone-star,outlined-triangle | all] [--seeds 1,31,5,7] [--images 8]
+                          [--companions 3] [--wordings 1] [--samples 64]
 
 Which eight images a concept trains on moves its pair figures far more than sampling error does
 (TRAINING.md: the star beside the triangle in words from 0.02 to 0.95 across target seeds), so
-`bench.quality`'s one target set cannot judge a change to the recipe or the data. Here both concepts
-of the quality bench are trained with the world recipe on the target images of each seed; per seed
-it reports each concept alone in context and the pair under the closed-form merge (with each concept
-named first) and the naive sum, then the mean and range over seeds. Writes
-bench/results/pairs[-TAG].json and .md.
+`bench.quality`'s one target set cannot judge a change to the recipe or the data; nor can its one
+pair judge the merge in general. Here every listed concept (by default the quality bench's two) is
+trained with the world recipe on the target images of each seed, once; per seed the bench reports
+each alone in context and every pair of them under the closed-form merge (each concept of the pair
+named first) and the naive sum, then the mean and per-seed values. Writes bench/results/pairs[-TAG].json and .md.
 """
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import tempfile
 from pathlib import Path
@@ -21,65 +23,104 @@ import torch
 
 from bench.common import write_result
 from bench.quality import FIRST, SECOND, Bench, Subject, target_set_parser, token_of
-from shared.merge import naive_sum
-from training.world.concepts import TARGET_COMPANIONS
+from shared.merge import MergeInput, naive_sum
+from training.world.concepts import CONCEPTS, TARGET_COMPANIONS, Concept
 
-FIGURES = {
-    "alone_first": f"{FIRST.name} alone", "alone_second": f"{SECOND.name} alone",
+PAIR_FIGURES = {
     "merge_both_present": "closed-form merge, both drawn",
-    "merge_both_present_second_first": f"merge, both drawn, {SECOND.name} named first",
+    "merge_both_present_second_first": "merge, both drawn, second named first",
     "naive_sum_both_present": "naive sum, both drawn",
 }
-"""The table's columns (the JSON has the per-concept fidelities under the merge too)."""
+"""The pair table's columns (the JSON has each concept's fidelity under the merge too)."""
 
 
-def measure_seed(bench: Bench) -> dict[str, float]:
-    """Both concepts trained on `bench`'s target set: each alone (own delta), the pair merged and summed."""
-    deltas = [bench.load(bench.train(concept.name, [bench.concept_config(concept)])) for concept in (FIRST, SECOND)]
-    merged = Subject(bench.engine, bench.merge(deltas)[0])
-    merge = bench.pair(merged, alone=False)
+def pair_name(pair: tuple[Concept, Concept]) -> str:
+    return f"{pair[0].name} + {pair[1].name}"
+
+
+def measure_pair(bench: Bench, pair: tuple[Concept, Concept], deltas: tuple[MergeInput, MergeInput]) -> dict[str, float]:
+    """The pair merged (named in both orders) and summed, from each concept's own delta."""
+    merged = Subject(bench.engine, bench.merge(list(deltas))[0])
+    merge = bench.pair(merged, pair, alone=False)
     return {
-        "alone_first": bench.in_context(Subject(bench.engine, deltas[0][1]), FIRST, token_of(FIRST))["concept_fidelity"],
-        "alone_second": bench.in_context(Subject(bench.engine, deltas[1][1]), SECOND, token_of(SECOND))["concept_fidelity"],
         "merge_both_present": merge["both_present"],
-        "merge_both_present_second_first": bench.pair(merged, alone=False, second_first=True)["both_present"],
-        f"merge_fidelity_{FIRST.name}": merge[f"fidelity_{FIRST.name}"],
-        f"merge_fidelity_{SECOND.name}": merge[f"fidelity_{SECOND.name}"],
-        "naive_sum_both_present": bench.pair(Subject(bench.engine, naive_sum(deltas)), alone=False)["both_present"],
+        "merge_both_present_second_first": bench.pair(merged, pair[::-1], alone=False)["both_present"],
+        **{f"merge_fidelity_{c.name}": merge[f"fidelity_{c.name}"] for c in pair},
+        "naive_sum_both_present": bench.pair(Subject(bench.engine, naive_sum(list(deltas))), pair, alone=False)["both_present"],
     }
 
 
-def summary(per_seed: dict[int, dict[str, float]]) -> dict[str, dict[str, float]]:
+def measure_seed(bench: Bench, concepts: list[Concept]) -> dict[str, dict]:
+    """Every concept trained once on `bench`'s target set: each alone (own delta), every pair of them."""
+    deltas = {c.name: bench.load(bench.train(c.name, [bench.concept_config(c)])) for c in concepts}
     return {
-        figure: {"mean": statistics.fmean(r[figure] for r in per_seed.values()),
-                 "min": min(r[figure] for r in per_seed.values()), "max": max(r[figure] for r in per_seed.values())}
-        for figure in next(iter(per_seed.values()))
+        "alone": {c.name: bench.in_context(Subject(bench.engine, deltas[c.name][1]), c, token_of(c))["concept_fidelity"]
+                  for c in concepts},
+        "pairs": {pair_name(pair): measure_pair(bench, pair, (deltas[pair[0].name], deltas[pair[1].name]))
+                  for pair in itertools.combinations(concepts, 2)},
     }  # fmt: skip
 
 
-def markdown(per_seed: dict[int, dict[str, float]], overall: dict[str, dict[str, float]]) -> str:
-    lines = ["| target seed | " + " | ".join(FIGURES.values()) + " |", "|---" * (len(FIGURES) + 1) + "|"]
-    lines += [f"| {seed} | " + " | ".join(f"{r[f]:.2f}" for f in FIGURES) + " |" for seed, r in per_seed.items()]
-    lines.append("| **mean** | " + " | ".join(f"**{overall[f]['mean']:.2f}**" for f in FIGURES) + " |")
+def spread(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
+
+
+def summary(per_seed: dict[int, dict[str, dict]]) -> dict[str, dict]:
+    """Mean, min and max over target sets of each figure; `all_pairs`: of the table's figures over every pair and set."""
+    runs = list(per_seed.values())
+    pairs = runs[0]["pairs"]
+    return {
+        "alone": {name: spread([r["alone"][name] for r in runs]) for name in runs[0]["alone"]},
+        "pairs": {p: {f: spread([r["pairs"][p][f] for r in runs]) for f in pairs[p]} for p in pairs},
+        "all_pairs": {f: spread([r["pairs"][p][f] for r in runs for p in pairs]) for f in PAIR_FIGURES},
+    }
+
+
+def markdown(per_seed: dict[int, dict[str, dict]], overall: dict[str, dict]) -> str:
+    """Two tables: each concept alone and every pair; a cell is the mean over target sets, then
+    each set's figure in the order of the header."""
+    seeds = " / ".join(str(s) for s in per_seed)
+    cell = lambda values, mean: f"**{mean:.2f}** ({' / '.join(f'{v:.2f}' for v in values)})"  # noqa: E731
+    lines = [f"| concept alone (target seeds {seeds}) | concept fidelity |", "|---|---|"]
+    for name, stats in overall["alone"].items():
+        lines.append(f"| {name} | {cell([r['alone'][name] for r in per_seed.values()], stats['mean'])} |")
+    lines += ["", f"| pair (target seeds {seeds}) | " + " | ".join(PAIR_FIGURES.values()) + " |",
+              "|---" * (len(PAIR_FIGURES) + 1) + "|"]  # fmt: skip
+    for pair, stats in overall["pairs"].items():
+        values = [cell([r["pairs"][pair][f] for r in per_seed.values()], stats[f]["mean"]) for f in PAIR_FIGURES]
+        lines.append(f"| {pair} | " + " | ".join(values) + " |")
+    if len(overall["pairs"]) > 1:
+        lines.append("| **every pair** | " + " | ".join(f"**{overall['all_pairs'][f]['mean']:.2f}**" for f in PAIR_FIGURES) + " |")
     return "\n".join(lines) + "\n"
+
+
+def catalogue_concepts(listing: str) -> list[Concept]:
+    names = list(CONCEPTS) if listing == "all" else listing.split(",")
+    unknown = [n for n in names if n not in CONCEPTS]
+    if unknown or len(names) < 2:
+        raise SystemExit(f"--concepts: give two or more of {', '.join(CONCEPTS)} (or 'all'); unknown: {unknown}")
+    return [CONCEPTS[n] for n in names]
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = target_set_parser(__doc__, samples=64)
+    parser.add_argument("--concepts", default=f"{FIRST.name},{SECOND.name}", help="catalogue concepts, or 'all'")
     parser.add_argument("--images", type=int, default=8, help="target images per concept")
     parser.add_argument("--companions", type=int, default=TARGET_COMPANIONS, help="target images beside a companion")
     args = parser.parse_args(argv)
+    concepts = catalogue_concepts(args.concepts)
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="cdserve-pairs-"))
     shared = Bench(Path(args.model), work, args.samples, args.steps, False, target_images=args.images,
                    target_companions=args.companions, target_wordings=args.wordings)  # fmt: skip
     per_seed = {}
     for seed in (int(s) for s in args.seeds.split(",")):
-        per_seed[seed] = measure_seed(shared.for_targets(seed, work / str(seed)))
-        print(f"target seed {seed}: " + ", ".join(f"{k} {v:.2f}" for k, v in per_seed[seed].items()), flush=True)
+        per_seed[seed] = measure_seed(shared.for_targets(seed, work / str(seed)), concepts)
+        merged = {pair: round(r["merge_both_present"], 2) for pair, r in per_seed[seed]["pairs"].items()}
+        print(f"target seed {seed}: alone {per_seed[seed]['alone']}, merge both drawn {merged}", flush=True)
     overall = summary(per_seed)
     name = "pairs" + (f"-{args.tag}" if args.tag else "")
-    result = {"model": args.model, "pair": [FIRST.name, SECOND.name], "target_images": args.images,
+    result = {"model": args.model, "concepts": [c.name for c in concepts], "target_images": args.images,
               "companions": args.companions, "wordings": args.wordings, "samples_per_figure": args.samples,
               "training_steps": args.steps, "per_seed": per_seed, "summary": overall}  # fmt: skip
     table = markdown(per_seed, overall)

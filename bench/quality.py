@@ -183,22 +183,21 @@ class Bench:
         return {**fidelity, "drift": drift(class_readings, concept)}
 
     def pair(
-        self, subject: Subject, names: tuple[str, str] | None = None, *, alone: bool = True, second_first: bool = False
+        self, subject: Subject, concepts: tuple[Concept, Concept] = (FIRST, SECOND), names: tuple[str, str] | None = None,
+        *, alone: bool = True,
     ) -> dict[str, float]:
-        """Both concepts in one prompt, FIRST named first (with `second_first`, SECOND: a pair's
-        figures depend on the order); with `alone`, also each concept alone under the same subject."""
-        names = names or (token_of(FIRST), token_of(SECOND))
-        named = list(zip((FIRST, SECOND), names))[:: -1 if second_first else 1]
-        prompts = concept_prompts(tuple(c for c, _ in named), tuple(n for _, n in named), n=self.samples, seed=9)
+        """Both concepts in one prompt, named in the order given (a pair's figures depend on it: the
+        concept named second is drawn less often); with `alone`, also each alone under the same subject."""
+        names = names or (token_of(concepts[0]), token_of(concepts[1]))
+        prompts = concept_prompts(concepts, names, n=self.samples, seed=9)
         readings = self.read(subject, [p for p, _ in prompts], seed=3000)
         each = {
             f"alone_{concept.name}": self.in_context(subject, concept, name)["concept_fidelity"]
-            for concept, name in zip((FIRST, SECOND), names)
+            for concept, name in zip(concepts, names)
         } if alone else {}  # fmt: skip
         return {
-            "both_present": composition(readings, (FIRST, SECOND)),
-            f"fidelity_{FIRST.name}": concept_fidelity(readings, FIRST),
-            f"fidelity_{SECOND.name}": concept_fidelity(readings, SECOND),
+            "both_present": composition(readings, concepts),
+            **{f"fidelity_{concept.name}": concept_fidelity(readings, concept) for concept in concepts},
             "prompt_fidelity": prompt_fidelity(readings, [e for _, e in prompts]),
             **each,
         }
@@ -243,7 +242,7 @@ def run(args: argparse.Namespace) -> dict:
 
     second_concept = bench.load(bench.train("second", [second]))
     joint = bench.load(bench.train("joint", [first, second]))
-    rows["two concepts: base model, spelled out in words (ceiling)"] = bench.pair(base, (in_words(FIRST), in_words(SECOND)))
+    rows["two concepts: base model, spelled out in words (ceiling)"] = bench.pair(base, names=(in_words(FIRST), in_words(SECOND)))
     rows["two concepts: joint training"] = bench.pair(Subject(bench.engine, joint[1]))
     merged, merge_report = bench.merge([custom, second_concept])
     rows["two concepts: closed-form merge"] = bench.pair(Subject(bench.engine, merged))
