@@ -9,7 +9,8 @@ Which eight images a concept trains on moves its pair figures far more than samp
 pair judge the merge in general. Here every listed concept (by default the quality bench's two) is
 trained with the world recipe on the target images of each seed, once; per seed the bench reports
 each alone in context and every pair of them under the closed-form merge (each concept of the pair
-named first) and the naive sum, then the mean and per-seed values. Writes bench/results/pairs[-TAG].json and .md.
+named first) and the naive sum, then the mean and per-seed values. Writes
+bench/results/pairs[-TAG].json and .md.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 def summary(per_seed: dict[int, dict[str, dict]]) -> dict[str, dict]:
-    """Mean, min and max over target sets of each figure; `all_pairs`: of the table's figures over every pair and set."""
+    """Mean, min and max over target sets of each figure; `all_pairs`: the table's figures over
+    every pair and set."""
     runs = list(per_seed.values())
     pairs = runs[0]["pairs"]
     return {
@@ -80,7 +82,10 @@ def markdown(per_seed: dict[int, dict[str, dict]], overall: dict[str, dict]) -> 
     """Two tables: each concept alone and every pair; a cell is the mean over target sets, then
     each set's figure in the order of the header."""
     seeds = " / ".join(str(s) for s in per_seed)
-    cell = lambda values, mean: f"**{mean:.2f}** ({' / '.join(f'{v:.2f}' for v in values)})"  # noqa: E731
+
+    def cell(values: list[float], mean: float) -> str:
+        return f"**{mean:.2f}** ({' / '.join(f'{v:.2f}' for v in values)})"
+
     lines = [f"| concept alone (target seeds {seeds}) | concept fidelity |", "|---|---|"]
     for name, stats in overall["alone"].items():
         lines.append(f"| {name} | {cell([r['alone'][name] for r in per_seed.values()], stats['mean'])} |")
@@ -95,10 +100,11 @@ def markdown(per_seed: dict[int, dict[str, dict]], overall: dict[str, dict]) -> 
 
 
 def catalogue_concepts(listing: str) -> list[Concept]:
+    """"a,b,…" or "all" → catalogue concepts; ValueError naming what is wrong."""
     names = list(CONCEPTS) if listing == "all" else listing.split(",")
     unknown = [n for n in names if n not in CONCEPTS]
-    if unknown or len(names) < 2:
-        raise SystemExit(f"--concepts: give two or more of {', '.join(CONCEPTS)} (or 'all'); unknown: {unknown}")
+    if unknown or len(set(names)) != len(names) or len(names) < 2:
+        raise ValueError(f"give two or more distinct names of {', '.join(CONCEPTS)}, or 'all' (unknown: {unknown})")
     return [CONCEPTS[n] for n in names]
 
 
@@ -108,7 +114,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--images", type=int, default=8, help="target images per concept")
     parser.add_argument("--companions", type=int, default=TARGET_COMPANIONS, help="target images beside a companion")
     args = parser.parse_args(argv)
-    concepts = catalogue_concepts(args.concepts)
+    try:
+        concepts = catalogue_concepts(args.concepts)
+    except ValueError as e:
+        parser.error(f"--concepts: {e}")
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="cdserve-pairs-"))
     shared = Bench(Path(args.model), work, args.samples, args.steps, False, target_images=args.images,
