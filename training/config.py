@@ -8,6 +8,7 @@ trained jointly, one modifier token each).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -147,7 +148,7 @@ class ConceptConfig(StrictModel):
         given = self.captions or [""] * len(self.images)
         default = DEFAULT_CAPTION.format(category=self.category)
         return [
-            tuple((caption or default).replace(TOKEN_PLACEHOLDER, self.token) for caption in _as_list(wordings))
+            tuple((caption or default).replace(TOKEN_PLACEHOLDER, self.token) for caption in as_wordings(wordings))
             for wordings in given
         ]
 
@@ -156,8 +157,9 @@ class ConceptConfig(StrictModel):
         return list(dict.fromkeys(caption for wordings in self.image_captions() for caption in wordings))
 
 
-def _as_list(wordings: str | list[str]) -> list[str]:
-    return [wordings] if isinstance(wordings, str) else wordings
+def as_wordings(caption: str | Sequence[str]) -> list[str]:
+    """A caption, or the list of its wordings, as that list."""
+    return [caption] if isinstance(caption, str) else list(caption)
 
 
 class TrainConfig(StrictModel):

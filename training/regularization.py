@@ -22,7 +22,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from shared.basemodel import BaseModel
 from shared.errors import InvalidArgument
-from training.config import ConceptConfig, Recipe
+from training.config import ConceptConfig, Recipe, as_wordings
 from training.data import REG, Example, generator_for, load_image
 
 CAPTIONS_FILE = "captions.txt"
@@ -77,7 +77,7 @@ def write_captioned_folder(folder: str | Path, examples: Sequence[tuple[Image.Im
     for index, (image, captions) in enumerate(examples):
         name = f"{index:05d}.png"
         image.save(folder / name)
-        lines += [f"{name}\t{caption}\n" for caption in ([captions] if isinstance(captions, str) else captions)]
+        lines += [f"{name}\t{caption}\n" for caption in as_wordings(captions)]
     (folder / CAPTIONS_FILE).write_text("".join(lines))
     return folder
 
