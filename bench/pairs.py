@@ -1,7 +1,7 @@
 """Two concepts in one prompt, over several target sets and, optionally, every pair of the catalogue.
 
-    python -m bench.pairs [--concepts twotone-star,outlined-triangle | all] [--seeds 1,31,5,7] [--images 8]
-                          [--companions 3] [--wordings 1] [--samples 64]
+    python -m bench.pairs [--concepts twotone-star,outlined-triangle | all] [--seeds 1,31,5,7] [--run-seeds 0]
+                          [--images 8] [--companions 3] [--wordings 1] [--samples 64]
 
 Which eight images a concept trains on moves its pair figures far more than sampling error does
 (TRAINING.md: the star beside the triangle in words from 0.02 to 0.95 across target seeds), so
@@ -9,8 +9,10 @@ Which eight images a concept trains on moves its pair figures far more than samp
 pair judge the merge in general. Here every listed concept (by default the quality bench's two) is
 trained with the world recipe on the target images of each seed, once; per seed the bench reports
 each alone in context and every pair of them under the closed-form merge (each concept of the pair
-named first) and the naive sum, then the mean and per-seed values. Writes
-bench/results/pairs[-TAG].json and .md.
+named first) and the naive sum, then the mean and per-seed values. The run's own seed moves a
+pair about as much (TRAINING.md: 0.41–0.64 on one target set), so `--run-seeds` trains every set
+once per run seed; a set is then labelled "target/run" (the run seed 0 keeps the plain target seed).
+Writes bench/results/pairs[-TAG].json and .md.
 """
 
 from __future__ import annotations
@@ -66,7 +68,11 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
 
 
-def summary(per_seed: dict[int, dict[str, dict]]) -> dict[str, dict]:
+def set_label(target_seed: int, run_seed: int) -> str:
+    return str(target_seed) if run_seed == 0 else f"{target_seed}/{run_seed}"
+
+
+def summary(per_seed: dict[str, dict[str, dict]]) -> dict[str, dict]:
     """Mean, min and max over target sets of each figure; `all_pairs`: the table's figures over
     every pair and set."""
     runs = list(per_seed.values())
@@ -78,7 +84,7 @@ def summary(per_seed: dict[int, dict[str, dict]]) -> dict[str, dict]:
     }
 
 
-def markdown(per_seed: dict[int, dict[str, dict]], overall: dict[str, dict]) -> str:
+def markdown(per_seed: dict[str, dict[str, dict]], overall: dict[str, dict]) -> str:
     """Two tables: each concept alone and every pair; a cell is the mean over target sets, then
     each set's figure in the order of the header."""
     seeds = " / ".join(str(s) for s in per_seed)
@@ -110,6 +116,7 @@ def catalogue_concepts(listing: str) -> list[Concept]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = target_set_parser(__doc__, samples=64)
+    parser.add_argument("--run-seeds", default="0", help="the recipe's seeds, each set trained once per seed")
     parser.add_argument("--concepts", default=f"{FIRST.name},{SECOND.name}", help="catalogue concepts, or 'all'")
     parser.add_argument("--images", type=int, default=8, help="target images per concept")
     parser.add_argument("--companions", type=int, default=TARGET_COMPANIONS, help="target images beside a companion")
@@ -123,15 +130,18 @@ def main(argv: list[str] | None = None) -> dict:
     shared = Bench(Path(args.model), work, args.samples, args.steps, False, target_images=args.images,
                    target_companions=args.companions, target_wordings=args.wordings)  # fmt: skip
     per_seed = {}
-    for seed in (int(s) for s in args.seeds.split(",")):
-        per_seed[seed] = measure_seed(shared.for_targets(seed, work / str(seed)), concepts)
-        merged = {pair: round(r["merge_both_present"], 2) for pair, r in per_seed[seed]["pairs"].items()}
-        print(f"target seed {seed}: alone {per_seed[seed]['alone']}, merge both drawn {merged}", flush=True)
+    seeds, run_seeds = ([int(s) for s in listing.split(",")] for listing in (args.seeds, args.run_seeds))
+    for seed, run_seed in itertools.product(seeds, run_seeds):
+        label = set_label(seed, run_seed)
+        bench = shared.for_targets(seed, work / label.replace("/", "-"), run_seed=run_seed)
+        per_seed[label] = measure_seed(bench, concepts)
+        merged = {pair: round(r["merge_both_present"], 2) for pair, r in per_seed[label]["pairs"].items()}
+        print(f"target set {label}: alone {per_seed[label]['alone']}, merge both drawn {merged}", flush=True)
     overall = summary(per_seed)
     name = "pairs" + (f"-{args.tag}" if args.tag else "")
     result = {"model": args.model, "concepts": [c.name for c in concepts], "target_images": args.images,
               "companions": args.companions, "wordings": args.wordings, "samples_per_figure": args.samples,
-              "training_steps": args.steps, "per_seed": per_seed, "summary": overall}  # fmt: skip
+              "training_steps": args.steps, "run_seeds": args.run_seeds, "per_seed": per_seed, "summary": overall}  # fmt: skip
     table = markdown(per_seed, overall)
     print(write_result(name, result, table=table))
     print(table)

@@ -90,12 +90,14 @@ class Bench:
             self.engine.prompts, load_captions(captions) if captions else load_captions()
         )
         self.train_seconds: dict[str, float] = {}
+        self.run_seed = 0  # the recipe's own seed (batches, noise, timesteps) of every run
 
-    def for_targets(self, seed: int, work: Path) -> Bench:
-        """This bench on another target set: the base, engine, evaluator and merge statistics are
-        shared (each is the base model's alone, and costly to build), the training data and runs not."""
+    def for_targets(self, seed: int, work: Path, *, run_seed: int = 0) -> Bench:
+        """This bench on another target set, its runs seeded by `run_seed`: the base, engine,
+        evaluator and merge statistics are shared (each is the base model's alone, and costly to
+        build), the training data and runs not."""
         other = copy.copy(self)
-        other.target_seed, other.work, other.train_seconds = seed, work, {}
+        other.target_seed, other.work, other.train_seconds, other.run_seed = seed, work, {}, run_seed
         return other
 
     # -- data and training -----------------------------------------------------------------------
@@ -116,9 +118,10 @@ class Bench:
 
     def train(self, name: str, concepts: Sequence[ConceptConfig], **recipe: object) -> Path:
         steps = self.steps * (2 if len(concepts) > 1 else 1)
+        recipe = {"steps": steps, "checkpoint_every": 10**5, "seed": self.run_seed, **recipe}
         config = TrainConfig(
             base_model=str(self.model_dir), concepts=list(concepts), output_dir=str(self.work / "runs" / name),
-            recipe=world_recipe(steps=steps, checkpoint_every=10**5, **recipe), bundle_id=name,
+            recipe=world_recipe(**recipe), bundle_id=name,
         )  # fmt: skip
         started = time.perf_counter()
         path = train(config, base=self.base, show_bar=False).path
