@@ -11,7 +11,7 @@ trained with the world recipe on the target images of each seed, once; per seed 
 each alone in context and every pair of them under the closed-form merge (each concept of the pair
 named first) and the naive sum, then the mean and per-seed values. The run's own seed moves a
 pair about as much (TRAINING.md: 0.41–0.64 on one target set), so `--run-seeds` trains every set
-once per run seed; a set is then labelled "target/run" (the run seed 0 keeps the plain target seed).
+once per run seed; a set is then labelled "1-run11" (the run seed 0 keeps the plain target seed).
 Writes bench/results/pairs[-TAG].json and .md.
 """
 
@@ -69,7 +69,7 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 def set_label(target_seed: int, run_seed: int) -> str:
-    return str(target_seed) if run_seed == 0 else f"{target_seed}/{run_seed}"
+    return str(target_seed) if run_seed == 0 else f"{target_seed}-run{run_seed}"
 
 
 def summary(per_seed: dict[str, dict[str, dict]]) -> dict[str, dict]:
@@ -92,10 +92,10 @@ def markdown(per_seed: dict[str, dict[str, dict]], overall: dict[str, dict]) -> 
     def cell(values: list[float], mean: float) -> str:
         return f"**{mean:.2f}** ({' / '.join(f'{v:.2f}' for v in values)})"
 
-    lines = [f"| concept alone (target seeds {seeds}) | concept fidelity |", "|---|---|"]
+    lines = [f"| concept alone (target sets {seeds}) | concept fidelity |", "|---|---|"]
     for name, stats in overall["alone"].items():
         lines.append(f"| {name} | {cell([r['alone'][name] for r in per_seed.values()], stats['mean'])} |")
-    lines += ["", f"| pair (target seeds {seeds}) | " + " | ".join(PAIR_FIGURES.values()) + " |",
+    lines += ["", f"| pair (target sets {seeds}) | " + " | ".join(PAIR_FIGURES.values()) + " |",
               "|---" * (len(PAIR_FIGURES) + 1) + "|"]  # fmt: skip
     for pair, stats in overall["pairs"].items():
         values = [cell([r["pairs"][pair][f] for r in per_seed.values()], stats[f]["mean"]) for f in PAIR_FIGURES]
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     seeds, run_seeds = ([int(s) for s in listing.split(",")] for listing in (args.seeds, args.run_seeds))
     for seed, run_seed in itertools.product(seeds, run_seeds):
         label = set_label(seed, run_seed)
-        bench = shared.for_targets(seed, work / label.replace("/", "-"), run_seed=run_seed)
+        bench = shared.for_targets(seed, work / label, run_seed=run_seed)
         per_seed[label] = measure_seed(bench, concepts)
         merged = {pair: round(r["merge_both_present"], 2) for pair, r in per_seed[label]["pairs"].items()}
         print(f"target set {label}: alone {per_seed[label]['alone']}, merge both drawn {merged}", flush=True)
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
     name = "pairs" + (f"-{args.tag}" if args.tag else "")
     result = {"model": args.model, "concepts": [c.name for c in concepts], "target_images": args.images,
               "companions": args.companions, "wordings": args.wordings, "samples_per_figure": args.samples,
-              "training_steps": args.steps, "run_seeds": args.run_seeds, "per_seed": per_seed, "summary": overall}  # fmt: skip
+              "training_steps": args.steps, "run_seeds": run_seeds, "per_seed": per_seed, "summary": overall}  # fmt: skip
     table = markdown(per_seed, overall)
     print(write_result(name, result, table=table))
     print(table)

@@ -77,11 +77,11 @@ class Bench:
     def __init__(
         self, model_dir: Path, work: Path, samples: int, steps: int, quick: bool, *,
         target_seed: int = 1, target_images: int = 8, target_companions: int = TARGET_COMPANIONS,
-        target_wordings: int = TARGET_WORDINGS,
+        target_wordings: int = TARGET_WORDINGS, run_seed: int = 0,
     ) -> None:
         self.model_dir, self.work, self.samples, self.steps, self.quick = model_dir, work, samples, steps, quick
         self.target_seed, self.target_images, self.target_companions = target_seed, target_images, target_companions
-        self.target_wordings = target_wordings
+        self.target_wordings, self.run_seed = target_wordings, run_seed  # run_seed: the recipe's (batches, noise, timesteps)
         self.base = load_base_model(model_dir)
         self.engine = DeltaEngine(self.base)
         self.evaluator = Evaluator.load(model_dir)
@@ -90,7 +90,6 @@ class Bench:
             self.engine.prompts, load_captions(captions) if captions else load_captions()
         )
         self.train_seconds: dict[str, float] = {}
-        self.run_seed = 0  # the recipe's own seed (batches, noise, timesteps) of every run
 
     def for_targets(self, seed: int, work: Path, *, run_seed: int = 0) -> Bench:
         """This bench on another target set, its runs seeded by `run_seed`: the base, engine,
@@ -118,10 +117,10 @@ class Bench:
 
     def train(self, name: str, concepts: Sequence[ConceptConfig], **recipe: object) -> Path:
         steps = self.steps * (2 if len(concepts) > 1 else 1)
-        recipe = {"steps": steps, "checkpoint_every": 10**5, "seed": self.run_seed, **recipe}
+        settings = {"steps": steps, "checkpoint_every": 10**5, "seed": self.run_seed, **recipe}
         config = TrainConfig(
             base_model=str(self.model_dir), concepts=list(concepts), output_dir=str(self.work / "runs" / name),
-            recipe=world_recipe(**recipe), bundle_id=name,
+            recipe=world_recipe(**settings), bundle_id=name,
         )  # fmt: skip
         started = time.perf_counter()
         path = train(config, base=self.base, show_bar=False).path
