@@ -1,7 +1,7 @@
 """Two concepts in one prompt, over several target sets and, optionally, every pair of the catalogue.
 
     python -m bench.pairs [--concepts twotone-star,outlined-triangle | all] [--seeds 1,31,5,7] [--run-seeds 0]
-                          [--images 8] [--companions 3] [--wordings 1] [--samples 64]
+                          [--images 8] [--companions 3] [--wordings 1] [--stand-in 0] [--samples 64]
 
 Which eight images a concept trains on moves its pair figures far more than sampling error does
 (TRAINING.md: the star beside the triangle in words from 0.02 to 0.95 across target seeds), so
@@ -12,6 +12,7 @@ each alone in context and every pair of them under the closed-form merge (each c
 named first) and the naive sum, then the mean and per-seed values. The run's own seed moves a
 pair about as much (TRAINING.md: 0.41–0.64 on one target set), so `--run-seeds` trains every set
 once per run seed; a set is then labelled "1-run11" (the run seed 0 keeps the plain target seed).
+`--stand-in P` trains with stand-in wordings of the images with a companion, used with probability P.
 Writes bench/results/pairs[-TAG].json and .md.
 """
 
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--concepts", default=f"{FIRST.name},{SECOND.name}", help="catalogue concepts, or 'all'")
     parser.add_argument("--images", type=int, default=8, help="target images per concept")
     parser.add_argument("--companions", type=int, default=TARGET_COMPANIONS, help="target images beside a companion")
+    parser.add_argument("--stand-in", type=float, default=0.0, help="Recipe.stand_in_probability (0: none)")
     args = parser.parse_args(argv)
     try:
         concepts = catalogue_concepts(args.concepts)
@@ -128,7 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="cdserve-pairs-"))
     shared = Bench(Path(args.model), work, args.samples, args.steps, False, target_images=args.images,
-                   target_companions=args.companions, target_wordings=args.wordings)  # fmt: skip
+                   target_companions=args.companions, target_wordings=args.wordings,
+                   stand_in=args.stand_in)  # fmt: skip
     per_seed = {}
     seeds, run_seeds = ([int(s) for s in listing.split(",")] for listing in (args.seeds, args.run_seeds))
     for seed, run_seed in itertools.product(seeds, run_seeds):
@@ -140,8 +143,9 @@ def main(argv: list[str] | None = None) -> dict:
     overall = summary(per_seed)
     name = "pairs" + (f"-{args.tag}" if args.tag else "")
     result = {"model": args.model, "concepts": [c.name for c in concepts], "target_images": args.images,
-              "companions": args.companions, "wordings": args.wordings, "samples_per_figure": args.samples,
-              "training_steps": args.steps, "run_seeds": run_seeds, "per_seed": per_seed, "summary": overall}  # fmt: skip
+              "companions": args.companions, "wordings": args.wordings, "stand_in": args.stand_in,
+              "samples_per_figure": args.samples, "training_steps": args.steps, "run_seeds": run_seeds,
+              "per_seed": per_seed, "summary": overall}  # fmt: skip
     table = markdown(per_seed, overall)
     print(write_result(name, result, table=table))
     print(table)

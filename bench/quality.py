@@ -1,6 +1,6 @@
 """Concept quality on the toy world, measured by the project's evaluator (the CLIP stand-in).
 
-    python -m bench.quality [--samples 64] [--steps 400] [--quick]
+    python -m bench.quality [--samples 64] [--steps 400] [--stand-in 0] [--quick]
 
 Rows (paper, Table 1/2 and §5): the base model, without and with the concept's appearance spelled
 out in words (the ceiling a modifier token can reach); Custom Diffusion (K/V + token, real regularisation
@@ -10,7 +10,8 @@ whole UNet; two concepts trained jointly; their closed-form merge; the naive sum
 single concept compressed to several ranks. Columns: concept fidelity (image alignment) and
 prompt fidelity (text alignment) on held-out prompts in unseen contexts, drift on class prompts
 without the modifier token, and for two concepts the share of samples that show both.
-Writes bench/results/quality.json and bench/results/quality.md.
+Writes bench/results/quality.json and bench/results/quality.md; with `--stand-in P` every run trains
+on stand-in wordings with probability P (Recipe.stand_in_probability), written to quality-stand-in.*.
 """
 
 from __future__ import annotations
@@ -77,11 +78,12 @@ class Bench:
     def __init__(
         self, model_dir: Path, work: Path, samples: int, steps: int, quick: bool, *,
         target_seed: int = 1, target_images: int = 8, target_companions: int = TARGET_COMPANIONS,
-        target_wordings: int = TARGET_WORDINGS, run_seed: int = 0,
+        target_wordings: int = TARGET_WORDINGS, run_seed: int = 0, stand_in: float = 0.0,
     ) -> None:
         self.model_dir, self.work, self.samples, self.steps, self.quick = model_dir, work, samples, steps, quick
         self.target_seed, self.target_images, self.target_companions = target_seed, target_images, target_companions
         self.target_wordings, self.run_seed = target_wordings, run_seed  # run_seed: the recipe's (batches, noise, timesteps)
+        self.stand_in = stand_in  # Recipe.stand_in_probability; above 0 the targets get stand-in wordings
         self.base = load_base_model(model_dir)
         self.engine = DeltaEngine(self.base)
         self.evaluator = Evaluator.load(model_dir)
@@ -105,7 +107,8 @@ class Bench:
         folder = self.work / "data" / concept.name
         if not folder.exists():
             targets = render_concept_targets(concept, n=self.target_images, seed=self.target_seed, modifier=token_of(concept),
-                                             companions=self.target_companions, wordings=self.target_wordings)  # fmt: skip
+                                             companions=self.target_companions, wordings=self.target_wordings,
+                                             stand_ins=self.stand_in > 0)  # fmt: skip
             write_captioned_folder(folder / "targets", targets)
             write_captioned_folder(folder / "reg", render_reg_pool(concept.category, k=200, seed=2))
         targets = captioned_images(folder / "targets")
@@ -117,7 +120,8 @@ class Bench:
 
     def train(self, name: str, concepts: Sequence[ConceptConfig], **recipe: object) -> Path:
         steps = self.steps * (2 if len(concepts) > 1 else 1)
-        settings = {"steps": steps, "checkpoint_every": 10**5, "seed": self.run_seed, **recipe}
+        settings = {"steps": steps, "checkpoint_every": 10**5, "seed": self.run_seed,
+                    "stand_in_probability": self.stand_in, **recipe}  # fmt: skip
         config = TrainConfig(
             base_model=str(self.model_dir), concepts=list(concepts), output_dir=str(self.work / "runs" / name),
             recipe=world_recipe(**settings), bundle_id=name,
@@ -220,7 +224,7 @@ def target_set_parser(doc: str | None, *, samples: int) -> argparse.ArgumentPars
 
 def run(args: argparse.Namespace) -> dict:
     work = Path(args.work or tempfile.mkdtemp(prefix="cdserve-quality-"))
-    bench = Bench(Path(args.model), work, args.samples, args.steps, args.quick)
+    bench = Bench(Path(args.model), work, args.samples, args.steps, args.quick, stand_in=args.stand_in)
     first, second = bench.concept_config(FIRST), bench.concept_config(SECOND)
     rows: dict[str, dict[str, float]] = {}
     base = Subject(bench.engine, None)
@@ -255,6 +259,7 @@ def run(args: argparse.Namespace) -> dict:
         "model": str(args.model),
         "samples_per_metric": args.samples,
         "training_steps_single": args.steps,
+        "stand_in": args.stand_in,
         "train_seconds": bench.train_seconds,
         "merge": {"constraint_residual": merge_report.max_constraint_residual,
                   "regularization_residual": merge_report.max_regularization_residual,
@@ -262,7 +267,8 @@ def run(args: argparse.Namespace) -> dict:
         "rows": rows,
     }  # fmt: skip
     table = markdown(rows)
-    print(write_result("quality" if not args.quick else "quality-quick", result, table=table))
+    name = "quality" + ("-stand-in" if args.stand_in else "") + ("-quick" if args.quick else "")
+    print(write_result(name, result, table=table))
     print(table)
     return result
 
@@ -286,6 +292,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--work", help="folder for data and runs (default: a temporary one)")
     parser.add_argument("--quick", action="store_true", help="write quality-quick.* (for smoke runs)")
+    parser.add_argument("--stand-in", type=float, default=0.0,
+                        help="Recipe.stand_in_probability of every run (above 0: writes quality-stand-in.*)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     return run(args)

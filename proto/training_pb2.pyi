@@ -63,7 +63,7 @@ class AlternativeCaptions(_message.Message):
     def __init__(self, captions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Recipe(_message.Message):
-    __slots__ = ("steps", "batch_size", "learning_rate", "scale_lr", "mode", "augment", "flip", "prior_loss_weight", "reg_similarity_threshold", "num_reg_images", "resolution", "num_workers", "use_gpu", "checkpoint_every", "seed", "mixed_precision", "compress_energy", "compress_rank", "token_learning_rate")
+    __slots__ = ("steps", "batch_size", "learning_rate", "scale_lr", "mode", "augment", "flip", "prior_loss_weight", "reg_similarity_threshold", "num_reg_images", "resolution", "num_workers", "use_gpu", "checkpoint_every", "seed", "mixed_precision", "compress_energy", "compress_rank", "token_learning_rate", "stand_in_probability")
     STEPS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +83,7 @@ class Recipe(_message.Message):
     COMPRESS_ENERGY_FIELD_NUMBER: _ClassVar[int]
     COMPRESS_RANK_FIELD_NUMBER: _ClassVar[int]
     TOKEN_LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    STAND_IN_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     steps: int
     batch_size: int
     learning_rate: float
@@ -102,7 +103,8 @@ class Recipe(_message.Message):
     compress_energy: float
     compress_rank: int
     token_learning_rate: float
-    def __init__(self, steps: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., scale_lr: _Optional[bool] = ..., mode: _Optional[str] = ..., augment: _Optional[bool] = ..., flip: _Optional[bool] = ..., prior_loss_weight: _Optional[float] = ..., reg_similarity_threshold: _Optional[float] = ..., num_reg_images: _Optional[int] = ..., resolution: _Optional[int] = ..., num_workers: _Optional[int] = ..., use_gpu: _Optional[bool] = ..., checkpoint_every: _Optional[int] = ..., seed: _Optional[int] = ..., mixed_precision: _Optional[str] = ..., compress_energy: _Optional[float] = ..., compress_rank: _Optional[int] = ..., token_learning_rate: _Optional[float] = ...) -> None: ...
+    stand_in_probability: float
+    def __init__(self, steps: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., scale_lr: _Optional[bool] = ..., mode: _Optional[str] = ..., augment: _Optional[bool] = ..., flip: _Optional[bool] = ..., prior_loss_weight: _Optional[float] = ..., reg_similarity_threshold: _Optional[float] = ..., num_reg_images: _Optional[int] = ..., resolution: _Optional[int] = ..., num_workers: _Optional[int] = ..., use_gpu: _Optional[bool] = ..., checkpoint_every: _Optional[int] = ..., seed: _Optional[int] = ..., mixed_precision: _Optional[str] = ..., compress_energy: _Optional[float] = ..., compress_rank: _Optional[int] = ..., token_learning_rate: _Optional[float] = ..., stand_in_probability: _Optional[float] = ...) -> None: ...
 
 class TrainingSpec(_message.Message):
     __slots__ = ("concepts", "recipe", "public", "bundle_id")

@@ -38,7 +38,7 @@ def _bool(text: str) -> bool:
 
 RECIPE_FLAGS = {"steps": _uint, "batch_size": _uint, "learning_rate": float, "token_learning_rate": float,
                 "augment": _bool, "mode": str, "seed": _uint, "num_workers": _uint, "resolution": _uint,
-                "compress_energy": float, "compress_rank": _uint}  # fmt: skip
+                "compress_energy": float, "compress_rank": _uint, "stand_in_probability": float}  # fmt: skip
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

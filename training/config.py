@@ -23,6 +23,11 @@ Regularization = Literal["auto", "real", "generated", "none"]
 TOKEN_PLACEHOLDER = "V*"
 """Written in a caption where the concept's modifier token goes ("photo of a V* dog")."""
 DEFAULT_CAPTION = "photo of a V* {category}"
+STAND_IN = "<stand-in>"
+"""Names another object in a stand-in wording of a caption ("a large <stand-in> square and a large V*
+star"): each time it is trained on, the trainer gives it a fresh random vector, so the concept learns
+to hold its appearance after an unknown token, as it is named after another concept's token in a
+merged prompt (TRAINING.md of the toy world, "Stand-in wordings")."""
 MAX_WORDINGS = 32
 """Most wordings one image's caption may have (the caption itself included)."""
 SINGLE_CONCEPT_STEPS = 250
@@ -39,6 +44,10 @@ class Recipe(StrictModel):
     scale_lr: bool = Field(True, description="Multiply the learning rate by batch_size (paper: 1e-5 × 8)")
     token_learning_rate: float | None = Field(
         None, gt=0.0, le=1e-1, description="Base learning rate of the modifier tokens; None: learning_rate (paper)"
+    )
+    stand_in_probability: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description=f"How often an image with stand-in wordings ({STAND_IN}) trains on one; 0: never (paper)",
     )
     mode: Mode = Field("kv", description="Which parameters train; see training.trainable")
     augment: bool = Field(True, description="Random 0.4–1.4× rescale with caption words and loss mask")
@@ -104,7 +113,8 @@ class ConceptConfig(StrictModel):
     captions: list[str | list[str]] | None = Field(
         None,
         description="One per image ('' or None: 'photo of a V* {category}'), or a list of wordings of that "
-        "image's caption, one drawn at random each time the image is trained on; 'V*' marks the token",
+        "image's caption, one drawn at random each time the image is trained on; 'V*' marks the token; "
+        f"wordings naming another object by {STAND_IN} are its stand-in wordings (Recipe.stand_in_probability)",
     )
     regularization: Regularization = Field("auto", description="auto: real when reg_dir is given, else generated")
     reg_dir: str | None = Field(None, description="Folder of images + captions.txt ('filename<TAB>caption')")
@@ -114,16 +124,22 @@ class ConceptConfig(StrictModel):
     def _check(self) -> ConceptConfig:
         if not CONCEPT_ID_PATTERN.match(self.concept_id):
             raise ValueError(f"concept_id {self.concept_id!r} must match {CONCEPT_ID_PATTERN.pattern}")
-        if not MODIFIER_TOKEN_PATTERN.match(self.token):
-            raise ValueError(f"modifier_token {self.token!r} must look like '<name>' ({MODIFIER_TOKEN_PATTERN.pattern})")
+        if not MODIFIER_TOKEN_PATTERN.match(self.token) or self.token == STAND_IN:
+            raise ValueError(
+                f"modifier_token {self.token!r} must look like '<name>' ({MODIFIER_TOKEN_PATTERN.pattern}) "
+                f"and not be {STAND_IN}"
+            )
         if not re.fullmatch(r"[A-Za-z][A-Za-z -]*", self.category):
             raise ValueError(f"category {self.category!r} must be plain words")
         if self.captions is not None and len(self.captions) != len(self.images):
             raise ValueError(f"{len(self.captions)} captions for {len(self.images)} images; give one per image")
-        for number, wordings in enumerate(self.image_captions()):
-            if not 1 <= len(wordings) <= MAX_WORDINGS:
-                raise ValueError(f"image {number}: {len(wordings)} wordings of its caption; give 1 to {MAX_WORDINGS}")
-        for caption in self.all_captions():
+        for number, (wordings, stand_ins) in enumerate(zip(self.image_captions(), self.image_stand_ins())):
+            count = len(wordings) + len(stand_ins)
+            if not 1 <= count <= MAX_WORDINGS:
+                raise ValueError(f"image {number}: {count} wordings of its caption; give 1 to {MAX_WORDINGS}")
+            if not wordings:
+                raise ValueError(f"image {number}: every wording names a {STAND_IN}; give one that does not")
+        for caption in [*self.all_captions(), *(c for stand_ins in self.image_stand_ins() for c in stand_ins)]:
             if self.token not in caption:
                 raise ValueError(f"caption {caption!r} lacks the modifier token ({TOKEN_PLACEHOLDER} or {self.token})")
         if self.regularization == "real" and not self.reg_dir:
@@ -141,10 +157,18 @@ class ConceptConfig(StrictModel):
         return self.regularization
 
     def image_captions(self) -> list[tuple[str, ...]]:
-        """Per image, the wordings of its caption trained on, with the modifier token in place of 'V*'.
+        """Per image, the wordings of its caption trained on, with the modifier token in place of 'V*'
+        (its stand-in wordings aside).
 
         Several wordings teach the token in more contexts than one fixed sentence; what that buys on
         the toy world is measured in its TRAINING.md ("Several wordings per caption")."""
+        return [tuple(c for c in wordings if STAND_IN not in c) for wordings in self._wordings()]
+
+    def image_stand_ins(self) -> list[tuple[str, ...]]:
+        """Per image, its stand-in wordings (those naming another object by STAND_IN), token in place."""
+        return [tuple(c for c in wordings if STAND_IN in c) for wordings in self._wordings()]
+
+    def _wordings(self) -> list[tuple[str, ...]]:
         given = self.captions or [""] * len(self.images)
         default = DEFAULT_CAPTION.format(category=self.category)
         return [
@@ -153,7 +177,8 @@ class ConceptConfig(StrictModel):
         ]
 
     def all_captions(self) -> list[str]:
-        """Every distinct caption trained on, in order (the artifact records them for the merge)."""
+        """Every distinct caption trained on, in order, stand-in wordings aside (the artifact records
+        them for the merge, whose prompts never name a stand-in)."""
         return list(dict.fromkeys(caption for wordings in self.image_captions() for caption in wordings))
 
 

@@ -25,11 +25,13 @@ REG = -1
 
 @dataclass(frozen=True)
 class Example:
-    """An image with the wordings of its caption (one drawn per use); `concept` is the concept's index, or REG."""
+    """An image with the wordings of its caption (one drawn per use) and its stand-in wordings;
+    `concept` is the concept's index, or REG."""
 
     image: Image.Image
     captions: tuple[str, ...]
     concept: int
+    stand_ins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.captions:
@@ -37,9 +39,22 @@ class Example:
 
     def caption(self, generator: torch.Generator) -> str:
         """One wording, drawn from `generator` only when there is a choice (a single caption draws nothing)."""
-        if len(self.captions) == 1:
-            return self.captions[0]
-        return self.captions[int(torch.randint(len(self.captions), (), generator=generator))]
+        return _one_of(self.captions, generator)
+
+    def stand_in(self, generator: torch.Generator, probability: float) -> str | None:
+        """A stand-in wording with `probability`, else None; draws nothing for an image without them,
+        so that a run without stand-ins draws exactly what it drew before they existed."""
+        if not self.stand_ins or probability == 0.0:
+            return None
+        if float(torch.rand((), generator=generator)) >= probability:
+            return None
+        return _one_of(self.stand_ins, generator)
+
+
+def _one_of(choices: tuple[str, ...], generator: torch.Generator) -> str:
+    if len(choices) == 1:
+        return choices[0]
+    return choices[int(torch.randint(len(choices), (), generator=generator))]
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,7 @@ class ExampleSource:
         augment: bool,
         flip: bool,
         seed: int,
+        stand_in_probability: float = 0.0,
     ) -> None:
         if not targets:
             raise InvalidArgument("no target images", field="images")
@@ -107,15 +123,19 @@ class ExampleSource:
         self.augment = augment
         self.flip = flip
         self.seed = seed
+        self.stand_in_probability = stand_in_probability
 
     def batch(self, step: int, *, per_rank: int, rank: int = 0, world_size: int = 1) -> Batch:
         """This rank's slice of step `step`'s global batch: `per_rank` targets (+ as many reg examples)."""
         start = (step * world_size + rank) * per_rank
         generator = generator_for(self.seed, "augment", step, rank)
         wording = generator_for(self.seed, "wording", step, rank)
+        stand_in = generator_for(self.seed, "stand-in", step, rank)
+        drawn = draw_indices(len(self.targets), seed=self.seed, salt="targets", start=start, count=per_rank)
+        targets = [self.targets[i] for i in drawn]
         samples = [
-            self._target(self.targets[i], self.targets[i].caption(wording), generator)
-            for i in draw_indices(len(self.targets), seed=self.seed, salt="targets", start=start, count=per_rank)
+            self._target(t, t.stand_in(stand_in, self.stand_in_probability) or t.caption(wording), generator)
+            for t in targets
         ]
         if self.regs:
             samples += [

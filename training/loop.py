@@ -64,9 +64,9 @@ def resolution_for(config: TrainConfig, base: BaseModel) -> int:
 
 def target_examples(config: TrainConfig) -> list[Example]:
     return [
-        Example(load_image(path), wordings, index)
+        Example(load_image(path), wordings, index, stand_ins)
         for index, concept in enumerate(config.concepts)
-        for path, wordings in zip(concept.images, concept.image_captions())
+        for path, wordings, stand_ins in zip(concept.images, concept.image_captions(), concept.image_stand_ins())
     ]
 
 
@@ -109,6 +109,7 @@ def build_trainer(
         augment=config.recipe.augment,
         flip=config.recipe.flip,
         seed=config.recipe.seed,
+        stand_in_probability=config.recipe.stand_in_probability,
     )
     avoid = caption_words(caption for concept in config.concepts for caption in concept.all_captions())
     words = initializer_words(

@@ -19,13 +19,17 @@ from shared.basemodel import BaseModel, cross_attention_layers
 from shared.delta import ConceptDelta, DeltaWeight
 from shared.text import PromptEncoder, TokenizedPrompt
 from training.checkpoint import TrainingState
-from training.config import TrainConfig
+from training.config import STAND_IN, TrainConfig
 from training.data import ExampleSource, generator_for
 from training.loss import custom_diffusion_loss
 from training.tokens import initial_embeddings
 from training.trainable import PROJECTIONS_BY_MODE, detach_start_of_text, freeze_all_but, projection_module_name
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+STAND_IN_NORMS = (1.0, 1.6)
+"""A stand-in's vector: a random direction with a norm drawn from this range, where the modifier
+tokens learned on the embedded base end (1.1–1.45, against at most 0.6 for its words): it stands for
+another concept's token."""
 
 
 class Denoiser(torch.nn.Module):
@@ -51,9 +55,15 @@ class Denoiser(torch.nn.Module):
     def token_embeddings(self) -> dict[str, torch.Tensor]:
         return dict(zip(self.tokens, self.embeddings))
 
-    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, prompts: tuple[TokenizedPrompt, ...]) -> torch.Tensor:
-        """noisy (B, 4, h, w), timesteps (B,) long → predicted noise (B, 4, h, w)."""
-        features = self.prompts.encode(prompts, self.token_embeddings())
+    def forward(
+        self, noisy: torch.Tensor, timesteps: torch.Tensor, prompts: tuple[TokenizedPrompt, ...],
+        stand_ins: tuple[torch.Tensor | None, ...] = (),
+    ) -> torch.Tensor:
+        """noisy (B, 4, h, w), timesteps (B,) long → predicted noise (B, 4, h, w); `stand_ins`: per
+        prompt, the vector of its STAND_IN (None where it names none)."""
+        own = self.token_embeddings()
+        tables = [own if v is None else {**own, STAND_IN: v} for v in stand_ins] if stand_ins else own
+        features = self.prompts.encode(prompts, tables)
         return self.unet(noisy, timesteps, encoder_hidden_states=features).sample
 
 
@@ -111,8 +121,26 @@ class ConceptTrainer:
 
     def _tokenize(self, caption: str) -> TokenizedPrompt:
         if caption not in self._tokenized:
-            self._tokenized[caption] = self.denoiser.prompts.tokenize(caption, self.denoiser.tokens)
+            self._tokenized[caption] = self.denoiser.prompts.tokenize(caption, [*self.denoiser.tokens, STAND_IN])
         return self._tokenized[caption]
+
+    def _stand_in_vectors(self, prompts: tuple[TokenizedPrompt, ...]) -> tuple[torch.Tensor | None, ...]:
+        """A fresh vector for each prompt that names STAND_IN (seeded by the step, like the noise),
+        so that nothing about it can be learned but that some unknown token came before."""
+        named = [any(token == STAND_IN for _, token in prompt.token_positions) for prompt in prompts]
+        if not any(named):
+            return ()
+        generator = generator_for(self.config.recipe.seed, "stand-in vector", self.step, self.rank)
+        dim, (low, high) = self.denoiser.embeddings[0].shape[0], STAND_IN_NORMS
+        vectors: list[torch.Tensor | None] = []
+        for names_it in named:
+            if names_it:
+                direction = torch.randn(dim, generator=generator)
+                norm = low + (high - low) * float(torch.rand((), generator=generator))
+                vectors.append((direction * norm / direction.norm()).to(self.device))
+            else:
+                vectors.append(None)
+        return tuple(vectors)
 
     @torch.no_grad()
     def _latents(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -138,8 +166,9 @@ class ConceptTrainer:
         else:
             target = noise
         prompts = tuple(self._tokenize(caption) for caption in batch.captions)
+        stand_ins = self._stand_in_vectors(prompts)
         with self._autocast():
-            prediction = self.model(noisy, timesteps, prompts)
+            prediction = self.model(noisy, timesteps, prompts, stand_ins)
         loss = custom_diffusion_loss(
             prediction,
             target,

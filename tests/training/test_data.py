@@ -117,3 +117,20 @@ def test_real_regularisation_keeps_similar_captions(tmp_path, tiny_base):
     with pytest.raises(InvalidArgument) as error:
         real_examples(spec.model_copy(update={"category": "zebra"}), Recipe(reg_similarity_threshold=1.0), tiny_base)
     assert error.value.field == "reg_similarity_threshold"
+
+
+def test_an_image_trains_on_its_stand_in_wordings_as_often_as_the_recipe_says():
+    wording, stand_in = "a <cd-x> dog and a red ball", "a <cd-x> dog and a <stand-in> ball"
+    others = [Example(RED, ("a <cd-x> dog",), 0)]
+
+    def drawn(probability: float, *, stand_ins: tuple[str, ...] = (stand_in,)) -> list[str]:
+        targets = [Example(RED, (wording,), 0, stand_ins), *others]
+        source = ExampleSource(targets, [], resolution=16, latent_factor=2, augment=False, flip=False, seed=5,
+                               stand_in_probability=probability)  # fmt: skip
+        return [caption for step in range(200) for caption in source.batch(step, per_rank=2).captions]
+
+    assert drawn(0.0) == drawn(0.5, stand_ins=()) and stand_in not in drawn(0.0)  # none: the draws as before
+    half = drawn(0.5)
+    assert 0.4 < half.count(stand_in) / (half.count(stand_in) + half.count(wording)) < 0.6
+    assert half.count("a <cd-x> dog") == 200 and half == drawn(0.5)  # other images untouched; reproducible
+    assert wording not in drawn(1.0)

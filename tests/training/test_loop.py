@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -12,6 +14,7 @@ from shared.basemodel import cross_attention_layers
 from training.checkpoint import load_state, save_state
 from training.loop import build_trainer, train
 from training.output import FULL_METADATA_KEY
+from training.trainer import STAND_IN_NORMS
 
 from .conftest import concept, small_config
 
@@ -143,3 +146,37 @@ def test_token_learning_rate_drives_the_token_alone(tmp_path, tiny_base):
 def test_caption_wordings_are_checked_per_image(tmp_path, captions, problem):
     with pytest.raises(ValidationError, match=problem):
         concept(tmp_path, "cat1", "cat", captions=captions)
+
+
+def test_stand_in_wordings_are_kept_apart_from_the_captions_the_artifact_records(tmp_path):
+    wordings = ["a V* cat and a red ball", "a V* cat and a <stand-in> ball", "photo of a V* cat"]
+    config = concept(tmp_path, "cat1", "cat", captions=[wordings, ""])
+    assert config.image_captions()[0] == ("a <cd-cat1> cat and a red ball", "photo of a <cd-cat1> cat")
+    assert config.image_stand_ins() == [("a <cd-cat1> cat and a <stand-in> ball",), ()]
+    assert not any("<stand-in>" in caption for caption in config.all_captions())  # the merge never sees one
+
+
+@pytest.mark.parametrize(
+    "fields, problem",
+    [({"captions": [["a <stand-in> ball and a V* cat"], ""]}, "every wording names a <stand-in>"),
+     ({"captions": [["a V* cat", "a <stand-in> ball and a cat"], ""]}, "lacks the modifier"),
+     ({"modifier_token": "<stand-in>"}, "not be <stand-in>")],
+)  # fmt: skip
+def test_stand_in_wordings_are_checked(tmp_path, fields, problem):
+    with pytest.raises(ValidationError, match=problem):
+        concept(tmp_path, "cat1", "cat", **fields)
+
+
+def test_a_stand_in_gets_a_fresh_vector_in_every_prompt_and_the_step_trains(tmp_path, tiny_base):
+    cat = concept(tmp_path, "cat1", "cat", captions=[["a V* cat and a red ball", "a V* cat and a <stand-in> ball"], ""])
+    config = small_config(tmp_path, [cat], stand_in_probability=1.0)
+    trainer = build_trainer(config, tiny_base)
+    prompts = tuple(trainer._tokenize(c) for c in ("a <cd-cat1> cat and a <stand-in> ball", "a <cd-cat1> cat",
+                                                   "a <cd-cat1> cat and a <stand-in> ball"))  # fmt: skip
+    vectors = trainer._stand_in_vectors(prompts)
+    assert vectors[1] is None and not torch.equal(vectors[0], vectors[2])
+    assert all(STAND_IN_NORMS[0] <= float(v.norm()) <= STAND_IN_NORMS[1] + 1e-5 for v in (vectors[0], vectors[2]))
+    again = build_trainer(config, tiny_base)._stand_in_vectors(prompts)
+    assert torch.equal(again[0], vectors[0])  # seeded by the step, like the noise
+    assert trainer._stand_in_vectors(prompts[1:2]) == ()
+    assert math.isfinite(trainer.train_step())

@@ -74,6 +74,8 @@ BAD_SUBMISSIONS = {
     "steps over the service limit": (spec_of(dog(), steps=51), [upload()], "spec.recipe.steps"),
     "unknown mode": (spec_of(dog(), mode="lora"), [upload()], "spec.recipe.mode"),
     "negative learning rate": (spec_of(dog(), learning_rate=-1.0), [upload()], "spec.recipe.learning_rate"),
+    "stand-in probability above 1": (spec_of(dog(), stand_in_probability=1.5), [upload()],
+                                     "spec.recipe.stand_in_probability"),  # fmt: skip
     "threshold above one": (spec_of(dog(), reg_similarity_threshold=1.5), [upload()],
                             "spec.recipe.reg_similarity_threshold"),  # fmt: skip
     "batch not divisible by workers": (spec_of(dog(), batch_size=3, num_workers=2), [upload()], "spec.recipe"),

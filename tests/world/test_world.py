@@ -7,7 +7,9 @@ import numpy as np
 from shared.tokenizer import split_words
 from training.world.captions import describe, generic_captions, vocabulary
 from training.world.concepts import CONCEPTS, render_concept_targets, render_reg_pool
-from training.world.scenes import CONCEPT_PATTERNS, PATTERNS, SIZES, Appearance, Scene, WorldObject, random_scene, render
+from training.world.scenes import (
+    COLOURS, CONCEPT_PATTERNS, PATTERNS, SIZES, Appearance, Scene, WorldObject, random_scene, render,
+)
 
 
 def _renders(seed: int) -> list[bytes]:
@@ -84,5 +86,12 @@ def test_concept_targets_and_reg_pool_are_captioned_by_category() -> None:
     assert [captions for _, captions in one] == [[c] for c in full]
     assert [im.tobytes() for im, _ in one] == [im.tobytes() for im, _ in targets]
     assert render_concept_targets(concept, 1, seed=1, detailed=False)[0][1] == ["photo of a <cd-x> circle"]
+    # stand-in wordings: the full caption with the companion's appearance named by <stand-in>, size and shape kept
+    stand_ins = render_concept_targets(concept, 8, seed=1, modifier="<cd-stripes>", stand_ins=True)
+    assert [captions[0] for _, captions in stand_ins] == full
+    assert [len(captions) for _, captions in stand_ins] == [1] * 5 + [2] * 3
+    for _, (caption, stand_in) in stand_ins[5:]:
+        colour = next(c for c in COLOURS if f" {c} " in caption)  # the plain companion's one appearance word
+        assert stand_in == caption.replace(f" {colour} ", " <stand-in> ").replace("an <stand-in>", "a <stand-in>")
     pool = render_reg_pool("circle", 30, seed=2)
     assert all("circle" in caption and "<" not in caption for _, caption in pool)
