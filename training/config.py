@@ -27,7 +27,7 @@ STAND_IN = "<stand-in>"
 """Names another object in a stand-in wording of a caption ("a large <stand-in> square and a large V*
 star"): each time it is trained on, the trainer gives it a fresh random vector, so the concept learns
 to hold its appearance after an unknown token, as it is named after another concept's token in a
-merged prompt (TRAINING.md of the toy world, "Stand-in wordings")."""
+merged prompt (the toy world's TRAINING.md, "Stand-in wordings")."""
 MAX_WORDINGS = 32
 """Most wordings one image's caption may have (the caption itself included)."""
 SINGLE_CONCEPT_STEPS = 250
