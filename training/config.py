@@ -133,15 +133,14 @@ class ConceptConfig(StrictModel):
             raise ValueError(f"category {self.category!r} must be plain words")
         if self.captions is not None and len(self.captions) != len(self.images):
             raise ValueError(f"{len(self.captions)} captions for {len(self.images)} images; give one per image")
-        for number, (wordings, stand_ins) in enumerate(zip(self.image_captions(), self.image_stand_ins())):
-            count = len(wordings) + len(stand_ins)
-            if not 1 <= count <= MAX_WORDINGS:
-                raise ValueError(f"image {number}: {count} wordings of its caption; give 1 to {MAX_WORDINGS}")
-            if not wordings:
+        for number, wordings in enumerate(self._wordings()):
+            if not 1 <= len(wordings) <= MAX_WORDINGS:
+                raise ValueError(f"image {number}: {len(wordings)} wordings of its caption; give 1 to {MAX_WORDINGS}")
+            if all(STAND_IN in caption for caption in wordings):
                 raise ValueError(f"image {number}: every wording names a {STAND_IN}; give one that does not")
-        for caption in [*self.all_captions(), *(c for stand_ins in self.image_stand_ins() for c in stand_ins)]:
-            if self.token not in caption:
-                raise ValueError(f"caption {caption!r} lacks the modifier token ({TOKEN_PLACEHOLDER} or {self.token})")
+            missing = next((caption for caption in wordings if self.token not in caption), None)
+            if missing is not None:
+                raise ValueError(f"caption {missing!r} lacks the modifier token ({TOKEN_PLACEHOLDER} or {self.token})")
         if self.regularization == "real" and not self.reg_dir:
             raise ValueError("regularization 'real' needs reg_dir")
         return self

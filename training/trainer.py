@@ -131,16 +131,14 @@ class ConceptTrainer:
         if not any(named):
             return ()
         generator = generator_for(self.config.recipe.seed, "stand-in vector", self.step, self.rank)
-        dim, (low, high) = self.denoiser.embeddings[0].shape[0], STAND_IN_NORMS
-        vectors: list[torch.Tensor | None] = []
-        for names_it in named:
-            if names_it:
-                direction = torch.randn(dim, generator=generator)
-                norm = low + (high - low) * float(torch.rand((), generator=generator))
-                vectors.append((direction * norm / direction.norm()).to(self.device))
-            else:
-                vectors.append(None)
-        return tuple(vectors)
+        return tuple(self._random_vector(generator) if names_it else None for names_it in named)
+
+    def _random_vector(self, generator: torch.Generator) -> torch.Tensor:
+        """A random direction with a norm drawn from STAND_IN_NORMS, on the training device."""
+        direction = torch.randn(self.denoiser.embeddings[0].shape[0], generator=generator)
+        low, high = STAND_IN_NORMS
+        norm = low + (high - low) * float(torch.rand((), generator=generator))
+        return (direction * norm / direction.norm()).to(self.device)
 
     @torch.no_grad()
     def _latents(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
