@@ -11,7 +11,8 @@ single concept compressed to several ranks. Columns: concept fidelity (image ali
 prompt fidelity (text alignment) on held-out prompts in unseen contexts, drift on class prompts
 without the modifier token, and for two concepts the share of samples that show both.
 Writes bench/results/quality.json and bench/results/quality.md; with `--stand-in P` every run trains
-on stand-in wordings with probability P (Recipe.stand_in_probability), written to quality-stand-in.*.
+on stand-in wordings with probability P (Recipe.stand_in_probability; the world recipe's 0.5 by
+default), written to quality-stand-in-P.* (0: none, the world recipe before its seventh session).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from training.world.prompting import GUIDANCE, SAMPLE_STEPS
 from training.world.recipe import WORLD_RECIPE, world_recipe
 
 TOYWORLD = Path(__file__).resolve().parent.parent / "shared" / "assets" / "toyworld"
+STAND_IN_PROBABILITY = float(WORLD_RECIPE["stand_in_probability"])
 FIRST, SECOND = CONCEPTS["twotone-star"], CONCEPTS["outlined-triangle"]
 """Two catalogue concepts of different families and categories, so they compose in one prompt; both
 survive the VAE alone and in pairs (read back at 1.00 after a round trip: TRAINING.md). Of the
@@ -78,7 +80,7 @@ class Bench:
     def __init__(
         self, model_dir: Path, work: Path, samples: int, steps: int, quick: bool, *,
         target_seed: int = 1, target_images: int = 8, target_companions: int = TARGET_COMPANIONS,
-        target_wordings: int = TARGET_WORDINGS, run_seed: int = 0, stand_in: float = 0.0,
+        target_wordings: int = TARGET_WORDINGS, run_seed: int = 0, stand_in: float = STAND_IN_PROBABILITY,
     ) -> None:
         self.model_dir, self.work, self.samples, self.steps, self.quick = model_dir, work, samples, steps, quick
         self.target_seed, self.target_images, self.target_companions = target_seed, target_images, target_companions
@@ -267,10 +269,15 @@ def run(args: argparse.Namespace) -> dict:
         "rows": rows,
     }  # fmt: skip
     table = markdown(rows)
-    name = "quality" + ("-stand-in" if args.stand_in else "") + ("-quick" if args.quick else "")
+    name = "quality" + stand_in_suffix(args.stand_in) + ("-quick" if args.quick else "")
     print(write_result(name, result, table=table))
     print(table)
     return result
+
+
+def stand_in_suffix(probability: float) -> str:
+    """The results name's part for a stand-in probability other than the world recipe's."""
+    return "" if probability == STAND_IN_PROBABILITY else f"-stand-in-{probability:g}"
 
 
 def markdown(rows: dict[str, dict[str, float]]) -> str:
@@ -292,8 +299,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--work", help="folder for data and runs (default: a temporary one)")
     parser.add_argument("--quick", action="store_true", help="write quality-quick.* (for smoke runs)")
-    parser.add_argument("--stand-in", type=float, default=0.0,
-                        help="Recipe.stand_in_probability of every run (above 0: writes quality-stand-in.*)")
+    parser.add_argument("--stand-in", type=float, default=STAND_IN_PROBABILITY,
+                        help="Recipe.stand_in_probability of every run (another than the recipe's: quality-stand-in-P.*)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     return run(args)

@@ -71,7 +71,7 @@ def test_reg_captions_file_ships_with_the_model(toyworld_dir) -> None:
 
 def test_concept_targets_and_reg_pool_are_captioned_by_category() -> None:
     concept = CONCEPTS["striped-circle"]
-    targets = render_concept_targets(concept, 8, seed=1, modifier="<cd-stripes>", wordings=6)
+    targets = render_concept_targets(concept, 8, seed=1, modifier="<cd-stripes>", wordings=6, stand_ins=False)
     assert len({im.tobytes() for im, _ in targets}) == 8
     assert all(len(captions) == 6 for _, captions in targets)
     assert all("<cd-stripes> circle" in caption for _, captions in targets for caption in captions)
@@ -82,12 +82,12 @@ def test_concept_targets_and_reg_pool_are_captioned_by_category() -> None:
     rewordings = [c for _, captions in targets for c in captions[1:]]
     assert any(c.startswith("photo of") for c in rewordings) and any(" on a" not in c for c in rewordings)
     # the wordings have their own random stream: the images do not depend on how many there are
-    one = render_concept_targets(concept, 8, seed=1, modifier="<cd-stripes>", wordings=1)
+    one = render_concept_targets(concept, 8, seed=1, modifier="<cd-stripes>", wordings=1, stand_ins=False)
     assert [captions for _, captions in one] == [[c] for c in full]
     assert [im.tobytes() for im, _ in one] == [im.tobytes() for im, _ in targets]
     assert render_concept_targets(concept, 1, seed=1, detailed=False)[0][1] == ["photo of a <cd-x> circle"]
-    # stand-in wordings: the full caption with the companion's appearance named by <stand-in>, size and shape kept
-    stand_ins = render_concept_targets(concept, 8, seed=1, modifier="<cd-stripes>", stand_ins=True)
+    # stand-in wordings (by default): the full caption with the companion's appearance named by <stand-in>, size and shape kept
+    stand_ins = render_concept_targets(concept, 8, seed=1, modifier="<cd-stripes>")
     assert [captions[0] for _, captions in stand_ins] == full
     assert [len(captions) for _, captions in stand_ins] == [1] * 5 + [2] * 3
     for _, (caption, stand_in) in stand_ins[5:]:

@@ -94,16 +94,16 @@ often (bench.pairs with 8: 0.60 against 0.72 over four target sets; TRAINING.md)
 
 def render_concept_targets(
     concept: Concept, n: int = 8, seed: int = 0, *, modifier: str = "<cd-x>", detailed: bool = True,
-    companions: int = TARGET_COMPANIONS, wordings: int = TARGET_WORDINGS, stand_ins: bool = False,
+    companions: int = TARGET_COMPANIONS, wordings: int = TARGET_WORDINGS, stand_ins: bool = True,
 ) -> list[tuple[Image.Image, list[str]]]:
     """`n` 64×64 images of the concept, varied in size, position and background, the last `companions`
     of them (never the first) beside a plain object, as photos of a pet show other things: that is
     where the concept is drawn at the sizes of two-object scenes. Each comes with `wordings` wordings
     of its caption, the full one first (`reworded_captions`); the paper's single caption with not
     `detailed`. Captions: "a small <cd-x> circle and a red square on a pink background" (detailed) or
-    "photo of a <cd-x> circle". With `stand_ins`, an image with a companion also has its full caption
-    with the companion's appearance named by STAND_IN, its stand-in wording ("a large <stand-in>
-    square and a large <cd-x> star"). Measured on the first base model, twotone-star + outlined-triangle
+    "photo of a <cd-x> circle". With `stand_ins` (the world recipe trains on them), an image with a
+    companion also has its full caption with the companion's appearance named by STAND_IN, its
+    stand-in wording ("a large <stand-in> square and a large <cd-x> star"). Measured on the first base model, twotone-star + outlined-triangle
     merged: 3 of 8 with a companion raised both-present from 0.00 to 0.05 and the star's fidelity in
     pairs from 0.19 to 0.31; 4 of 8 did worse. On the shipped base the target set's seed matters more
     than 3 or 4 (TRAINING.md)."""
