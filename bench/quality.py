@@ -12,7 +12,7 @@ prompt fidelity (text alignment) on held-out prompts in unseen contexts, drift o
 without the modifier token, and for two concepts the share of samples that show both.
 Writes bench/results/quality.json and bench/results/quality.md; with `--stand-in P` every run trains
 on stand-in wordings with probability P (Recipe.stand_in_probability; the world recipe's 0.5 by
-default), written to quality-stand-in-P.* (0: none, the world recipe before its seventh session).
+default), written to quality-stand-in-P.* (0: none, the world recipe before stand-ins).
 """
 
 from __future__ import annotations

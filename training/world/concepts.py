@@ -103,9 +103,9 @@ def render_concept_targets(
     `detailed`. Captions: "a small <cd-x> circle and a red square on a pink background" (detailed) or
     "photo of a <cd-x> circle". With `stand_ins` (the world recipe trains on them), an image with a
     companion also has its full caption with the companion's appearance named by STAND_IN, its
-    stand-in wording ("a large <stand-in> square and a large <cd-x> star"). Measured on the first base model, twotone-star + outlined-triangle
-    merged: 3 of 8 with a companion raised both-present from 0.00 to 0.05 and the star's fidelity in
-    pairs from 0.19 to 0.31; 4 of 8 did worse. On the shipped base the target set's seed matters more
+    stand-in wording ("a large <stand-in> square and a large <cd-x> star"). Measured on the first
+    base model, twotone-star + outlined-triangle merged: 3 of 8 with a companion raised both-present
+    from 0.00 to 0.05 and the star's fidelity in pairs from 0.19 to 0.31; 4 of 8 did worse. On the shipped base the target set's seed matters more
     than 3 or 4 (TRAINING.md)."""
     rng = np.random.default_rng([seed, 0xC0])
     wording_rng = np.random.default_rng([seed, 0xC1])  # its own stream: the images do not depend on `wordings`
