@@ -29,8 +29,9 @@ and raised the pair to 0.78 (joint training 0.81; TRAINING.md, last section):
   an image with a companion is then also captioned with the companion's appearance named by a fresh
   random vector, so the token and K/V learn that the object after the concept keeps its own words'
   colours. Over 12 runs (`bench.pairs --run-seeds 0,11,12`, four target sets) the merged pair is
-  drawn in 0.80 against 0.68 without, each alone 0.95 / 0.93 against 0.93 / 0.93 (TRAINING.md,
-  "Stand-in wordings").
+  drawn in 0.80 against 0.68 without, each alone 0.95 / 0.93 against 0.93 / 0.93, and the pair
+  trained jointly 0.73 against 0.74 (TRAINING.md, "Stand-in wordings", "Joint training without
+  stand-ins").
 
 The regularisation captions are filtered at the paper's similarity 0.85 with "photo of a {category}".
 The 64-wide encoder's pooled features reached only -0.3 to 0.3 there, so its recipe kept everything
