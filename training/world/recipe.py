@@ -8,7 +8,7 @@ drift 0.02 and each single change below does worse. After the base model's third
 continued, TRAINING.md) the recipe gives 0.91 / drift 0.00, and three single changes, each with its
 merge, still do worse: 600 steps 0.86 (pair merge, both drawn: 0.59), K/V at 2e-4 0.70 with drift
 0.11 (0.00), token at 2e-3 0.89 (0.28), against 0.91 (0.66). K/V at 5e-5 then kept 0.91 / drift 0.00
-and raised the pair to 0.78 (joint training 0.81; TRAINING.md, last section):
+and raised the pair to 0.78 (joint training 0.81; TRAINING.md, "K/V at half the rate"):
 
 * the modifier token learns at 1e-3 (× batch), not the K/V's rate: it starts from an unused token of
   a text space trained from scratch and barely moves at 1e-4 (64-wide, 250 steps: token at 1e-4 /
