@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from bench.common import write_result
-from bench.quality import FIRST, SECOND, STAND_IN_PROBABILITY, Bench, Subject, target_set_parser, token_of
+from bench.quality import FIRST, SECOND, Bench, Subject, target_set_parser, token_of
 from shared.merge import MergeInput, naive_sum
 from training.world.concepts import CONCEPTS, TARGET_COMPANIONS, Concept
 
@@ -140,8 +140,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--concepts", default=f"{FIRST.name},{SECOND.name}", help="catalogue concepts, or 'all'")
     parser.add_argument("--images", type=int, default=8, help="target images per concept")
     parser.add_argument("--companions", type=int, default=TARGET_COMPANIONS, help="target images beside a companion")
-    parser.add_argument("--stand-in", type=float, default=STAND_IN_PROBABILITY,
-                        help="Recipe.stand_in_probability (the world recipe's by default; 0: none)")
     parser.add_argument("--joint", action="store_true", help="also train every pair jointly (twice the steps)")
     args = parser.parse_args(argv)
     try:

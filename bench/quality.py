@@ -220,6 +220,8 @@ def target_set_parser(doc: str | None, *, samples: int) -> argparse.ArgumentPars
     parser.add_argument("--samples", type=int, default=samples, help="samples per figure")
     parser.add_argument("--steps", type=int, default=int(WORLD_RECIPE["steps"]), help="training steps per concept")
     parser.add_argument("--wordings", type=int, default=TARGET_WORDINGS, help="wordings of each target caption")
+    parser.add_argument("--stand-in", type=float, default=STAND_IN_PROBABILITY,
+                        help="Recipe.stand_in_probability (the world recipe's by default; 0: none)")
     parser.add_argument("--tag", default="", help="results name suffix, for variants")
     return parser
 
