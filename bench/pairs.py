@@ -1,7 +1,8 @@
 """Two concepts in one prompt, over several target sets and, optionally, every pair of the catalogue.
 
     python -m bench.pairs [--concepts twotone-star,outlined-triangle | all] [--seeds 1,31,5,7] [--run-seeds 0]
-                          [--images 8] [--companions 3] [--wordings 1] [--stand-in 0.5] [--joint] [--samples 64]
+                          [--images 8] [--companions 3] [--concept-second K] [--wordings 1] [--stand-in 0.5]
+                          [--joint] [--samples 64]
 
 Which eight images a concept trains on moves its pair figures far more than sampling error does
 (TRAINING.md: the star beside the triangle in words from 0.02 to 0.95 across target seeds), so
@@ -13,8 +14,9 @@ named first) and the naive sum, then the mean and per-seed values. The run's own
 pair about as much (TRAINING.md: 0.41–0.64 on one target set), so `--run-seeds` trains every set
 once per run seed; a set is then labelled "1-run11" (the run seed 0 keeps the plain target seed).
 `--stand-in P` trains with stand-in wordings of the images with a companion, used with probability P
-(the world recipe's 0.5 by default); `--joint` also trains each pair jointly, the figure the paper
-holds the merge to.
+(the world recipe's 0.5 by default); `--concept-second K` names each concept second (its companion on
+the left) in K of its images with a companion, instead of a random side; `--joint` also trains each
+pair jointly, the figure the paper holds the merge to.
 Writes bench/results/pairs[-TAG].json and .md.
 """
 
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="cdserve-pairs-"))
     shared = Bench(Path(args.model), work, args.samples, args.steps, False, target_images=args.images,
                    target_companions=args.companions, target_wordings=args.wordings,
-                   stand_in=args.stand_in)  # fmt: skip
+                   stand_in=args.stand_in, target_concept_second=args.concept_second)  # fmt: skip
     per_seed = {}
     seeds, run_seeds = ([int(s) for s in listing.split(",")] for listing in (args.seeds, args.run_seeds))
     for seed, run_seed in itertools.product(seeds, run_seeds):
@@ -163,7 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
     overall = summary(per_seed)
     name = "pairs" + (f"-{args.tag}" if args.tag else "")
     result = {"model": args.model, "concepts": [c.name for c in concepts], "target_images": args.images,
-              "companions": args.companions, "wordings": args.wordings, "stand_in": args.stand_in, "joint": args.joint,
+              "companions": args.companions, "concept_second": args.concept_second, "wordings": args.wordings,
+              "stand_in": args.stand_in, "joint": args.joint,
               "samples_per_figure": args.samples, "training_steps": args.steps, "run_seeds": run_seeds,
               "per_seed": per_seed, "summary": overall}  # fmt: skip
     table = markdown(per_seed, overall)

@@ -1,6 +1,7 @@
 """Does a concept survive prompts worded unlike its training captions?
 
-    python -m bench.prompt_forms [--seeds 1,31,5,7] [--samples 32] [--wordings 1] [--stand-in 0.5] [--tag NAME]
+    python -m bench.prompt_forms [--seeds 1,31,5,7] [--samples 32] [--wordings 1] [--stand-in 0.5]
+                                 [--concept-second K] [--tag NAME]
 
 A concept's eight captions all read "a {size} <token> star[ and a {size} {plain companion}] on a …
 background". Users word prompts otherwise: "photo of …", no size word, the concept named after
@@ -10,7 +11,8 @@ beside the base model with the concept's appearance in words in the same wording
 Companions are drawn at random (shape, colour, and for "patterned" a pattern and second colour)
 and are never the concept. With `--wordings k`, each target caption comes in k wordings (one drawn
 per use); `--stand-in P` trains on stand-in wordings with probability P (the world recipe's 0.5 by
-default; `prompt_forms-stand-in-0.*` is the table without them). Writes
+default; `prompt_forms-stand-in-0.*` is the table without them); `--concept-second K` names the
+concept second in K of its images with a companion instead of a random side. Writes
 bench/results/prompt_forms[-TAG].json and .md.
 """
 
@@ -121,13 +123,14 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="cdserve-forms-"))
     shared = Bench(Path(args.model), work, args.samples, args.steps, False, target_wordings=args.wordings,
-                   stand_in=args.stand_in)
+                   stand_in=args.stand_in, target_concept_second=args.concept_second)
     per_seed = {}
     for seed in (int(s) for s in args.seeds.split(",")):
         per_seed[seed] = measure_seed(shared.for_targets(seed, work / str(seed)), FIRST, args.samples)
         print(f"target seed {seed}: " + ", ".join(f"{k} {v['concept']:.2f}" for k, v in per_seed[seed].items()), flush=True)
     result = {"model": args.model, "concept": FIRST.name, "samples_per_form": args.samples, "training_steps": args.steps,
-              "wordings": args.wordings, "stand_in": args.stand_in, "per_seed": per_seed}  # fmt: skip
+              "wordings": args.wordings, "stand_in": args.stand_in, "concept_second": args.concept_second,
+              "per_seed": per_seed}  # fmt: skip
     name = "prompt_forms" + (f"-{args.tag}" if args.tag else "")
     table = markdown(per_seed)
     print(write_result(name, result, table=table))

@@ -81,10 +81,12 @@ class Bench:
         self, model_dir: Path, work: Path, samples: int, steps: int, quick: bool, *,
         target_seed: int = 1, target_images: int = 8, target_companions: int = TARGET_COMPANIONS,
         target_wordings: int = TARGET_WORDINGS, run_seed: int = 0, stand_in: float = STAND_IN_PROBABILITY,
+        target_concept_second: int | None = None,
     ) -> None:
         self.model_dir, self.work, self.samples, self.steps, self.quick = model_dir, work, samples, steps, quick
         self.target_seed, self.target_images, self.target_companions = target_seed, target_images, target_companions
         self.target_wordings, self.run_seed = target_wordings, run_seed  # run_seed: the recipe's (batches, noise, timesteps)
+        self.target_concept_second = target_concept_second  # None: each companion on a random side
         self.stand_in = stand_in  # Recipe.stand_in_probability; above 0 the targets get stand-in wordings
         self.base = load_base_model(model_dir)
         self.engine = DeltaEngine(self.base)
@@ -110,7 +112,8 @@ class Bench:
         if not folder.exists():
             targets = render_concept_targets(concept, n=self.target_images, seed=self.target_seed, modifier=token_of(concept),
                                              companions=self.target_companions, wordings=self.target_wordings,
-                                             stand_ins=self.stand_in > 0)  # fmt: skip
+                                             stand_ins=self.stand_in > 0,
+                                             concept_second=self.target_concept_second)  # fmt: skip
             write_captioned_folder(folder / "targets", targets)
             write_captioned_folder(folder / "reg", render_reg_pool(concept.category, k=200, seed=2))
         targets = captioned_images(folder / "targets")
@@ -222,6 +225,8 @@ def target_set_parser(doc: str | None, *, samples: int) -> argparse.ArgumentPars
     parser.add_argument("--wordings", type=int, default=TARGET_WORDINGS, help="wordings of each target caption")
     parser.add_argument("--stand-in", type=float, default=STAND_IN_PROBABILITY,
                         help="Recipe.stand_in_probability (the world recipe's by default; 0: none)")
+    parser.add_argument("--concept-second", type=int, default=None,
+                        help="target images with a companion that name the concept second (default: random sides)")
     parser.add_argument("--tag", default="", help="results name suffix, for variants")
     return parser
 

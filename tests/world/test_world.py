@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from shared.tokenizer import split_words
 from training.world.captions import describe, generic_captions, vocabulary
@@ -95,3 +96,24 @@ def test_concept_targets_and_reg_pool_are_captioned_by_category() -> None:
         assert stand_in == caption.replace(f" {colour} ", " <stand-in> ").replace("an <stand-in>", "a <stand-in>")
     pool = render_reg_pool("circle", 30, seed=2)
     assert all("circle" in caption and "<" not in caption for _, caption in pool)
+
+
+def test_concept_second_names_the_concept_after_its_companion_and_keeps_the_scenes() -> None:
+    """`concept_second=k`: k of the companion images name the concept second (spread evenly, the
+    first so), each of them the random-side scene mirrored; the images without a companion, the
+    companions and the wordings' stream are as with random sides."""
+    star = CONCEPTS["twotone-star"]
+    random_sides = render_concept_targets(star, 8, seed=1, modifier="<cd-star>")
+    for k, expected in ((0, [False] * 3), (1, [True, False, False]), (2, [True, False, True]), (3, [True] * 3)):
+        chosen = render_concept_targets(star, 8, seed=1, modifier="<cd-star>", concept_second=k)
+        assert [im.tobytes() for im, _ in chosen[:5]] == [im.tobytes() for im, _ in random_sides[:5]]
+        named_second = [" and a" in caption.split("<cd-star>")[0] for _, (caption, _stand_in) in chosen[5:]]
+        assert named_second == expected, k
+        for (image, (caption, _)), (random_image, (random_caption, _)) in zip(chosen[5:], random_sides[5:]):
+            phrases = [sorted(c.split(" on a ")[0].split(" and ")) for c in (caption, random_caption)]
+            assert phrases[0] == phrases[1]  # the same two objects, named in the order of their sides
+            if caption != random_caption:  # mirrored: far closer flipped than as is (a two-tone keeps its left colour)
+                pixels, random_pixels = np.asarray(image).astype(int), np.asarray(random_image).astype(int)
+                assert np.abs(pixels[:, ::-1] - random_pixels).mean() < 0.6 * np.abs(pixels - random_pixels).mean()
+    with pytest.raises(ValueError, match="concept_second=4: give 0 to 3"):
+        render_concept_targets(star, 8, seed=1, concept_second=4)

@@ -7,14 +7,15 @@ regularisation pool of its category, and held-out prompts (with what they ask fo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
 
 from training.config import STAND_IN
 from training.world.captions import BACKGROUND_UNSAID, PHOTO_SAID, SIZE_UNSAID, describe
-from training.world.scenes import BACKGROUNDS, COLOURS, PLAIN, SHAPES, SIZES, Appearance, Scene, place, random_appearance, random_scene, render
+from training.world.scenes import (BACKGROUNDS, COLOURS, IMAGE_SIZE, PLAIN, SHAPES, SIZES, Appearance, Scene, place,
+                                   random_appearance, random_scene, render)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,13 @@ def _with_companion(rng: np.random.Generator, named: list[Concept | None]) -> li
     return out
 
 
+def _mirrored(scene: Scene) -> Scene:
+    """The scene in a mirror: each centre x → IMAGE_SIZE − x, the objects named left to right again;
+    each object keeps its shape, appearance, size and height."""
+    objects = tuple(replace(o, cx=IMAGE_SIZE - o.cx) for o in reversed(scene.objects))
+    return replace(scene, objects=objects)
+
+
 TARGET_COMPANIONS = 3
 """How many of a concept's target images show it beside a companion object, by default."""
 TARGET_WORDINGS = 1
@@ -95,6 +103,7 @@ often (bench.pairs with 8: 0.60 against 0.72 over four target sets; TRAINING.md)
 def render_concept_targets(
     concept: Concept, n: int = 8, seed: int = 0, *, modifier: str = "<cd-x>", detailed: bool = True,
     companions: int = TARGET_COMPANIONS, wordings: int = TARGET_WORDINGS, stand_ins: bool = True,
+    concept_second: int | None = None,
 ) -> list[tuple[Image.Image, list[str]]]:
     """`n` 64×64 images of the concept, varied in size, position and background, the last `companions`
     of them (never the first) beside a plain object, as photos of a pet show other things: that is
@@ -105,15 +114,28 @@ def render_concept_targets(
     companion also has its full caption with the companion's appearance named by STAND_IN, its
     stand-in wording ("a large <stand-in> square and a large <cd-x> star"). Measured on the first
     base model, twotone-star + outlined-triangle merged: 3 of 8 with a companion raised both-present
-    from 0.00 to 0.05 and the star's fidelity in pairs from 0.19 to 0.31; 4 of 8 did worse. On the shipped base the target set's seed matters more
-    than 3 or 4 (TRAINING.md)."""
+    from 0.00 to 0.05 and the star's fidelity in pairs from 0.19 to 0.31; 4 of 8 did worse. On the
+    shipped base the target set's seed matters more than 3 or 4 (TRAINING.md). The companion stands
+    on a random side, unless `concept_second` says how many of the companion images name the concept
+    second, the companion on its left (spread evenly, the first such): a scene drawn the other way
+    round is mirrored, so that every other draw, and every other image, stays as it was. A concept
+    is drawn after another object's words only as often as its captions name it there (TRAINING.md,
+    "Which side the concept stands on")."""
     rng = np.random.default_rng([seed, 0xC0])
     wording_rng = np.random.default_rng([seed, 0xC1])  # its own stream: the images do not depend on `wordings`
+    first_companion = max(1, n - companions)
+    with_companion = max(0, n - first_companion)
+    if concept_second is not None and not 0 <= concept_second <= with_companion:
+        raise ValueError(f"concept_second={concept_second}: give 0 to {with_companion}, the images with a companion")
     out = []
     for i in range(n):
         size = str(rng.choice(SIZES))
-        named = _with_companion(rng, [concept]) if i >= max(1, n - companions) else [concept]
+        named = _with_companion(rng, [concept]) if i >= first_companion else [concept]
         scene = _scene_of(rng, named, size)
+        if len(named) > 1 and concept_second is not None:
+            k = i - first_companion  # spread evenly, the first named second: 2 of 3 → second, first, second
+            if (named[0] is None) != ((k * concept_second) % with_companion < concept_second):
+                named, scene = named[::-1], _mirrored(scene)
         modifiers = tuple(modifier if c is not None else None for c in named)
         if detailed:
             captions = reworded_captions(scene, modifiers, wording_rng, wordings)
