@@ -119,7 +119,7 @@ def render_concept_targets(
     on a random side, unless `concept_second` says how many of the companion images name the concept
     second, the companion on its left (spread evenly, the first such): a scene drawn the other way
     round is mirrored, so that every other draw, and every other image, stays as it was. A concept
-    is drawn after another object's words only as often as its captions name it there (TRAINING.md,
+    named second in more captions is drawn after another object's words far more often (TRAINING.md,
     "Which side the concept stands on")."""
     rng = np.random.default_rng([seed, 0xC0])
     wording_rng = np.random.default_rng([seed, 0xC1])  # its own stream: the images do not depend on `wordings`
@@ -134,7 +134,9 @@ def render_concept_targets(
         scene = _scene_of(rng, named, size)
         if len(named) > 1 and concept_second is not None:
             k = i - first_companion  # spread evenly, the first named second: 2 of 3 → second, first, second
-            if (named[0] is None) != ((k * concept_second) % with_companion < concept_second):
+            wanted_second = (k * concept_second) % with_companion < concept_second
+            drawn_second = named[0] is None  # the companion drawn on the left
+            if drawn_second != wanted_second:
                 named, scene = named[::-1], _mirrored(scene)
         modifiers = tuple(modifier if c is not None else None for c in named)
         if detailed:
