@@ -1,7 +1,7 @@
 """Two concepts in one prompt, over several target sets and, optionally, every pair of the catalogue.
 
     python -m bench.pairs [--concepts twotone-star,outlined-triangle | all] [--seeds 1,31,5,7] [--run-seeds 0]
-                          [--images 8] [--companions 3] [--concept-second K] [--wordings 1] [--stand-in 0.5]
+                          [--images 8] [--companions 3] [--concept-second 2|random] [--wordings 1] [--stand-in 0.5]
                           [--joint] [--samples 64]
 
 Which eight images a concept trains on moves its pair figures far more than sampling error does
@@ -15,7 +15,8 @@ pair about as much (TRAINING.md: 0.41–0.64 on one target set), so `--run-seeds
 once per run seed; a set is then labelled "1-run11" (the run seed 0 keeps the plain target seed).
 `--stand-in P` trains with stand-in wordings of the images with a companion, used with probability P
 (the world recipe's 0.5 by default); `--concept-second K` names each concept second (its companion on
-the left) in K of its images with a companion, instead of a random side; `--joint` also trains each
+the left) in K of its images with a companion (the world's 2 by default; `random`: random sides,
+the world before; its tables are the `-random-sides` ones); `--joint` also trains each
 pair jointly, the figure the paper holds the merge to.
 Writes bench/results/pairs[-TAG].json and .md.
 """

@@ -1,7 +1,7 @@
 """Does a concept survive prompts worded unlike its training captions?
 
     python -m bench.prompt_forms [--seeds 1,31,5,7] [--samples 32] [--wordings 1] [--stand-in 0.5]
-                                 [--concept-second K] [--tag NAME]
+                                 [--concept-second 2|random] [--tag NAME]
 
 A concept's eight captions all read "a {size} <token> star[ and a {size} {plain companion}] on a …
 background". Users word prompts otherwise: "photo of …", no size word, the concept named after
@@ -12,7 +12,8 @@ Companions are drawn at random (shape, colour, and for "patterned" a pattern and
 and are never the concept. With `--wordings k`, each target caption comes in k wordings (one drawn
 per use); `--stand-in P` trains on stand-in wordings with probability P (the world recipe's 0.5 by
 default; `prompt_forms-stand-in-0.*` is the table without them); `--concept-second K` names the
-concept second in K of its images with a companion instead of a random side. Writes
+concept second in K of its images with a companion (the world's 2 by default; `random`: random
+sides, as in `prompt_forms-random-sides.*`). Writes
 bench/results/prompt_forms[-TAG].json and .md.
 """
 

@@ -1,6 +1,6 @@
 """Concept quality on the toy world, measured by the project's evaluator (the CLIP stand-in).
 
-    python -m bench.quality [--samples 64] [--steps 400] [--stand-in 0] [--quick]
+    python -m bench.quality [--samples 64] [--steps 400] [--stand-in 0] [--concept-second random] [--quick]
 
 Rows (paper, Table 1/2 and §5): the base model, without and with the concept's appearance spelled
 out in words (the ceiling a modifier token can reach); Custom Diffusion (K/V + token, real regularisation
@@ -12,7 +12,10 @@ prompt fidelity (text alignment) on held-out prompts in unseen contexts, drift o
 without the modifier token, and for two concepts the share of samples that show both.
 Writes bench/results/quality.json and bench/results/quality.md; with `--stand-in P` every run trains
 on stand-in wordings with probability P (Recipe.stand_in_probability; the world recipe's 0.5 by
-default), written to quality-stand-in-P.* (0: none, the world recipe before stand-ins).
+default), written to quality-stand-in-P.* (0: none, the world recipe before stand-ins); with
+`--concept-second K` the targets name each concept second in K of their images with a companion
+(the world's TARGET_CONCEPT_SECOND by default), written to quality-concept-second-K.*, or with
+`random` on random sides, quality-random-sides.* (the world before it named them second).
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ from training.loop import train
 from training.regularization import captioned_images, write_captioned_folder
 from training.world.captions import appearance_words
 from training.world.concepts import (
-    CONCEPTS, TARGET_COMPANIONS, TARGET_WORDINGS, Concept, class_prompts, concept_prompts, render_concept_targets, render_reg_pool,
+    CONCEPTS, TARGET_COMPANIONS, TARGET_CONCEPT_SECOND, TARGET_WORDINGS, Concept, class_prompts, concept_prompts,
+    render_concept_targets, render_reg_pool,
 )
 from training.world.evaluator import Evaluator, SceneReading
 from training.world.metrics import composition, concept_fidelity, drift, prompt_fidelity
@@ -81,7 +85,7 @@ class Bench:
         self, model_dir: Path, work: Path, samples: int, steps: int, quick: bool, *,
         target_seed: int = 1, target_images: int = 8, target_companions: int = TARGET_COMPANIONS,
         target_wordings: int = TARGET_WORDINGS, run_seed: int = 0, stand_in: float = STAND_IN_PROBABILITY,
-        target_concept_second: int | None = None,
+        target_concept_second: int | None = TARGET_CONCEPT_SECOND,
     ) -> None:
         self.model_dir, self.work, self.samples, self.steps, self.quick = model_dir, work, samples, steps, quick
         self.target_seed, self.target_images, self.target_companions = target_seed, target_images, target_companions
@@ -225,15 +229,15 @@ def target_set_parser(doc: str | None, *, samples: int) -> argparse.ArgumentPars
     parser.add_argument("--wordings", type=int, default=TARGET_WORDINGS, help="wordings of each target caption")
     parser.add_argument("--stand-in", type=float, default=STAND_IN_PROBABILITY,
                         help="Recipe.stand_in_probability (the world recipe's by default; 0: none)")
-    parser.add_argument("--concept-second", type=int, default=None,
-                        help="target images with a companion that name the concept second (default: random sides)")
+    add_concept_second(parser)
     parser.add_argument("--tag", default="", help="results name suffix, for variants")
     return parser
 
 
 def run(args: argparse.Namespace) -> dict:
     work = Path(args.work or tempfile.mkdtemp(prefix="cdserve-quality-"))
-    bench = Bench(Path(args.model), work, args.samples, args.steps, args.quick, stand_in=args.stand_in)
+    bench = Bench(Path(args.model), work, args.samples, args.steps, args.quick, stand_in=args.stand_in,
+                  target_concept_second=args.concept_second)
     first, second = bench.concept_config(FIRST), bench.concept_config(SECOND)
     rows: dict[str, dict[str, float]] = {}
     base = Subject(bench.engine, None)
@@ -269,6 +273,7 @@ def run(args: argparse.Namespace) -> dict:
         "samples_per_metric": args.samples,
         "training_steps_single": args.steps,
         "stand_in": args.stand_in,
+        "concept_second": args.concept_second,
         "train_seconds": bench.train_seconds,
         "merge": {"constraint_residual": merge_report.max_constraint_residual,
                   "regularization_residual": merge_report.max_regularization_residual,
@@ -276,15 +281,31 @@ def run(args: argparse.Namespace) -> dict:
         "rows": rows,
     }  # fmt: skip
     table = markdown(rows)
-    name = "quality" + stand_in_suffix(args.stand_in) + ("-quick" if args.quick else "")
+    name = "quality" + variant_suffix(args.stand_in, args.concept_second) + ("-quick" if args.quick else "")
     print(write_result(name, result, table=table))
     print(table)
     return result
 
 
-def stand_in_suffix(probability: float) -> str:
-    """The results name's part for a stand-in probability other than the world recipe's."""
-    return "" if probability == STAND_IN_PROBABILITY else f"-stand-in-{probability:g}"
+def variant_suffix(stand_in: float, concept_second: int | None) -> str:
+    """The results name's part for a stand-in probability or target sides other than the world's."""
+    sides = {TARGET_CONCEPT_SECOND: "", None: "-random-sides"}.get(concept_second, f"-concept-second-{concept_second}")
+    return ("" if stand_in == STAND_IN_PROBABILITY else f"-stand-in-{stand_in:g}") + sides
+
+
+def concept_second_option(text: str) -> int | None:
+    """--concept-second: a count of target images, or "random" (each companion on a random side)."""
+    if text == "random":
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: give a count (0 or more) or 'random'")
+    return int(text)
+
+
+def add_concept_second(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--concept-second", type=concept_second_option, default=TARGET_CONCEPT_SECOND,
+                        help="target images with a companion that name the concept second, or 'random' for random "
+                             f"sides (default: the world's {TARGET_CONCEPT_SECOND})")
 
 
 def markdown(rows: dict[str, dict[str, float]]) -> str:
@@ -308,6 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="write quality-quick.* (for smoke runs)")
     parser.add_argument("--stand-in", type=float, default=STAND_IN_PROBABILITY,
                         help="Recipe.stand_in_probability of every run (another than the recipe's: quality-stand-in-P.*)")
+    add_concept_second(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     return run(args)

@@ -101,9 +101,9 @@ def test_concept_targets_and_reg_pool_are_captioned_by_category() -> None:
 def test_concept_second_names_the_concept_after_its_companion_and_keeps_the_scenes() -> None:
     """`concept_second=k`: k of the companion images name the concept second (spread evenly, the
     first so), each of them the random-side scene mirrored; the images without a companion, the
-    companions and the wordings' stream are as with random sides."""
+    companions and the wordings' stream are as with random sides (None). The world's default is 2."""
     star = CONCEPTS["twotone-star"]
-    random_sides = render_concept_targets(star, 8, seed=1, modifier="<cd-star>")
+    random_sides = render_concept_targets(star, 8, seed=1, modifier="<cd-star>", concept_second=None)
     for k, expected in ((0, [False] * 3), (1, [True, False, False]), (2, [True, False, True]), (3, [True] * 3)):
         chosen = render_concept_targets(star, 8, seed=1, modifier="<cd-star>", concept_second=k)
         assert [im.tobytes() for im, _ in chosen[:5]] == [im.tobytes() for im, _ in random_sides[:5]]
@@ -115,5 +115,12 @@ def test_concept_second_names_the_concept_after_its_companion_and_keeps_the_scen
             if caption != random_caption:  # mirrored: far closer flipped than as is (a two-tone keeps its left colour)
                 pixels, random_pixels = np.asarray(image).astype(int), np.asarray(random_image).astype(int)
                 assert np.abs(pixels[:, ::-1] - random_pixels).mean() < 0.6 * np.abs(pixels - random_pixels).mean()
-    with pytest.raises(ValueError, match="concept_second=4: give 0 to 3"):
-        render_concept_targets(star, 8, seed=1, concept_second=4)
+    default, two = (render_concept_targets(star, 8, seed=1, modifier="<cd-star>", **k) for k in ({}, {"concept_second": 2}))
+    assert [c for _, c in default] == [c for _, c in two]
+    # more than there are companion images: all of them (so the default serves any `companions`)
+    one = render_concept_targets(star, 8, seed=1, modifier="<cd-star>", companions=1)
+    assert " and a" in one[-1][1][0].split("<cd-star>")[0]
+    assert [c for _, c in render_concept_targets(star, 8, seed=1, concept_second=9)] == [
+        c for _, c in render_concept_targets(star, 8, seed=1, concept_second=3)]
+    with pytest.raises(ValueError, match="concept_second=-1: give a count"):
+        render_concept_targets(star, 8, seed=1, concept_second=-1)

@@ -98,12 +98,19 @@ TARGET_WORDINGS = 1
 prompts worded unlike the captions (bench.prompt_forms: named after an object with no size word,
 0.59 → 0.76 with 8 wordings, 0.80 with 32), but a pair merged from two such concepts is drawn less
 often (bench.pairs with 8: 0.60 against 0.72 over four target sets; TRAINING.md), so the world keeps one."""
+TARGET_CONCEPT_SECOND = 2
+"""Of the images with a companion, how many name the concept second (the companion on its left), by
+default. Users name a concept after another object ("a red square and a <cd-x> star") far more often
+than their few photos do; with 2 of 3 rather than a random side, over twelve runs (bench.pairs
+--joint, four target sets × three run seeds) the merged pair is drawn in 0.82 against 0.80, joint
+training in 0.77 against 0.73, and the star named after a plain object in 0.93 against 0.68
+(TRAINING.md, "Which side the concept stands on")."""
 
 
 def render_concept_targets(
     concept: Concept, n: int = 8, seed: int = 0, *, modifier: str = "<cd-x>", detailed: bool = True,
     companions: int = TARGET_COMPANIONS, wordings: int = TARGET_WORDINGS, stand_ins: bool = True,
-    concept_second: int | None = None,
+    concept_second: int | None = TARGET_CONCEPT_SECOND,
 ) -> list[tuple[Image.Image, list[str]]]:
     """`n` 64×64 images of the concept, varied in size, position and background, the last `companions`
     of them (never the first) beside a plain object, as photos of a pet show other things: that is
@@ -115,26 +122,27 @@ def render_concept_targets(
     stand-in wording ("a large <stand-in> square and a large <cd-x> star"). Measured on the first
     base model, twotone-star + outlined-triangle merged: 3 of 8 with a companion raised both-present
     from 0.00 to 0.05 and the star's fidelity in pairs from 0.19 to 0.31; 4 of 8 did worse. On the
-    shipped base the target set's seed matters more than 3 or 4 (TRAINING.md). The companion stands
-    on a random side, unless `concept_second` says how many of the companion images name the concept
-    second, the companion on its left (spread evenly, the first such): a scene drawn the other way
-    round is mirrored, so that every other draw, and every other image, stays as it was. A concept
-    named second in more captions is drawn after another object's words far more often (TRAINING.md,
-    "Which side the concept stands on")."""
+    shipped base the target set's seed matters more than 3 or 4 (TRAINING.md). `concept_second` of
+    the companion images (all of them, if fewer) name the concept second, the companion on its left,
+    spread evenly, the first such: a scene drawn the other way round is mirrored, so that every other
+    draw, and every other image, stays as it would be with None, which leaves each companion on the
+    side drawn at random. A concept named second in more captions is drawn after another object's
+    words far more often (TARGET_CONCEPT_SECOND)."""
     rng = np.random.default_rng([seed, 0xC0])
     wording_rng = np.random.default_rng([seed, 0xC1])  # its own stream: the images do not depend on `wordings`
     first_companion = max(1, n - companions)
     with_companion = max(0, n - first_companion)
-    if concept_second is not None and not 0 <= concept_second <= with_companion:
-        raise ValueError(f"concept_second={concept_second}: give 0 to {with_companion}, the images with a companion")
+    if concept_second is not None and concept_second < 0:
+        raise ValueError(f"concept_second={concept_second}: give a count (0 or more), or None: random sides")
+    second = None if concept_second is None else min(concept_second, with_companion)
     out = []
     for i in range(n):
         size = str(rng.choice(SIZES))
         named = _with_companion(rng, [concept]) if i >= first_companion else [concept]
         scene = _scene_of(rng, named, size)
-        if len(named) > 1 and concept_second is not None:
+        if len(named) > 1 and second is not None:
             k = i - first_companion  # spread evenly, the first named second: 2 of 3 → second, first, second
-            wanted_second = (k * concept_second) % with_companion < concept_second
+            wanted_second = (k * second) % with_companion < second
             drawn_second = named[0] is None  # the companion drawn on the left
             if drawn_second != wanted_second:
                 named, scene = named[::-1], _mirrored(scene)
