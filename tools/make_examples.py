@@ -31,8 +31,9 @@ def write_concept_data(name: str, token: str, seed: int) -> Path:
 
 
 def main() -> None:
+    # Both on target set 31 of bench.pairs, so the demo's merged pair is one the bench measures.
     write_concept_data("twotone-star", "<cd-twotone-star>", seed=31)
-    folder = write_concept_data("outlined-triangle", "<cd-outlined-triangle>", seed=41)
+    folder = write_concept_data("outlined-triangle", "<cd-outlined-triangle>", seed=31)
     targets = captioned_images(folder / "targets")
     with tempfile.TemporaryDirectory() as work:
         result = train(TrainConfig(
