@@ -16,7 +16,7 @@ once per run seed; a set is then labelled "1-run11" (the run seed 0 keeps the pl
 `--stand-in P` trains with stand-in wordings of the images with a companion, used with probability P
 (the world recipe's 0.5 by default); `--concept-second K` names each concept second (its companion on
 the left) in K of its images with a companion (the world's 2 by default; `random`: random sides,
-the world before; its tables are the `-random-sides` ones); `--joint` also trains each
+the world before); `--joint` also trains each
 pair jointly, the figure the paper holds the merge to.
 Writes bench/results/pairs[-TAG].json and .md.
 """

@@ -11,9 +11,8 @@ beside the base model with the concept's appearance in words in the same wording
 Companions are drawn at random (shape, colour, and for "patterned" a pattern and second colour)
 and are never the concept. With `--wordings k`, each target caption comes in k wordings (one drawn
 per use); `--stand-in P` trains on stand-in wordings with probability P (the world recipe's 0.5 by
-default; `prompt_forms-stand-in-0.*` is the table without them); `--concept-second K` names the
-concept second in K of its images with a companion (the world's 2 by default; `random`: random
-sides, as in `prompt_forms-random-sides.*`). Writes
+default); `--concept-second K` names the concept second in K of its images with a companion (the
+world's 2 by default; `random`: random sides). Variants take `--tag`. Writes
 bench/results/prompt_forms[-TAG].json and .md.
 """
 

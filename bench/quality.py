@@ -12,10 +12,10 @@ prompt fidelity (text alignment) on held-out prompts in unseen contexts, drift o
 without the modifier token, and for two concepts the share of samples that show both.
 Writes bench/results/quality.json and bench/results/quality.md; with `--stand-in P` every run trains
 on stand-in wordings with probability P (Recipe.stand_in_probability; the world recipe's 0.5 by
-default), written to quality-stand-in-P.* (0: none, the world recipe before stand-ins); with
-`--concept-second K` the targets name each concept second in K of their images with a companion
-(the world's TARGET_CONCEPT_SECOND by default), written to quality-concept-second-K.*, or with
-`random` on random sides, quality-random-sides.* (the world before it named them second).
+default), written to quality-stand-in-P.*; with `--concept-second K` the targets name each concept
+second in K of their images with a companion (the world's TARGET_CONCEPT_SECOND by default), written
+to quality-concept-second-K.*, or with `random` on random sides, quality-random-sides.*. Only the
+default run's files are kept in bench/results (docs/quality.md reads them).
 """
 
 from __future__ import annotations
