@@ -2,12 +2,15 @@
 
 Files are the registry's own bytes (validated again on every load, so a corrupted file is caught);
 they survive a replica restart, and the index is rebuilt from the folder, oldest access first.
+Temporary files of writes that a crash cut short are deleted then, once old enough not to belong
+to a write still in progress in another replica sharing the folder.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from serving.concepts.lru import ByteLRU
@@ -15,6 +18,8 @@ from serving.concepts.lru import ByteLRU
 ConceptKey = tuple[str, int]
 """(concept id, version)."""
 SUFFIX = ".safetensors"
+PARTIAL_SUFFIX = ".part"
+STALE_PARTIAL_S = 3600.0
 
 
 def file_name(key: ConceptKey) -> str:
@@ -35,6 +40,7 @@ class DiskTier:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self._index: ByteLRU[ConceptKey, Path] = ByteLRU(max_bytes)
+        self._delete_stale_partials()
         files = sorted(directory.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_atime)
         for path in files:
             key = parse_file_name(path.name)
@@ -61,7 +67,7 @@ class DiskTier:
     def write(self, key: ConceptKey, data: bytes) -> list[ConceptKey]:
         """Store atomically (temporary file + rename); returns the keys evicted to make room."""
         path = self.directory / file_name(key)
-        with tempfile.NamedTemporaryFile(dir=self.directory, suffix=".part", delete=False) as tmp:
+        with tempfile.NamedTemporaryFile(dir=self.directory, suffix=PARTIAL_SUFFIX, delete=False) as tmp:
             tmp.write(data)
         os.replace(tmp.name, path)
         evicted = self._index.put(key, path, len(data))
@@ -73,6 +79,15 @@ class DiskTier:
         if path is not None:
             path.unlink(missing_ok=True)
         return path is not None
+
+    def _delete_stale_partials(self) -> None:
+        stale = time.time() - STALE_PARTIAL_S
+        for partial in self.directory.glob(f"*{PARTIAL_SUFFIX}"):
+            try:
+                if partial.stat().st_mtime < stale:
+                    partial.unlink()
+            except FileNotFoundError:  # renamed or removed meanwhile by the replica writing it
+                pass
 
     @staticmethod
     def _delete(evicted: list[tuple[ConceptKey, Path]]) -> None:

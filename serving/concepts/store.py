@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -35,7 +36,9 @@ from shared.delta import ConceptDelta
 
 MergedKey = tuple[str, tuple[ConceptKey, ...]]
 """(mode, sorted concept keys)."""
+from shared.errors import IncompatibleBase, InvalidArtifact
 
+log = logging.getLogger("cdserve.serving")
 
 class ConceptSource(Protocol):
     """Where concepts come from on a miss: `shared.registry_client.RegistryClient` is one."""
@@ -193,14 +196,13 @@ class ConceptStore:
             concept = self._to_device(on_host)
         else:
             self.observer.miss("host")
-            data = self._disk.read(key)
             tier = "disk"
-            if data is None:
+            concept = self._from_disk(key)
+            if concept is None:
                 self.observer.miss("disk")
                 tier = "registry"
                 data = self._source.fetch(f"{key[0]}@{key[1]}")
-            concept = self._decode(key, data)
-            if tier == "registry":
+                concept = self._decode(key, data)
                 self.observer.evicted("disk", len(self._disk.write(key, data)))
         self.observer.hit(tier)
         self.observer.loaded(tier, time.perf_counter() - started)
@@ -235,6 +237,20 @@ class ConceptStore:
             return delta, True
         self.observer.miss("merged")
         return self._merges.run(merged_key, lambda: self._merge(merged_key, compute)), False
+    def _from_disk(self, key: ConceptKey) -> LoadedConcept | None:
+        """The disk copy, validated like a fetch. A copy that no longer validates (torn, altered,
+        left over from another base model) is deleted and counts as a miss: the registry decides."""
+        data = self._disk.read(key)
+        if data is None:
+            return None
+        try:
+            return self._decode(key, data)
+        except (InvalidArtifact, IncompatibleBase) as e:
+            log.warning("disk copy of %s@%s dropped: %s", key[0], key[1], e.message)
+            with self._lock:
+                self._disk.remove(key)
+            return None
+
 
     def _merge(self, merged_key: MergedKey, compute: Callable[[], ConceptDelta]) -> ConceptDelta:
         with self._lock:
