@@ -208,6 +208,20 @@ class ConceptStore:
         self.observer.loaded(tier, time.perf_counter() - started)
         return concept, epoch
 
+    def _from_disk(self, key: ConceptKey) -> LoadedConcept | None:
+        """The disk copy, validated like a fetch. A copy that no longer validates (torn, altered,
+        left over from another base model) is deleted and counts as a miss: the registry decides."""
+        data = self._disk.read(key)
+        if data is None:
+            return None
+        try:
+            return self._decode(key, data)
+        except (InvalidArtifact, IncompatibleBase) as e:
+            log.warning("disk copy of %s@%s dropped: %s", key[0], key[1], e.message)
+            with self._lock:
+                self._disk.remove(key)
+            return None
+
     def _decode(self, key: ConceptKey, data: bytes) -> LoadedConcept:
         artifact = from_bytes(data, base=self.spec, name=f"concept {key[0]}@{key[1]}")
         return self._to_device(LoadedConcept(key, artifact.header, artifact.delta))
@@ -237,20 +251,6 @@ class ConceptStore:
             return delta, True
         self.observer.miss("merged")
         return self._merges.run(merged_key, lambda: self._merge(merged_key, compute)), False
-    def _from_disk(self, key: ConceptKey) -> LoadedConcept | None:
-        """The disk copy, validated like a fetch. A copy that no longer validates (torn, altered,
-        left over from another base model) is deleted and counts as a miss: the registry decides."""
-        data = self._disk.read(key)
-        if data is None:
-            return None
-        try:
-            return self._decode(key, data)
-        except (InvalidArtifact, IncompatibleBase) as e:
-            log.warning("disk copy of %s@%s dropped: %s", key[0], key[1], e.message)
-            with self._lock:
-                self._disk.remove(key)
-            return None
-
 
     def _merge(self, merged_key: MergedKey, compute: Callable[[], ConceptDelta]) -> ConceptDelta:
         with self._lock:
