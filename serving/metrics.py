@@ -26,7 +26,7 @@ class ServingMetrics:
             boundaries=LATENCY_BUCKETS_S, tag_keys=("method", "code"),
         )  # fmt: skip
         self.queue_time = metrics.Histogram(
-            "cdserve_queue_time_seconds", "Arrival at the replica until its batch starts",
+            "cdserve_queue_time_seconds", "Ready to run (concepts loaded or merged) until its batch starts",
             boundaries=LATENCY_BUCKETS_S,
         )  # fmt: skip
         self.images = metrics.Counter("cdserve_images", "Images generated (rate() gives images/s)")

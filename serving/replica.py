@@ -42,6 +42,8 @@ class PendingRequest:
     resolved: ResolvedConcepts
     request: GenerationRequest
     received_s: float
+    prepared_s: float
+    """When validation and concept resolution (loads, merges) ended: its queue time starts here."""
     on_progress: ProgressSink | None = None
     cancelled: bool = False
     """Set when the caller went away (deadline, disconnect): dropped before its batch starts."""
@@ -84,7 +86,7 @@ class ReplicaCore:
             num_images=params.num_images,
             scheduler=params.scheduler,
         )
-        return PendingRequest(params, resolved, request, received, on_progress)
+        return PendingRequest(params, resolved, request, received, time.perf_counter(), on_progress)
 
     def run_batch(self, pending: Sequence[PendingRequest]) -> list[Outcome]:
         """One engine call per sampling key (steps, size, scheduler), in arrival order; requests of
@@ -125,7 +127,7 @@ class ReplicaCore:
     def _response(self, item: PendingRequest, result: GenerationResult, started_s: float) -> generator_pb2.GenerateResponse:
         height, width = result.images.shape[1:3]
         timings = generator_pb2.Timings(
-            queue_ms=(started_s - item.received_s) * 1000.0,
+            queue_ms=(started_s - item.prepared_s) * 1000.0,
             concept_load_ms=item.resolved.load_ms,
             merge_ms=item.resolved.merge_ms,
             encode_ms=result.timings_ms.get("encode_ms", 0.0),
@@ -191,6 +193,7 @@ def build_replica(config: ServingConfig, *, replica: str = "", observer: CacheOb
     captions_file = reg_captions_path(model_dir) if model_dir.is_dir() else None
     captions = load_captions(captions_file) if captions_file else load_captions()
     merger = ConceptMerger(engine.prompts, engine.layers, base.spec.fingerprint, captions, RegularizationCache(cache.reg_cache_dir))
+    merger.regularization()  # built (or read from reg_cache_dir) now, so that no request waits for it
     core = ReplicaCore(engine, ConceptResolver(store, merger), config, replica=replica)
     watcher = RegistryWatcher(registry, store, observers, heartbeat_s=config.registry.watch_heartbeat_s).start()
     return Replica(core, store, stats, watcher, registry)

@@ -1,7 +1,8 @@
 """Combines several loaded concepts into one delta: the closed-form merge or the naive-sum baseline.
 
-C_regᵀC_reg is computed once per base model (lazily, on the first merge) from the caption set the
-base model ships (`reg_captions.txt`) or the project's generic captions, and kept on disk.
+C_regᵀC_reg is computed once per base model from the caption set the base model ships
+(`reg_captions.txt`) or the project's generic captions, and kept on disk; a replica asks for it
+at start (`regularization()`), so that no request waits for it.
 """
 
 from __future__ import annotations
