@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import torch
 from diffusers.models.attention_processor import Attention
 
-from serving.engine.processor import BatchConditioning
-from shared.delta import ConceptDelta
+from serving.engine.processor import BatchConditioning, RowDelta
+from shared.delta import ConceptDelta, DeltaWeight
 
 
 class RowLayout:
@@ -32,6 +32,15 @@ class RowLayout:
         )
         """For each UNet row, its row in the (2 · requests) feature batch [uncond…, cond…]."""
 
+    @property
+    def rows(self) -> int:
+        """UNet batch rows: both halves."""
+        return 2 * self.per_half
+
+    def rows_of(self, request: int) -> list[int]:
+        """The UNet rows of one request, in both halves."""
+        return [row for rows in self.slices[request] for row in range(rows.start, rows.stop)]
+
 
 def build_conditioning(
     layers: dict[str, Attention],
@@ -50,6 +59,7 @@ def build_conditioning(
     for name, attn in layers.items():
         context = attn.norm_encoder_hidden_states(features) if attn.norm_cross else features
         key, value = attn.to_k(context), attn.to_v(context)
+        per_row: dict[str, list[tuple[list[int], DeltaWeight]]] = {}
         for r, delta in enumerate(deltas):
             layer_delta = delta.layers.get(name) if delta else None
             if not layer_delta:
@@ -61,9 +71,10 @@ def build_conditioning(
                 value[[r, requests + r]] += layer_delta["to_v"].apply(own)
             for projection in ("to_q", "to_out"):
                 if projection in layer_delta:
-                    per_layer = conditioning.row_deltas.setdefault(name, {})
-                    per_layer.setdefault(projection, []).extend(
-                        (rows_of_half, layer_delta[projection]) for rows_of_half in layout.slices[r]
-                    )
+                    per_row.setdefault(projection, []).append((layout.rows_of(r), layer_delta[projection]))
+        if per_row:
+            conditioning.row_deltas[name] = {
+                projection: RowDelta.gather(layout.rows, parts, key) for projection, parts in per_row.items()
+            }
         conditioning.kv[name] = (key[rows], value[rows])
     return conditioning

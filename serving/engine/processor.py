@@ -4,8 +4,9 @@ Semantics (cross-attention layer l, UNet batch row b, request r(b)):
   K_b = c_b · (W0_k + ΔW_k[r(b)])ᵀ,  V_b = c_b · (W0_v + ΔW_v[r(b)])ᵀ   — computed once per request
   out_b = to_out(softmax(Q_b K_bᵀ / √d) V_b)                          — every denoising step
 The text features c are fixed for all steps, so K and V are too: the processor only looks them
-up. Per-row `to_q`/`to_out` deltas (concepts trained in mode `crossattn`) are added to the base
-projections of the rows they belong to.
+up. `to_q`/`to_out` deltas (concepts trained in mode `crossattn`) act on image features, so they
+are applied at every step — gathered per row once per batch (`RowDelta`), so that a step adds them
+with one batched product per projection, whatever the mix of concepts in the batch.
 """
 
 from __future__ import annotations
@@ -18,8 +19,44 @@ from diffusers.models.attention_processor import Attention
 
 from shared.delta import DeltaWeight
 
-RowDeltas = list[tuple[slice, DeltaWeight]]
-"""Consecutive UNet batch rows and the delta that applies to them."""
+
+@dataclass(frozen=True)
+class RowDelta:
+    """One projection's deltas for every UNet row, gathered once per batch; rows without a delta
+    hold zeros. Low-rank deltas are zero-padded to the largest rank of the batch; when any delta
+    of the projection is dense, all are held dense (`weight`).
+
+    Semantics: apply(x)[b] = x[b] @ ΔW[b]ᵀ, with ΔW[b] = up[b] @ down[b] or weight[b].
+    up (batch, out, rank), down (batch, rank, in), weight (batch, out, in); in the UNet dtype.
+    """
+
+    up: torch.Tensor | None = None
+    down: torch.Tensor | None = None
+    weight: torch.Tensor | None = None
+
+    @staticmethod
+    def gather(rows: int, parts: list[tuple[list[int], DeltaWeight]], like: torch.Tensor) -> RowDelta:
+        """`parts`: (UNet rows, delta) for the rows that have one; `like`: dtype and device."""
+        out_features, in_features = parts[0][1].shape
+        options = {"dtype": like.dtype, "device": like.device}
+        if any(not delta.is_low_rank for _, delta in parts):
+            weight = torch.zeros(rows, out_features, in_features, **options)
+            for indices, delta in parts:
+                weight[indices] = delta.to_dense().to(**options)
+            return RowDelta(weight=weight)
+        rank = max(delta.rank for _, delta in parts)
+        up = torch.zeros(rows, out_features, rank, **options)
+        down = torch.zeros(rows, rank, in_features, **options)
+        for indices, delta in parts:
+            up[indices, :, : delta.rank] = delta.up.to(**options)  # type: ignore[union-attr]
+            down[indices, : delta.rank] = delta.down.to(**options)  # type: ignore[union-attr]
+        return RowDelta(up=up, down=down)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """x (batch, tokens, in) → (batch, tokens, out)."""
+        if self.weight is not None:
+            return torch.bmm(x, self.weight.transpose(1, 2))
+        return torch.bmm(torch.bmm(x, self.down.transpose(1, 2)), self.up.transpose(1, 2))  # type: ignore[union-attr]
 
 
 @dataclass
@@ -27,20 +64,15 @@ class BatchConditioning:
     """Per-call state handed to every processor through `cross_attention_kwargs`.
 
     `kv[layer]`: (key, value), each (batch, tokens, inner) in the UNet dtype, batch in UNet order.
-    `row_deltas[layer][projection]`: extra `to_q`/`to_out` deltas for some rows.
+    `row_deltas[layer][projection]`: `to_q`/`to_out` deltas of the layer, gathered per row.
     """
 
     kv: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-    row_deltas: dict[str, dict[str, RowDeltas]] = field(default_factory=dict)
+    row_deltas: dict[str, dict[str, RowDelta]] = field(default_factory=dict)
 
 
-def _add_row_deltas(output: torch.Tensor, inputs: torch.Tensor, deltas: RowDeltas | None) -> torch.Tensor:
-    if not deltas:
-        return output
-    output = output.clone()
-    for rows, delta in deltas:
-        output[rows] += delta.apply(inputs[rows])
-    return output
+def _add_row_delta(output: torch.Tensor, inputs: torch.Tensor, delta: RowDelta | None) -> torch.Tensor:
+    return output if delta is None else output + delta.apply(inputs)
 
 
 class DeltaAttnProcessor:
@@ -74,7 +106,7 @@ class DeltaAttnProcessor:
 
         precomputed = conditioning.kv.get(self.layer_name) if conditioning else None
         row_deltas = conditioning.row_deltas.get(self.layer_name, {}) if conditioning else {}
-        query = _add_row_deltas(attn.to_q(hidden_states), hidden_states, row_deltas.get("to_q"))
+        query = _add_row_delta(attn.to_q(hidden_states), hidden_states, row_deltas.get("to_q"))
         if precomputed is not None:
             key, value = precomputed
         else:
@@ -98,7 +130,7 @@ class DeltaAttnProcessor:
         hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
 
         projected = attn.to_out[0](hidden_states)
-        hidden_states = attn.to_out[1](_add_row_deltas(projected, hidden_states, row_deltas.get("to_out")))
+        hidden_states = attn.to_out[1](_add_row_delta(projected, hidden_states, row_deltas.get("to_out")))
         if input_ndim == 4:
             hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channels, height, width)
         if attn.residual_connection:
