@@ -43,11 +43,14 @@ class DistributedOptions(StrictModel):
     )
 
 
-def _mean_over_ranks(value: float) -> float:
+def _mean_over_ranks(value: float, device: torch.device) -> float:
+    """The mean of `value` over the worker group. NCCL reduces only tensors on the worker's GPU
+    (a CPU tensor fails there), gloo only CPU ones: the scalar goes where the backend can reduce it."""
     if not dist.is_initialized():
         return value
-    tensor = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(tensor)  # gloo and NCCL both reduce CPU-visible scalars fine at this size
+    on = device if dist.get_backend() == dist.Backend.NCCL else torch.device("cpu")
+    tensor = torch.tensor([value], dtype=torch.float64, device=on)
+    dist.all_reduce(tensor)
     return float(tensor.item()) / dist.get_world_size()
 
 
@@ -66,7 +69,8 @@ def worker_loop(params: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     started = time.perf_counter()
-    base = load_base_model(config.base_model, device=get_device())
+    device = get_device()
+    base = load_base_model(config.base_model, device=device)
     find_unused = config.recipe.trains_token and len(config.concepts) > 1  # a rank's batch may miss a concept
     trainer = build_trainer(
         config,
@@ -90,7 +94,7 @@ def worker_loop(params: dict[str, Any]) -> None:
     if progress is not None:
         progress.update(step=trainer.step, total_steps=total, resumed_from_step=resumed_from)
     while trainer.step < total:
-        loss = _mean_over_ranks(trainer.train_step())
+        loss = _mean_over_ranks(trainer.train_step(), device)
         step = trainer.step
         metrics = {"step": step, "loss": loss, "seconds_per_step": clock.seconds_per_step(step),
                    "resumed_from_step": resumed_from}  # fmt: skip
