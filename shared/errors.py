@@ -3,9 +3,30 @@
 Every failure a caller can act on is one of these; `shared.grpc_status` is the single place that
 maps them to gRPC status codes. Messages name the field and the bad value (never tensor contents)
 and say what to do.
+
+A message echoes what a caller sent, and a caller may send megabytes: every message is clipped
+here, once, so that no service can answer with an unbounded status text or trailer (gRPC refuses
+metadata past a few KiB, which would turn a clear INVALID_ARGUMENT into RESOURCE_EXHAUSTED).
 """
 
 from __future__ import annotations
+
+import re
+
+MAX_WORD_CHARS = 128
+"""A run of non-blank characters longer than this (a pasted id, a token) keeps its two ends."""
+MAX_MESSAGE_CHARS = 480
+"""A message longer than this keeps its beginning (what is wrong) and its end (what to do)."""
+ELLIPSIS = "…"
+_LONG_WORD = re.compile(rf"\S{{{MAX_WORD_CHARS + 1},}}")
+
+
+def clip(text: str) -> str:
+    """`text` with every over-long word and the whole shortened around an ellipsis."""
+    text = _LONG_WORD.sub(lambda m: f"{m[0][:96]}{ELLIPSIS}{m[0][-16:]}", text)
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = f"{text[: MAX_MESSAGE_CHARS * 2 // 3]} {ELLIPSIS} {text[-(MAX_MESSAGE_CHARS // 3 - 3) :]}"
+    return text
 
 
 class CdserveError(Exception):
@@ -14,9 +35,10 @@ class CdserveError(Exception):
     reason = "INTERNAL"
 
     def __init__(self, message: str, *, field: str = "") -> None:
+        message = clip(message)
         super().__init__(message)
         self.message = message
-        self.field = field
+        self.field = clip(field)
 
 
 class InvalidArgument(CdserveError):

@@ -24,7 +24,7 @@ from shared.errors import InvalidArgument, InvalidArtifact
 
 WEIGHTS_FILE = "pytorch_custom_diffusion_weights.safetensors"
 HEADER_FILE = "cdserve_header.json"
-_KEY = re.compile(r"^(?P<layer>.+)\.processor\.(?P<proj>to_[kvq]|to_out)_custom_diffusion(?:\.0)?\.(?P<param>weight|bias)$")
+_KEY = re.compile(r"(?P<layer>.+)\.processor\.(?P<proj>to_[kvq]|to_out)_custom_diffusion(?:\.0)?\.(?P<param>weight|bias)")
 _SUFFIX = {"to_k": "to_k_custom_diffusion", "to_v": "to_v_custom_diffusion", "to_q": "to_q_custom_diffusion",
            "to_out": "to_out_custom_diffusion.0"}
 
@@ -90,7 +90,7 @@ def import_diffusers(
     layers = cross_attention_layers(base.pipeline.unet)
     delta = ConceptDelta()
     for key, value in weights.items():
-        match = _KEY.match(key)
+        match = _KEY.fullmatch(key)
         if match is None or match["layer"] not in layers:
             raise InvalidArtifact(f"{weights_path.name}: unexpected key {key!r}")
         linear = _base_linear(layers[match["layer"]], match["proj"])
@@ -111,7 +111,7 @@ def import_diffusers(
         if path.name == WEIGHTS_FILE:
             continue
         for token, embedding in _read_safetensors(path).items():
-            if not MODIFIER_TOKEN_PATTERN.match(token):
+            if not MODIFIER_TOKEN_PATTERN.fullmatch(token):
                 raise InvalidArtifact(f"{path.name}: token {token!r} must look like '<name>'")
             delta.token_embeddings[token] = embedding.reshape(-1).float()
     tokens = sorted(delta.token_embeddings)

@@ -17,7 +17,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from shared.errors import InvalidArgument
 
-WORD_TOKEN = re.compile(r"^([a-z]{3,})</w>$")
+WORD_TOKEN = re.compile(r"([a-z]{3,})</w>")
 
 
 def rare_tokens(tokenizer: CLIPTokenizer, count: int, *, avoid: Iterable[str] = ()) -> list[str]:
@@ -27,7 +27,7 @@ def rare_tokens(tokenizer: CLIPTokenizer, count: int, *, avoid: Iterable[str] = 
     if count == 0:
         return chosen
     for token, _ in sorted(tokenizer.get_vocab().items(), key=lambda item: -item[1]):
-        match = WORD_TOKEN.match(token)
+        match = WORD_TOKEN.fullmatch(token)
         if match and match.group(1) not in avoided:
             chosen.append(match.group(1))
             if len(chosen) == count:

@@ -32,7 +32,7 @@ class StagedFile:
     def __init__(self, store: FileBlobStore) -> None:
         self._store = store
         self.path = store.staging_dir / f"{uuid.uuid4().hex}{STAGING_SUFFIX}"
-        self._file: BinaryIO | None = open(self.path, "wb")  # noqa: SIM115 - closed in read_all/discard
+        self._file: BinaryIO | None = open(self.path, "wb")  # noqa: SIM115 - closed in sealed/commit/discard
         self._hash = hashlib.sha256()
         self._size = 0
         self._committed = False
@@ -52,9 +52,9 @@ class StagedFile:
         self._hash.update(data)
         self._size += len(data)
 
-    def read_all(self) -> bytes:
+    def sealed(self) -> BinaryIO:
         self._close(sync=True)
-        return self.path.read_bytes()
+        return open(self.path, "rb")  # noqa: SIM115 - the caller closes it
 
     def commit(self) -> bool:
         self._close(sync=True)

@@ -8,18 +8,18 @@ worker threads so the event loop keeps serving other calls and watch streams.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import re
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from serving.registry.config import MESSAGE_OVERHEAD_BYTES, RegistryConfig
+from serving.registry.config import RegistryConfig
 from serving.registry.events import EventHub
+from serving.registry.labels import check_labels
 from serving.registry.metrics import RegistryMetrics
-from serving.registry.refs import check_concept_id, parse_ref
+from serving.registry.paging import Page, cut_page, decode_page_token
+from serving.registry.refs import check_concept_id, check_sequence, not_found, parse_ref
 from serving.registry.storage import (
     BlobStore,
     ConceptEventRecord,
@@ -29,19 +29,17 @@ from serving.registry.storage import (
     NewConcept,
     StagedBlob,
 )
-from shared.artifact import ArtifactLimits, ConceptArtifact, from_bytes, read_header
-from shared.auth import Caller
+from shared.artifact import ArtifactIndex, ArtifactLimits, read_index, verify_content
+from shared.auth import OPERATOR_TENANT, Caller
+from shared.errors import CapacityExceeded, IncompatibleBase, InvalidArgument, NotFound, PermissionDenied, TooLarge
 from shared.spec import BaseSpec
-from shared.errors import IncompatibleBase, InvalidArgument, NotFound, PermissionDenied, TooLarge
 
 log = logging.getLogger("cdserve.registry")
 
-"""A token mapped to this tenant sees and may delete every concept (replicas, operators)."""
-
-SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 WATCH_BATCH = 256
-RECORD_OVERHEAD_BYTES = 2048
-"""Generous size of a ConceptInfo without its header_json (ids, tokens, labels), for paging."""
+MAX_FILTER_CHARS = 256
+"""Longest List filter value: longer than any id, fingerprint or category that can exist."""
 
 
 @dataclass(frozen=True)
@@ -60,12 +58,6 @@ class PublishIntent:
 class PublishResult:
     concept: ConceptRecord
     deduplicated: bool
-
-
-@dataclass(frozen=True)
-class Page:
-    concepts: list[ConceptRecord]
-    next_page_token: str
 
 
 @dataclass(frozen=True)
@@ -88,20 +80,6 @@ class ListFilter:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def encode_page_token(record: ConceptRecord) -> str:
-    return base64.urlsafe_b64encode(json.dumps([record.concept_id, record.version]).encode()).decode()
-
-
-def decode_page_token(token: str) -> tuple[str, int]:
-    try:
-        concept_id, version = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return str(concept_id), int(version)
-    except (ValueError, TypeError) as e:
-        raise InvalidArgument(
-            "page_token is not one this registry issued; pass next_page_token unchanged", field="page_token"
-        ) from e
 
 
 class Registry:
@@ -127,6 +105,7 @@ class Registry:
         self._limits = ArtifactLimits(max_bytes=config.max_upload_bytes, max_header_bytes=config.max_header_bytes)
         self._metrics = metrics
         self._commit_lock = asyncio.Lock()
+        self._uploads = 0
         self._recover()
         self._hub = EventHub(metadata.latest_sequence())
 
@@ -154,14 +133,47 @@ class Registry:
     # -- publish -------------------------------------------------------------------------------
 
     async def publish(self, caller: Caller, intent: PublishIntent, chunks: AsyncIterator[bytes]) -> PublishResult:
-        """Stage the stream, check size and digest, validate the artifact, then commit atomically.
+        """Stage the stream, check size and digest, validate the artifact from disk, then commit
+        atomically. Anything that fails before the commit leaves no trace: the staged file is removed.
 
-        Anything that fails before the commit leaves no trace: the staged file is removed.
+        Which ids a tenant may publish under, without an existence oracle: concept ids are one global
+        namespace (Generate names concepts by id alone), so an id another tenant holds must be refused,
+        and a refusal that only taken ids get tells the caller the id is taken. What the registry
+        guarantees is that the refusal says nothing more: an id held by another tenant (public,
+        private or deleted) gets one answer, PERMISSION_DENIED "not available to you", whose text
+        depends on the id alone; the same bytes as another tenant's concept get that same answer
+        (an artifact names its own id, which must be the id it is published under); and the
+        `deduplicated` flag can only concern the caller's own versions. With `namespaced_ids` a
+        tenant publishes only ids that start with "<tenant>-": every id outside that namespace gets
+        the same refusal whether or not it exists, so even that one bit is gone. The operator
+        publishes anywhere.
         """
-        tenant = caller.require_tenant()
+        tenant = caller.require_publisher(intent.concept_id or None)
         self._check_intent(intent)
         if intent.concept_id:
-            await self._check_owner(check_concept_id(intent.concept_id), tenant)
+            await self._check_id(check_concept_id(intent.concept_id), tenant)
+        if self._uploads >= self._config.max_concurrent_uploads:
+            raise CapacityExceeded(
+                f"{self._uploads} uploads are in progress, the most this registry receives at once "
+                "(max_concurrent_uploads); retry in a moment",
+                field="data",
+            )
+        self._uploads += 1
+        try:
+            result = await self._receive(caller, tenant, intent, chunks)
+        finally:
+            self._uploads -= 1
+        record = result.concept
+        log.info(
+            "published",
+            extra={"fields": {"concept_id": record.concept_id, "version": record.version, "tenant": tenant,
+                              "size_bytes": record.size_bytes, "deduplicated": result.deduplicated}},
+        )  # fmt: skip
+        return result
+
+    async def _receive(
+        self, caller: Caller, tenant: str, intent: PublishIntent, chunks: AsyncIterator[bytes]
+    ) -> PublishResult:
         staged = self._blobs.stage()
         commit: asyncio.Future[tuple[ConceptRecord, bool]] | None = None
         try:
@@ -184,20 +196,26 @@ class Registry:
                     "the file changed or was corrupted in transit",
                     field="sha256",
                 )
-            artifact = await asyncio.to_thread(self._validate, await asyncio.to_thread(staged.read_all))
-            concept_id = check_concept_id(intent.concept_id or artifact.concept_id)
+            index = await asyncio.to_thread(self._validate, staged)
+            concept_id = index.header.concept_id
+            if intent.concept_id and intent.concept_id != concept_id:
+                raise InvalidArgument(
+                    f"the artifact is concept {concept_id!r}, not {intent.concept_id!r}; leave concept_id empty "
+                    "or export the concept under the id to publish it as",
+                    field="concept_id",
+                )
+            caller.require_publisher(concept_id)
+            await self._check_id(concept_id, tenant)
             # From here the publish completes even if the caller goes away: a commit is never half done.
-            new = self._new_concept(concept_id, tenant, intent, artifact, staged.size)
+            new = self._new_concept(concept_id, tenant, intent, index, staged.size)
             commit = asyncio.ensure_future(self._commit(staged, new))
-            record, deduplicated = await asyncio.shield(commit)
+            try:
+                record, deduplicated = await asyncio.shield(commit)
+            except PermissionDenied as e:  # another tenant took the id meanwhile
+                raise self._unavailable(concept_id) from e
         finally:
             if commit is None:
                 staged.discard()  # synchronous, so that a cancelled call cannot skip it
-        log.info(
-            "published",
-            extra={"fields": {"concept_id": concept_id, "version": record.version, "tenant": tenant,
-                              "size_bytes": record.size_bytes, "deduplicated": deduplicated}},
-        )  # fmt: skip
         return PublishResult(record, deduplicated)
 
     async def _commit(self, staged: StagedBlob, new: NewConcept) -> tuple[ConceptRecord, bool]:
@@ -224,32 +242,45 @@ class Registry:
                 f"{self._config.max_upload_bytes} (max_upload_bytes)",
                 field="total_bytes",
             )
-        if not SHA256_PATTERN.match(intent.sha256):
+        if not SHA256_PATTERN.fullmatch(intent.sha256):
             raise InvalidArgument("header.sha256 must be 64 lowercase hex digits", field="sha256")
+        check_labels(
+            intent.labels, max_labels=self._config.max_labels, max_value_chars=self._config.max_label_value_chars
+        )
 
-    async def _check_owner(self, concept_id: str, tenant: str) -> None:
-        """Fail before the upload when the id is taken; `insert_version` re-checks in its transaction."""
+    async def _check_id(self, concept_id: str, tenant: str) -> None:
+        """Refuse an id outside the tenant's namespace or held by another tenant (see `publish`);
+        `insert_version` re-checks the owner in its transaction."""
+        if self._config.namespaced_ids and tenant != OPERATOR_TENANT and not concept_id.startswith(f"{tenant}-"):
+            raise self._unavailable(concept_id)
         owner = await asyncio.to_thread(self._metadata.owner_of, concept_id)
         if owner is not None and owner != tenant:
-            raise PermissionDenied(
-                f"concept id {concept_id!r} belongs to another tenant; publish under another id", field="concept_id"
-            )
+            raise self._unavailable(concept_id)
 
-    def _validate(self, data: bytes) -> ConceptArtifact:
-        header = read_header(data, limits=self._limits, name="upload")
-        spec = self._specs.get(header.base_fingerprint)
-        if spec is None:
-            raise IncompatibleBase(
-                f"the concept was trained for base model {header.base_fingerprint!r}; this registry accepts "
-                f"{self.accepted_fingerprints or 'no base model (start it with --base-spec)'}",
-                field="base_fingerprint",
-            )
-        return from_bytes(data, base=spec, limits=self._limits, name="upload")
+    def _unavailable(self, concept_id: str) -> PermissionDenied:
+        """The one refusal of an id the caller may not publish under; its text depends on the id only."""
+        namespaced = self._config.namespaced_ids
+        rule = "ids you publish start with '<your tenant>-'" if namespaced else "publish under another id"
+        return PermissionDenied(f"concept id {concept_id!r} is not available to you; {rule}", field="concept_id")
+
+    def _validate(self, staged: StagedBlob) -> ArtifactIndex:
+        """Check the staged upload from disk a chunk at a time: never the whole file in memory."""
+        with staged.sealed() as file:
+            index = read_index(file, staged.size, limits=self._limits, name="upload")
+            spec = self._specs.get(index.header.base_fingerprint)
+            if spec is None:
+                raise IncompatibleBase(
+                    f"the concept was trained for base model {index.header.base_fingerprint!r}; this registry "
+                    f"accepts {self.accepted_fingerprints or 'no base model (start it with --base-spec)'}",
+                    field="base_fingerprint",
+                )
+            verify_content(file, index, base=spec, name="upload")
+        return index
 
     def _new_concept(
-        self, concept_id: str, tenant: str, intent: PublishIntent, artifact: ConceptArtifact, size: int
+        self, concept_id: str, tenant: str, intent: PublishIntent, index: ArtifactIndex, size: int
     ) -> NewConcept:
-        header = artifact.header
+        header = index.header
         return NewConcept(
             concept_id=concept_id,
             tenant=tenant,
@@ -260,8 +291,8 @@ class Registry:
             modifier_tokens=tuple(header.modifier_tokens),
             category_words=tuple(part.category for part in header.concepts),
             delta_kind=header.delta_kind,
-            max_rank=artifact.delta.max_rank,
-            num_layers=len(artifact.delta.layers),
+            max_rank=index.max_rank,
+            num_layers=len(index.layers),
             created_ms=_now_ms(),
             header_json=header.model_dump_json(),
             labels=dict(intent.labels),
@@ -274,8 +305,7 @@ class Registry:
         query = ConceptQuery(viewer=caller.tenant, sees_all=caller.sees_all)
         record = await asyncio.to_thread(self._metadata.find, concept_id, version, query)
         if record is None:
-            what = f"version {version} of concept {concept_id!r}" if version else f"concept {concept_id!r}"
-            raise NotFound(f"{what} does not exist, was deleted, or is not visible to you", field="ref")
+            raise not_found(concept_id, version)
         return record
 
     async def fetch(
@@ -306,6 +336,9 @@ class Registry:
             raise InvalidArgument(
                 f"page_size {page_size} is above the limit {self._config.max_list_page_size}", field="page_size"
             )
+        for name, value in vars(filters).items():
+            if isinstance(value, str) and len(value) > MAX_FILTER_CHARS:
+                raise InvalidArgument(f"{name} is {len(value)} characters; the limit is {MAX_FILTER_CHARS}", field=name)
         limit = page_size or self._config.list_page_size
         query = ConceptQuery(
             viewer=caller.tenant,
@@ -320,25 +353,13 @@ class Registry:
             limit=limit + 1,
         )
         records = await asyncio.to_thread(self._metadata.list, query)
-        return self._page(records, limit)
-
-    def _page(self, records: list[ConceptRecord], limit: int) -> Page:
-        """Cut to `limit` rows and to what fits one message; the token continues after the last row."""
-        budget = self._config.max_message_bytes - MESSAGE_OVERHEAD_BYTES
-        kept: list[ConceptRecord] = []
-        for record in records[:limit]:
-            budget -= len(record.header_json) + RECORD_OVERHEAD_BYTES
-            if kept and budget < 0:
-                break
-            kept.append(record)
-        more = len(kept) < len(records)
-        return Page(kept, encode_page_token(kept[-1]) if more else "")
+        return cut_page(records, limit, self._config.max_message_bytes)
 
     # -- delete --------------------------------------------------------------------------------
 
     async def delete(self, caller: Caller, ref: str) -> list[ConceptRecord]:
         """Soft-delete one version ("id@N") or all ("id"); blobs nothing live references are removed."""
-        tenant = caller.require_tenant()
+        tenant = caller.require_tenant("deleting changes the registry")
         concept_id, version = parse_ref(ref)
         target = await self.get(caller, ref)
         if target.tenant != tenant and not caller.sees_all:
@@ -373,8 +394,11 @@ class Registry:
     ) -> AsyncIterator[ConceptEventRecord | Heartbeat]:
         """Every event after the cursor that the caller may see, in order, then new ones as they
         commit; a `Heartbeat` after `heartbeat_s` of quiet. Ends when the registry closes."""
+        if heartbeat_s > self._config.max_watch_heartbeat_s:
+            limit = self._config.max_watch_heartbeat_s
+            raise InvalidArgument(f"heartbeat_s {heartbeat_s} is above the limit {limit}", field="heartbeat_s")
         heartbeat_s = heartbeat_s or self._config.watch_heartbeat_s
-        cursor = after_sequence
+        cursor = check_sequence(after_sequence, field="after_sequence")
         self._metrics.watchers.inc()
         try:
             while not self._hub.closed:

@@ -118,8 +118,9 @@ class StagedBlob(Protocol):
 
     def write(self, data: bytes) -> None: ...
 
-    def read_all(self) -> bytes:
-        """Make the staged bytes durable and return them (for validation before commit)."""
+    def sealed(self) -> BinaryIO:
+        """Make the staged bytes durable; a readable file of them for validation before commit,
+        which the caller closes. No more writes."""
 
     def commit(self) -> bool:
         """Atomically store under its digest; True when that content was already stored."""

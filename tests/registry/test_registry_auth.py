@@ -13,7 +13,7 @@ def published(server, make_artifact):
     with server.client("tok-acme") as acme:
         acme.publish(make_artifact("private-dog", seed=1))
         acme.publish(make_artifact("public-dog", seed=2), public=True)
-    return make_artifact("new-dog", seed=3)
+    return make_artifact("public-dog", seed=3)
 
 
 @pytest.mark.parametrize(
@@ -58,9 +58,9 @@ def test_deleting_another_tenants_private_concept_does_not_reveal_it(server, pub
         beta.delete("private-dog")
 
 
-def test_another_tenant_cannot_take_over_an_id(server, published):
-    with server.client("tok-beta") as beta, pytest.raises(PermissionDenied):
-        beta.publish(published, concept_id="private-dog")
+def test_another_tenant_cannot_take_over_an_id(server, published, make_artifact):
+    with server.client("tok-beta") as beta, pytest.raises(PermissionDenied, match="not available to you"):
+        beta.publish(make_artifact("private-dog", seed=9), concept_id="private-dog")
 
 
 def test_the_operator_may_delete_any_tenants_concept(server, published):

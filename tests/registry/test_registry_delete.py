@@ -41,12 +41,12 @@ def test_deleting_an_id_deletes_every_version_softly(server, acme, make_artifact
         acme.delete("dog")
 
 
-def test_a_blob_shared_by_two_concepts_survives_until_both_are_deleted(server, acme, make_artifact):
+def test_a_blob_shared_by_two_versions_survives_until_both_are_deleted(server, acme, make_artifact):
     data = make_artifact("dog")
     acme.publish(data)
-    acme.publish(data, concept_id="dog-alias")
+    acme.publish(data)
 
-    acme.delete("dog")
-    assert acme.fetch("dog-alias") == data and blob_count(server) == 1
-    acme.delete("dog-alias")
+    acme.delete("dog@1")
+    assert acme.fetch("dog@2") == data and blob_count(server) == 1
+    acme.delete("dog@2")
     assert blob_count(server) == 0

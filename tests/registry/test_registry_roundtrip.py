@@ -46,12 +46,22 @@ def test_versions_count_up_and_refs_pin_them(acme, make_artifact):
         acme.get("dog@3")
 
 
-def test_publish_under_another_id_and_same_bytes_are_deduplicated(server, acme, make_artifact):
+def test_the_same_bytes_published_again_are_a_new_version_stored_once(server, acme, make_artifact):
     data = make_artifact("dog")
     acme.publish(data)
-    again = acme.publish(data, concept_id="dog-copy")
-    assert (again.concept.concept_id, again.concept.version, again.deduplicated) == ("dog-copy", 1, True)
+    again = acme.publish(data, concept_id="dog")
+    assert (again.concept.concept_id, again.concept.version, again.deduplicated) == ("dog", 2, True)
     assert len(list((server.config.data_dir / "sha256").glob("*/*"))) == 1
+
+
+def test_an_artifact_is_published_under_its_own_id_only(server, acme, make_artifact):
+    """The header is covered by the content digest and Fetch serves the file as it is: a stored
+    header_json naming another id than the file would contradict the file."""
+    with pytest.raises(InvalidArgument, match="the artifact is concept 'dog', not 'dog-copy'"):
+        acme.publish(make_artifact("dog"), concept_id="dog-copy")
+    published = acme.publish(make_artifact("dog"), concept_id="dog").concept
+    assert json.loads(published.header_json)["concept_id"] == published.concept_id == "dog"
+    assert list(acme.list()) == [published]
 
 
 def test_concurrent_publishes_of_one_id_get_distinct_versions(server, make_artifact):

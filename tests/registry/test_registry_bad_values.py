@@ -1,0 +1,184 @@
+"""Values no client should send — huge numbers, look-alike digits, trailing newlines, crafted
+tokens, megabyte strings — are INVALID_ARGUMENT with a short message, never INTERNAL, and leave
+the store as it was. Checked on the wire, as a client in any language sees it."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+import pytest
+
+from proto import registry_pb2, registry_pb2_grpc
+from shared.artifact import to_bytes
+from shared.synthetic import random_concept
+from tests.registry.conftest import header, store_snapshot
+
+Code = grpc.StatusCode
+MAX_DETAILS_CHARS = 512
+"""No status message may be longer: it travels in a header, and it echoes what the caller sent."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    code: Code
+    details: str
+    trailer_bytes: int
+
+
+def call(server, invoke: Callable[[registry_pb2_grpc.RegistryStub, tuple], object], token: str = "tok-acme") -> Answer:
+    """Run one call with a raw stub (streams drained); the status, its text and the trailer size."""
+    with grpc.insecure_channel(server.target) as channel:
+        stub = registry_pb2_grpc.RegistryStub(channel)
+        metadata = (("authorization", f"Bearer {token}"),)
+        try:
+            result = invoke(stub, metadata)
+            if hasattr(result, "__next__"):
+                for _ in result:
+                    pass
+        except grpc.RpcError as e:
+            trailers = sum(len(k) + len(v) for k, v in e.trailing_metadata() or ())
+            return Answer(e.code(), e.details() or "", trailers)
+    return Answer(Code.OK, "", 0)
+
+
+@pytest.fixture
+def earlier(server, make_artifact):
+    """'earlier' version 1, published before the bad input, which must leave it intact."""
+    with server.client("tok-acme") as client:
+        client.publish(make_artifact("earlier"))
+
+
+def b64(text: str | bytes) -> str:
+    return base64.urlsafe_b64encode(text.encode() if isinstance(text, str) else text).decode()
+
+
+BAD_REFS = {
+    "version above uint64 (earlier@99999999999999999999)": "earlier@99999999999999999999",
+    "version 2^63 (earlier@9223372036854775808)": "earlier@9223372036854775808",
+    "superscript digit version (earlier@²)": "earlier@²",
+    "Arabic-Indic digit version (earlier@٣)": "earlier@٣",
+    "leading zero version (earlier@01)": "earlier@01",
+    "negative version (earlier@-1)": "earlier@-1",
+    "id ending in a newline (earlier\\n)": "earlier\n",
+    "pinned id ending in a newline (earlier\\n@1)": "earlier\n@1",
+    "100,000-character ref": "a" * 100_000,
+    "100,000-character ref with spaces": "a " * 50_000,
+}
+READS = {
+    "Get": lambda ref: lambda stub, md: stub.Get(registry_pb2.GetConceptRequest(ref=ref), metadata=md, timeout=30),
+    "Fetch": lambda ref: lambda stub, md: stub.Fetch(registry_pb2.FetchRequest(ref=ref), metadata=md, timeout=30),
+    "Delete": lambda ref: lambda stub, md: stub.Delete(registry_pb2.DeleteConceptRequest(ref=ref), metadata=md, timeout=30),
+}
+
+
+@pytest.mark.parametrize("method", list(READS))
+@pytest.mark.parametrize("ref", list(BAD_REFS.values()), ids=list(BAD_REFS))
+def test_a_bad_ref_is_invalid_argument_with_a_short_message(server, earlier, method, ref):
+    before = store_snapshot(server)
+    answer = call(server, READS[method](ref))
+    assert answer.code == Code.INVALID_ARGUMENT, answer
+    assert len(answer.details) <= MAX_DETAILS_CHARS and answer.trailer_bytes <= 2 * MAX_DETAILS_CHARS
+    assert "ref" in answer.details
+    assert store_snapshot(server) == before
+
+
+def test_a_non_ascii_digit_never_pins_a_version(server, make_artifact):
+    with server.client("tok-acme") as client:
+        for seed in range(3):
+            client.publish(make_artifact("dog", seed=seed))
+    assert call(server, READS["Get"]("dog@3")).code == Code.OK
+    assert call(server, READS["Get"]("dog@٣")).code == Code.INVALID_ARGUMENT
+
+
+BAD_PAGE_TOKENS = {
+    "garbage page_token": "garbage",
+    "page_token of the old JSON layout with a huge version": b64('["earlier", 99999999999999999999]'),
+    "page_token with version 2^63": b64("earlier@9223372036854775808"),
+    "page_token without a version": b64("earlier"),
+    "page_token with a malformed id": b64("Bad Id@1"),
+    "page_token of invalid UTF-8": b64(b"\xff\xfe@1"),
+    "page_token with non-base64 characters": "é" * 8,
+    "100,000-character page_token": "A" * 100_000,
+}
+
+
+@pytest.mark.parametrize("token", list(BAD_PAGE_TOKENS.values()), ids=list(BAD_PAGE_TOKENS))
+def test_a_crafted_page_token_is_invalid_argument(server, earlier, token):
+    answer = call(server, lambda stub, md: stub.List(registry_pb2.ListConceptsRequest(page_token=token), metadata=md))
+    assert answer.code == Code.INVALID_ARGUMENT, answer
+    assert "page_token" in answer.details and len(answer.details) <= MAX_DETAILS_CHARS
+
+
+def test_a_page_token_the_registry_issued_still_continues_the_listing(server, make_artifact):
+    with server.client("tok-acme") as client:
+        for concept_id in ("a", "b", "c"):
+            client.publish(make_artifact(concept_id))
+        assert [c.concept_id for c in client.list(page_size=1)] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("id_prefix", "a" * 100_000), ("category", "d" * 100_000), ("tenant", "t" * 100_000)],
+    ids=["100,000-character id_prefix filter", "100,000-character category filter", "100,000-character tenant filter"],
+)
+def test_an_overlong_list_filter_is_invalid_argument(server, field, value):
+    answer = call(server, lambda stub, md: stub.List(registry_pb2.ListConceptsRequest(**{field: value}), metadata=md))
+    assert answer.code == Code.INVALID_ARGUMENT and len(answer.details) <= MAX_DETAILS_CHARS
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        registry_pb2.WatchRequest(after_sequence=2**63),
+        registry_pb2.WatchRequest(after_sequence=2**64 - 1),
+        registry_pb2.WatchRequest(heartbeat_s=2**32 - 1),
+    ],
+    ids=["Watch after_sequence 2^63", "Watch after_sequence 2^64-1", "Watch heartbeat_s 2^32-1"],
+)
+def test_an_out_of_range_watch_request_is_invalid_argument(server, request_):
+    answer = call(server, lambda stub, md: stub.Watch(request_, metadata=md, timeout=30))
+    assert answer.code == Code.INVALID_ARGUMENT, answer
+
+
+def test_a_huge_fetch_offset_is_invalid_argument(server, earlier):
+    request = registry_pb2.FetchRequest(ref="earlier", offset=2**64 - 1)
+    assert call(server, lambda stub, md: stub.Fetch(request, metadata=md, timeout=30)).code == Code.INVALID_ARGUMENT
+
+
+def publish_call(messages: list[registry_pb2.PublishRequest]):
+    return lambda stub, md: stub.Publish(iter(messages), metadata=md, timeout=30)
+
+
+def artifact_with(spec, concept_id: str = "dog", token: str = "<dog>") -> bytes:
+    header_, delta = random_concept(spec, "dog")
+    part = header_.concepts[0].model_copy(update={"modifier_token": token})
+    delta.token_embeddings = {token: next(iter(delta.token_embeddings.values()))}
+    return to_bytes(header_.model_copy(update={"concept_id": concept_id, "concepts": [part]}), delta)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda spec, good: [registry_pb2.PublishRequest(header=header(good, concept_id="dog\n"), data=good)],
+        lambda spec, good: [registry_pb2.PublishRequest(header=header(a := artifact_with(spec, "dog\n")), data=a)],
+        lambda spec, good: [registry_pb2.PublishRequest(header=header(a := artifact_with(spec, token="<dog>\n")), data=a)],
+        lambda spec, good: [registry_pb2.PublishRequest(header=header(good, concept_id="d" * 100_000), data=good)],
+        lambda spec, good: [registry_pb2.PublishRequest(header=header(good, sha256="0" * 64 + "\n"), data=good)],
+    ],
+    ids=[
+        "Publish concept_id ending in a newline",
+        "artifact whose concept id ends in a newline",
+        "artifact whose modifier token ends in a newline",
+        "Publish concept_id of 100,000 characters",
+        "Publish sha256 ending in a newline",
+    ],
+)
+def test_a_value_with_a_trailing_newline_or_of_huge_length_is_refused(server, earlier, make_artifact, spec, make):
+    before = store_snapshot(server)
+    answer = call(server, publish_call(make(spec, make_artifact("dog"))))
+    assert answer.code == Code.INVALID_ARGUMENT, answer
+    assert len(answer.details) <= MAX_DETAILS_CHARS
+    assert store_snapshot(server) == before
