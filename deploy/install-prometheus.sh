@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs Debian's `prometheus` package (the server and promtool) unless both are already on PATH.
-# Idempotent; used by tests/deploy and by operators who want to try the monitoring config locally.
+# Idempotent; run by `./dev test` before the tests (tests/deploy needs it) and by operators who want
+# to try the monitoring config locally.
 # Needs root (or sudo) and a reachable apt mirror. Exit status: 0 installed/present, 1 impossible.
 set -eu
 
