@@ -1,17 +1,19 @@
 """Base-model loading, the cross-attention layer map and the base-model fingerprint.
 
-Any SD 1.x/2.x diffusers directory or single-file checkpoint (by local path) loads the same way;
-nothing is ever fetched from a hub.
+Any SD 1.x/2.x or SDXL diffusers directory or single-file checkpoint (by local path) loads the
+same way; the family is read from the pipeline class the configs name. Nothing is ever fetched
+from a hub.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
 from transformers import CLIPTextModel
 
@@ -19,13 +21,14 @@ from shared.errors import InvalidArgument
 from shared.spec import BaseSpec, CrossAttentionLayer
 
 REG_CAPTIONS_FILE = "reg_captions.txt"
+Pipeline = StableDiffusionPipeline | StableDiffusionXLPipeline
 
 
 @dataclass
 class BaseModel:
     """A loaded base pipeline with its spec. The pipeline's weights are never written after load."""
 
-    pipeline: StableDiffusionPipeline
+    pipeline: Pipeline
     spec: BaseSpec
     source: str
 
@@ -60,8 +63,10 @@ def layer_map(unet: UNet2DConditionModel) -> tuple[CrossAttentionLayer, ...]:
     )
 
 
-def fingerprint(unet: UNet2DConditionModel, text_encoder: CLIPTextModel) -> str:
-    """sha256 of the base `to_k`/`to_v` weights and the whole text encoder.
+def fingerprint(
+    unet: UNet2DConditionModel, text_encoder: CLIPTextModel, text_encoder_2: torch.nn.Module | None = None
+) -> str:
+    """sha256 of the base `to_k`/`to_v` weights and the whole text encoder (both, for SDXL).
 
     Values are hashed after rounding to fp16, so fp32 and fp16 copies of one checkpoint share a
     fingerprint while any retrained or different model does not.
@@ -79,15 +84,44 @@ def fingerprint(unet: UNet2DConditionModel, text_encoder: CLIPTextModel) -> str:
     for name, param in sorted(text_encoder.state_dict().items()):
         if param.is_floating_point():
             feed(f"text_encoder.{name}", param)
+    if text_encoder_2 is not None:
+        for name, param in sorted(text_encoder_2.state_dict().items()):
+            if param.is_floating_point():
+                feed(f"text_encoder_2.{name}", param)
     return digest.hexdigest()[:32]
 
 
-def spec_of(pipeline: StableDiffusionPipeline) -> BaseSpec:
+def family_of(pipeline: Pipeline) -> str:
+    """"sdxl" with a second text encoder; "sd2" with 1024-d text features (OpenCLIP ViT-H); else "sd1"."""
+    if getattr(pipeline, "text_encoder_2", None) is not None:
+        return "sdxl"
+    return "sd2" if pipeline.unet.config.cross_attention_dim == 1024 else "sd1"
+
+
+def spec_of(pipeline: Pipeline) -> BaseSpec:
+    encoders = [pipeline.text_encoder]
+    if family_of(pipeline) == "sdxl":
+        encoders.append(pipeline.text_encoder_2)
+    dims = tuple(encoder.get_input_embeddings().embedding_dim for encoder in encoders)
     return BaseSpec(
-        fingerprint=fingerprint(pipeline.unet, pipeline.text_encoder),
+        fingerprint=fingerprint(pipeline.unet, *encoders),
         layers=layer_map(pipeline.unet),
-        token_dim=pipeline.text_encoder.get_input_embeddings().embedding_dim,
+        token_dim=sum(dims),
+        family=family_of(pipeline),
+        token_dims=dims if len(dims) > 1 else (),
     )
+
+
+def pipeline_class(config_dir: str | Path) -> type[Pipeline]:
+    """The pipeline class a diffusers directory's `model_index.json` names (SDXL or SD 1.x/2.x)."""
+    index = Path(config_dir)
+    index = index if index.name == "model_index.json" else index / "model_index.json"
+    try:
+        raw = json.loads(index.read_text())
+    except (OSError, ValueError) as e:
+        raise InvalidArgument(f"{str(index)!r} is not a readable diffusers model_index.json", field="base_model") from e
+    is_xl = "XL" in str(raw.get("_class_name", "")) or "text_encoder_2" in raw
+    return StableDiffusionXLPipeline if is_xl else StableDiffusionPipeline
 
 
 def load_base_model(
@@ -110,9 +144,7 @@ def load_base_model(
             raise InvalidArgument(
                 f"{str(path)!r} is not a diffusers directory (no model_index.json)", field="base_model"
             )
-        pipeline = StableDiffusionPipeline.from_pretrained(
-            str(path), local_files_only=True, safety_checker=None, requires_safety_checker=False
-        )
+        pipeline = _from_pretrained(pipeline_class(path), path)
     else:
         if single_file_config is None:
             raise InvalidArgument(
@@ -120,14 +152,26 @@ def load_base_model(
                 "directory with the matching configs (nothing is downloaded)",
                 field="single_file_config",
             )
-        pipeline = StableDiffusionPipeline.from_single_file(
-            str(path), config=str(single_file_config), local_files_only=True, safety_checker=None
-        )
+        config = Path(single_file_config)
+        config = config.parent if config.name == "model_index.json" else config
+        pipeline = _from_single_file(pipeline_class(config), path, config)
     return prepare_base_model(pipeline, source=str(path), device=device, dtype=dtype)
 
 
+def _from_pretrained(cls: type[Pipeline], path: Path) -> Pipeline:
+    if cls is StableDiffusionXLPipeline:
+        return cls.from_pretrained(str(path), local_files_only=True, add_watermarker=False)
+    return cls.from_pretrained(str(path), local_files_only=True, safety_checker=None, requires_safety_checker=False)
+
+
+def _from_single_file(cls: type[Pipeline], path: Path, config: Path) -> Pipeline:
+    if cls is StableDiffusionXLPipeline:
+        return cls.from_single_file(str(path), config=str(config), local_files_only=True, add_watermarker=False)
+    return cls.from_single_file(str(path), config=str(config), local_files_only=True, safety_checker=None)
+
+
 def prepare_base_model(
-    pipeline: StableDiffusionPipeline,
+    pipeline: Pipeline,
     *,
     source: str,
     device: str | torch.device = "cpu",
@@ -139,7 +183,9 @@ def prepare_base_model(
         pipeline.to(dtype=dtype)
     pipeline.to(device=device)
     pipeline.set_progress_bar_config(disable=True)
-    for module in (pipeline.unet, pipeline.vae, pipeline.text_encoder):
+    for module in (pipeline.unet, pipeline.vae, pipeline.text_encoder, getattr(pipeline, "text_encoder_2", None)):
+        if module is None:
+            continue
         module.requires_grad_(False)
         module.eval()
     return BaseModel(pipeline=pipeline, spec=spec, source=source)

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from shared.artifact import ArtifactHeader
 from shared.delta import KV_PROJECTIONS, ConceptDelta, DeltaWeight
 from shared.errors import Conflict, InvalidArgument
+from shared.sdxl import DualPromptEncoder
 from shared.text import PromptEncoder
 
 GENERIC_CAPTIONS = Path(__file__).resolve().parent / "assets" / "generic_captions.txt"
@@ -63,6 +64,8 @@ class MergeReport:
 
 
 MergeInput = tuple[ArtifactHeader, ConceptDelta]
+TextFeatures = PromptEncoder | DualPromptEncoder
+"""What turns captions into the features the K/V projections see (SD 1.x/2.x: one encoder; SDXL: two)."""
 
 
 def load_captions(path: str | Path = GENERIC_CAPTIONS) -> list[str]:
@@ -70,9 +73,10 @@ def load_captions(path: str | Path = GENERIC_CAPTIONS) -> list[str]:
 
 
 @torch.no_grad()
-def regularization_stats(encoder: PromptEncoder, captions: Sequence[str], *, batch_size: int = 64) -> RegularizationStats:
-    """C_regᵀ C_reg over every token position the UNet attends to (padding included: SD attends to it)."""
-    dim = encoder.text_encoder.get_input_embeddings().embedding_dim
+def regularization_stats(encoder: TextFeatures, captions: Sequence[str], *, batch_size: int = 64) -> RegularizationStats:
+    """C_regᵀ C_reg over every token position the UNet attends to (padding included: SD attends to it).
+    On SDXL the features are both encoders' concatenated (2048-d), as the K/V projections see them."""
+    dim = encoder.feature_dim
     gram = torch.zeros(dim, dim, dtype=torch.float64)
     count = 0
     for start in range(0, len(captions), batch_size):
@@ -90,7 +94,7 @@ class RegularizationCache:
         self.directory = Path(directory) if directory else None
         self._memory: dict[str, RegularizationStats] = {}
 
-    def get(self, fingerprint: str, encoder: PromptEncoder, captions: Sequence[str]) -> RegularizationStats:
+    def get(self, fingerprint: str, encoder: TextFeatures, captions: Sequence[str]) -> RegularizationStats:
         key = f"{fingerprint}-{hashlib.sha256(chr(10).join(captions).encode()).hexdigest()[:16]}"
         if key in self._memory:
             return self._memory[key]
@@ -137,7 +141,7 @@ def naive_sum(concepts: Sequence[MergeInput]) -> ConceptDelta:
 
 
 @torch.no_grad()
-def _target_features(concepts: Sequence[MergeInput], encoder: PromptEncoder) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+def _target_features(concepts: Sequence[MergeInput], encoder: TextFeatures) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """C (s × d, fp64): features from each modifier token through end-of-text of every caption.
 
     Tokens before the modifier token are identical for all concepts (the encoder is causal), so
@@ -167,7 +171,7 @@ def _target_features(concepts: Sequence[MergeInput], encoder: PromptEncoder) -> 
 
 def closed_form_merge(
     concepts: Sequence[MergeInput],
-    encoder: PromptEncoder,
+    encoder: TextFeatures,
     layers: dict[str, Attention],
     regularization: RegularizationStats,
     *,
@@ -179,14 +183,10 @@ def closed_form_merge(
     `layers`: the base model's cross-attention modules (W0 is read, never written). `ridge` is λ
     relative to the mean eigenvalue of C_regᵀC_reg. `eigen_cutoff` drops directions of C M⁻¹ Cᵀ whose
     eigenvalue is below that fraction of the largest: near-collinear constraints, whose inverse would
-    put huge changes on generic prompts. Measured on the toy world (118 target tokens in its 128-wide
-    text space, bench/quality.py pair trained with K/V at 1e-4, 64 samples): cutoff 1e-4 / 1e-3 /
-    3e-3 / 1e-2 kept rank 65 / 44 / 32 / 15 (constraint residual 0.17 / 0.27 / 0.31 / 0.50) and drew
-    both concepts in 0.42 / 0.66 / 0.64 / 0.62 of samples. On the same model before its last training run, 1e-7 / 1e-5
-    kept rank 94 / 84 and moved generic-caption outputs by 2.3 / 1.5 (relative; 0.38 at 1e-3) with
-    both drawn in 0.00 / 0.02: there the constraints hold exactly (residual 0.00) and yet nothing is
-    drawn, as held-out prompts are not in their span. (1e-3 also led on the earlier 64-wide model, and
-    with K/V at 5e-5 over bench.pairs' four target sets: 1e-4 / 1e-3 / 3e-3 drew both in 0.52 / 0.72 / 0.70.)
+    put huge changes on generic prompts. A cutoff far lower makes the constraints hold exactly on
+    the target captions while held-out prompts, which lie outside their span, draw neither concept;
+    far higher drops constraints the concepts need. The default drew the merged pair best on the toy
+    world (docs/quality.md).
     """
     if len(concepts) < 2:
         raise InvalidArgument("a merge needs at least two concepts", field="concepts")

@@ -9,6 +9,10 @@ from dataclasses import asdict, dataclass
 SPEC_FILE = "cdserve_base_spec.json"
 """Written next to a base model so that a registry can validate concepts without loading it."""
 
+FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
+"""Base-model families: SD 1.x (CLIP ViT-L, 768-d), SD 2.x (OpenCLIP ViT-H, 1024-d) and SDXL
+(CLIP ViT-L and OpenCLIP ViT-bigG, whose features are concatenated to 2048-d)."""
+
 
 @dataclass(frozen=True)
 class CrossAttentionLayer:
@@ -33,14 +37,23 @@ class CrossAttentionLayer:
 
 @dataclass(frozen=True)
 class BaseSpec:
-    """What a concept must agree with: the fingerprint, the layer shapes and the token width.
+    """What a concept must agree with: the fingerprint, the layer shapes, the token width and the family.
 
-    Serialisable, so that a registry can validate concepts without loading the model.
+    Serialisable, so that a registry can validate concepts without loading the model. With several
+    text encoders (SDXL) a modifier token has one embedding per encoder: `token_dims` holds their
+    widths in encoder order and `token_dim` their sum (the width of the concatenated vector).
     """
 
     fingerprint: str
     layers: tuple[CrossAttentionLayer, ...]
     token_dim: int
+    family: str = "sd1"
+    token_dims: tuple[int, ...] = ()
+
+    @property
+    def encoder_token_dims(self) -> tuple[int, ...]:
+        """The embedding width of each text encoder (one entry for SD 1.x/2.x)."""
+        return self.token_dims or (self.token_dim,)
 
     @property
     def layer_map(self) -> dict[str, CrossAttentionLayer]:
@@ -53,4 +66,10 @@ class BaseSpec:
     def from_json(text: str) -> BaseSpec:
         raw = json.loads(text)
         layers = tuple(CrossAttentionLayer(**layer) for layer in raw["layers"])
-        return BaseSpec(fingerprint=raw["fingerprint"], layers=layers, token_dim=int(raw["token_dim"]))
+        return BaseSpec(
+            fingerprint=raw["fingerprint"],
+            layers=layers,
+            token_dim=int(raw["token_dim"]),
+            family=raw.get("family", "sd1"),
+            token_dims=tuple(int(d) for d in raw.get("token_dims", ())),
+        )

@@ -44,6 +44,8 @@ def random_concept(
         concept_id=concept_id,
         concepts=[ConceptPart(modifier_token=token, category=category, captions=[f"photo of a {token} {category}"])],
         base_fingerprint=spec.fingerprint,
+        base_family=spec.family,
+        token_dims=list(spec.token_dims) or None,
         delta_kind="full" if rank is None else "lowrank",
         recipe={"synthetic": True, "seed": seed},
     )

@@ -92,6 +92,22 @@ class PromptEncoder:
         mapping per prompt (so two versions of one concept can share a batch). Gradients flow into
         the vectors (training optimises them through this very path).
         """
+        with self.overriding(prompts, embeddings) as input_ids:
+            return self.text_encoder(input_ids)[0]
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of the text features the UNet attends to."""
+        return int(self.text_encoder.config.hidden_size)
+
+    @contextmanager
+    def overriding(
+        self,
+        prompts: Sequence[TokenizedPrompt],
+        embeddings: Mapping[str, torch.Tensor] | Sequence[Mapping[str, torch.Tensor]] | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """input_ids `(batch, max_length)` on the encoder's device; while the block runs, the modifier
+        positions' token embeddings are replaced (see `encode` for `embeddings`)."""
         device = self.text_encoder.device
         input_ids = torch.stack([p.input_ids for p in prompts]).to(device)
         per_prompt = embeddings if isinstance(embeddings, Sequence) else [embeddings or {}] * len(prompts)
@@ -102,7 +118,7 @@ class PromptEncoder:
                 cols.append(col)
                 vectors.append(table[token])
         with _overrides(rows, cols, vectors, device):
-            return self.text_encoder(input_ids)[0]
+            yield input_ids
 
 
 @contextmanager

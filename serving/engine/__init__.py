@@ -6,5 +6,13 @@ concept delta (or none); the base weights are never written.
 
 from serving.engine.engine import DeltaEngine
 from serving.engine.request import GenerationRequest, GenerationResult, SamplingKey
+from serving.engine.sdxl import SDXLDeltaEngine
+from shared.basemodel import BaseModel
 
-__all__ = ["DeltaEngine", "GenerationRequest", "GenerationResult", "SamplingKey"]
+
+def create_engine(base: BaseModel) -> DeltaEngine:
+    """The engine for the base model's family (SDXL has its own text conditioning)."""
+    return SDXLDeltaEngine(base) if base.spec.family == "sdxl" else DeltaEngine(base)
+
+
+__all__ = ["DeltaEngine", "GenerationRequest", "GenerationResult", "SDXLDeltaEngine", "SamplingKey", "create_engine"]

@@ -13,6 +13,7 @@ from serving.engine.conditioning import RowLayout, build_conditioning
 from serving.engine.processor import BatchConditioning, DeltaAttnProcessor
 from serving.engine.request import GenerationRequest, GenerationResult
 from serving.engine.schedulers import make_scheduler
+from serving.engine.unet import UNetRunner
 from shared.basemodel import BaseModel, cross_attention_layers
 from shared.errors import InvalidArgument
 from shared.text import PromptEncoder
@@ -28,10 +29,12 @@ class DeltaEngine:
     layer and a read-only token-embedding hook (see `shared.text`); both hold no per-call state.
     """
 
-    def __init__(self, base: BaseModel) -> None:
+    def __init__(self, base: BaseModel, *, compile: bool = False) -> None:
+        """`compile`: run the UNet through `torch.compile`, batches padded to buckets (`serving.engine.unet`)."""
         self.base = base
         pipe = base.pipeline
         self.unet, self.vae, self.pipeline = pipe.unet, pipe.vae, pipe
+        self.unet_runner = UNetRunner(self.unet, compile=compile)
         self.prompts = PromptEncoder(pipe.tokenizer, pipe.text_encoder)
         self.layers = cross_attention_layers(self.unet)
         self.unet.set_attn_processor({name: DeltaAttnProcessor(name.removesuffix(".processor"))
@@ -48,13 +51,13 @@ class DeltaEngine:
         self._check_compatible(requests)
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        features = self._encode(requests)
+        features, added = self._encode(requests)
         layout = RowLayout([r.num_images for r in requests])
         conditioning = build_conditioning(self.layers, features, [r.delta for r in requests], layout)
         timings["encode_ms"] = _ms_since(started)
 
         started = time.perf_counter()
-        latents = self._denoise(requests, features, conditioning, layout, progress)
+        latents = self._denoise(requests, features, conditioning, layout, progress, added)
         timings["denoise_ms"] = _ms_since(started)
 
         started = time.perf_counter()
@@ -79,15 +82,21 @@ class DeltaEngine:
                     f"{name} {size} must be a positive multiple of {self.size_multiple}", field=name
                 )
 
-    def _encode(self, requests: Sequence[GenerationRequest]) -> torch.Tensor:
-        """(2 · requests, tokens, dim) features as [uncond r1…rR, cond r1…rR] in the UNet dtype."""
+    def _encode(self, requests: Sequence[GenerationRequest]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(2 · requests, tokens, dim) features as [uncond r1…rR, cond r1…rR] in the UNet dtype, and the
+        UNet's added conditioning in the same row order (none for SD 1.x/2.x; see `serving.engine.sdxl`)."""
+        tokenized, tables = self._tokenize(requests)
+        return self.prompts.encode(tokenized, tables).to(self.unet.dtype), {}
+
+    def _tokenize(self, requests: Sequence[GenerationRequest]) -> tuple[list, list]:
+        """Tokenized prompts and their modifier-token tables as [uncond r1…rR, cond r1…rR]."""
         tokenized, tables = [], []
         for text_of in (lambda r: r.negative_prompt, lambda r: r.prompt):
             for request in requests:
                 table = request.delta.token_embeddings if request.delta else {}
                 tokenized.append(self.prompts.tokenize(text_of(request), list(table)))
                 tables.append(table)
-        return self.prompts.encode(tokenized, tables).to(self.unet.dtype)
+        return tokenized, tables
 
     def _initial_latents(self, requests: Sequence[GenerationRequest]) -> torch.Tensor:
         """Each request draws its own noise from its own seed: batch neighbours change nothing. The
@@ -108,6 +117,7 @@ class DeltaEngine:
         conditioning: BatchConditioning,
         layout: RowLayout,
         progress: ProgressCallback | None,
+        added: dict[str, torch.Tensor],
     ) -> torch.Tensor:
         first = requests[0]
         scheduler = make_scheduler(first.scheduler, self.pipeline.scheduler.config, type(self.pipeline.scheduler))
@@ -118,16 +128,12 @@ class DeltaEngine:
             [r.guidance_scale for r in requests for _ in range(r.num_images)], device=latents.device
         ).view(-1, 1, 1, 1)
         unet_context = features[layout.feature_rows.to(features.device)]
+        added_cond = {k: v[layout.feature_rows.to(v.device)] for k, v in added.items()} or None
+        unet_step = self.unet_runner.bind(unet_context, conditioning, added_cond)
         total = len(scheduler.timesteps)
         for i, t in enumerate(scheduler.timesteps):
             model_input = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-            noise = self.unet(
-                model_input,
-                t,
-                encoder_hidden_states=unet_context,
-                cross_attention_kwargs={"conditioning": conditioning},
-                return_dict=False,
-            )[0]
+            noise = unet_step(model_input, t)
             uncond, cond = noise.chunk(2)
             noise = uncond + guidance.to(noise.dtype) * (cond - uncond)
             latents = scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]

@@ -33,6 +33,13 @@ class GenerationRequest:
     width: int = 512
     num_images: int = 1
     scheduler: str = "default"
+    original_size: tuple[int, int] | None = None
+    """SDXL micro-conditioning (SD 1.x/2.x ignore it): (height, width) the image seems to come from;
+    None means (height, width), as in stock diffusers."""
+    crop_top_left: tuple[int, int] = (0, 0)
+    """SDXL: the (top, left) crop corner the image seems to have; (0, 0) centres the subject."""
+    target_size: tuple[int, int] | None = None
+    """SDXL: the (height, width) aimed at; None means (height, width)."""
 
     @property
     def sampling_key(self) -> SamplingKey:

@@ -1,0 +1,122 @@
+"""SDXL-shaped pipelines built from configs, for tests and benchmarks (nothing downloaded).
+
+The tiny one has SDXL's wiring at toy width: two CLIP text encoders (the second with a
+projection, whose pooled output joins the time ids in the UNet's `text_time` embedding),
+concatenated features, linear projections in the transformer blocks, several transformer layers
+per block and Euler sampling. `SDXL_UNET_CONFIG` is the real SDXL base UNet.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+from shared.tiny import clip_text_encoder, tiny_tokenizer
+from shared.tokenizer import load_clip_tokenizer
+from shared.tiny import TINY_MAX_LENGTH, TINY_TOKENIZER_DIR
+
+TIME_IDS = 6
+"""original size (2), crop corner (2), target size (2)."""
+
+SDXL_UNET_CONFIG = dict(
+    sample_size=128,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(320, 640, 1280),
+    layers_per_block=2,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    transformer_layers_per_block=(1, 2, 10),
+    attention_head_dim=(5, 10, 20),
+    cross_attention_dim=2048,
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816,
+)
+"""The SDXL base UNet (≈ 2.6 B parameters, 70 cross-attention layers over 2048-d text features)."""
+
+
+def sdxl_scheduler() -> EulerDiscreteScheduler:
+    """Euler with SDXL's training schedule, as the SDXL base ships it."""
+    return EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+
+
+def build_tiny_sdxl_pipeline(seed: int = 0, *, text_dim: int = 32, projection_dim: int = 32) -> StableDiffusionXLPipeline:
+    """A tiny SDXL pipeline: 16×16 images, 8×8 latents, (text_dim + text_dim)-d features, 8 cross-attention layers."""
+    tokenizer = tiny_tokenizer()
+    tokenizer_2 = load_clip_tokenizer(TINY_TOKENIZER_DIR, model_max_length=TINY_MAX_LENGTH)
+    time_embed_dim = 8
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        text_encoder = clip_text_encoder(tokenizer, hidden=text_dim, layers=2, heads=4, mlp_ratio=2)
+        text_encoder_2 = CLIPTextModelWithProjection(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer_2),
+                hidden_size=text_dim,
+                intermediate_size=2 * text_dim,
+                projection_dim=projection_dim,
+                num_hidden_layers=3,
+                num_attention_heads=4,
+                hidden_act="gelu",
+                max_position_embeddings=int(tokenizer_2.model_max_length),
+                bos_token_id=tokenizer_2.bos_token_id,
+                eos_token_id=tokenizer_2.eos_token_id,
+                pad_token_id=tokenizer_2.pad_token_id,
+            )
+        )
+        unet = UNet2DConditionModel(
+            sample_size=8,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=(1, 2),
+            attention_head_dim=(2, 4),
+            cross_attention_dim=2 * text_dim,
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=time_embed_dim,
+            projection_class_embeddings_input_dim=TIME_IDS * time_embed_dim + projection_dim,
+            norm_num_groups=16,
+        )
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2,
+            block_out_channels=(16, 32),
+            latent_channels=4,
+            norm_num_groups=16,
+            sample_size=16,
+            scaling_factor=0.13025,
+        )
+    finally:
+        torch.random.set_rng_state(state)
+    return StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=sdxl_scheduler(),
+        add_watermarker=False,
+    )
+
+
+def build_sdxl_unet_on_meta() -> UNet2DConditionModel:
+    """The SDXL base UNet without memory (parameters on the meta device): its layer map, shapes and
+    parameter counts are exact, its forward cannot run."""
+    with torch.device("meta"):
+        return UNet2DConditionModel(**SDXL_UNET_CONFIG)

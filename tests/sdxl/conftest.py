@@ -1,0 +1,14 @@
+"""The tiny SDXL base is built once for every SDXL test."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def sdxl_base():
+    """The tiny SDXL pipeline from configs, prepared as a base model (fp32, CPU)."""
+    from shared.basemodel import prepare_base_model
+    from shared.tiny_sdxl import build_tiny_sdxl_pipeline
+
+    return prepare_base_model(build_tiny_sdxl_pipeline(seed=0), source="tiny-sdxl")
