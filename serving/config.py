@@ -29,6 +29,11 @@ class BaseModelConfig(StrictModel):
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="'auto': fp16 on cuda, fp32 on cpu"
     )
+    compile: bool = Field(
+        False,
+        description="torch.compile the UNet, batches padded to power-of-two buckets; the first batch of each "
+        "bucket compiles. Off by default: whether it wins on a GPU is measured by bench/device (bench/README.md)",
+    )
 
 
 class RequestLimits(StrictModel):

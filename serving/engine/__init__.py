@@ -10,9 +10,10 @@ from serving.engine.sdxl import SDXLDeltaEngine
 from shared.basemodel import BaseModel
 
 
-def create_engine(base: BaseModel) -> DeltaEngine:
+def create_engine(base: BaseModel, *, compile: bool = False) -> DeltaEngine:
     """The engine for the base model's family (SDXL has its own text conditioning)."""
-    return SDXLDeltaEngine(base) if base.spec.family == "sdxl" else DeltaEngine(base)
+    engine = SDXLDeltaEngine if base.spec.family == "sdxl" else DeltaEngine
+    return engine(base, compile=compile)
 
 
 __all__ = ["DeltaEngine", "GenerationRequest", "GenerationResult", "SDXLDeltaEngine", "SamplingKey", "create_engine"]

@@ -21,8 +21,8 @@ from shared.sdxl import DualPromptEncoder, add_time_ids
 class SDXLDeltaEngine(DeltaEngine):
     """`DeltaEngine` for an SDXL base (`StableDiffusionXLPipeline`)."""
 
-    def __init__(self, base: BaseModel) -> None:
-        super().__init__(base)
+    def __init__(self, base: BaseModel, *, compile: bool = False) -> None:
+        super().__init__(base, compile=compile)
         pipe = base.pipeline
         self.prompts = DualPromptEncoder(pipe.tokenizer, pipe.text_encoder, pipe.tokenizer_2, pipe.text_encoder_2)
         self.zero_empty_negative = bool(pipe.config.force_zeros_for_empty_prompt)
