@@ -3,7 +3,10 @@
 diffusers keeps a concept as `pytorch_custom_diffusion_weights.safetensors` — the *fine-tuned*
 weights W (not ΔW) under `{layer}.processor.to_k_custom_diffusion.weight` (and to_v; to_q and
 to_out for mode `crossattn`), loaded with `pipe.unet.load_attn_procs` — plus one textual-inversion
-file per modifier token (`{token: embedding}`), loaded with `pipe.load_textual_inversion`.
+file per modifier token (`{token: embedding}`), loaded with `pipe.load_textual_inversion`. On SDXL
+the token file holds `{"clip_l": …, "clip_g": …}`, one embedding per text encoder, loaded with one
+`load_textual_inversion(state["clip_l"], token=…, text_encoder=pipe.text_encoder,
+tokenizer=pipe.tokenizer)` call per encoder (`clip_g` with `text_encoder_2`/`tokenizer_2`).
 Export writes that layout; import reads it (safetensors only; pickled `.bin` files are refused).
 """
 
@@ -21,6 +24,8 @@ from shared.artifact import MODIFIER_TOKEN_PATTERN, ArtifactHeader, ConceptArtif
 from shared.basemodel import BaseModel, cross_attention_layers
 from shared.delta import ConceptDelta, DeltaWeight
 from shared.errors import InvalidArgument, InvalidArtifact
+from shared.sdxl import TEXT_ENCODER_NAMES
+from shared.spec import BaseSpec
 
 WEIGHTS_FILE = "pytorch_custom_diffusion_weights.safetensors"
 HEADER_FILE = "cdserve_header.json"
@@ -33,8 +38,41 @@ def _base_linear(attn: torch.nn.Module, projection: str) -> torch.nn.Linear:
     return attn.to_out[0] if projection == "to_out" else getattr(attn, projection)
 
 
+TOKEN_FILE_PREFIX = "learned_embeds-"
+
+
 def token_file_name(token: str) -> str:
-    return f"learned_embeds-{token.strip('<>')}.safetensors"
+    return f"{TOKEN_FILE_PREFIX}{token.strip('<>')}.safetensors"
+
+
+def _token_file(token: str, embedding: torch.Tensor, spec: BaseSpec) -> dict[str, torch.Tensor]:
+    """SD 1.x/2.x: {token: embedding}; SDXL: {"clip_l": first part, "clip_g": second part}."""
+    vector = embedding.float().cpu().contiguous()
+    if not spec.token_dims:
+        return {token: vector}
+    return {name: part.contiguous() for name, part in zip(TEXT_ENCODER_NAMES, torch.split(vector, spec.token_dims))}
+
+
+def _read_token_file(path: Path, spec: BaseSpec) -> dict[str, torch.Tensor]:
+    """The token embeddings of one token file, concatenated in encoder order on SDXL; an SDXL file
+    names no token, so it is taken from the file name (`token_file_name`)."""
+    tensors = _read_safetensors(path)
+    if spec.token_dims:
+        if set(tensors) != set(TEXT_ENCODER_NAMES):
+            raise InvalidArtifact(
+                f"{path.name}: an SDXL token file holds exactly {list(TEXT_ENCODER_NAMES)}; found {sorted(tensors)}"
+            )
+        token = f"<{path.stem.removeprefix(TOKEN_FILE_PREFIX)}>"
+        if not path.stem.startswith(TOKEN_FILE_PREFIX) or not MODIFIER_TOKEN_PATTERN.fullmatch(token):
+            raise InvalidArtifact(
+                f"{path.name}: an SDXL token file must be named like {token_file_name('<name>')!r} "
+                "(its name gives the token '<name>')"
+            )
+        return {token: torch.cat([tensors[name].reshape(-1).float() for name in TEXT_ENCODER_NAMES])}
+    for token in tensors:
+        if not MODIFIER_TOKEN_PATTERN.fullmatch(token):
+            raise InvalidArtifact(f"{path.name}: token {token!r} must look like '<name>'")
+    return {token: embedding.reshape(-1).float() for token, embedding in tensors.items()}
 
 
 @torch.no_grad()
@@ -59,7 +97,7 @@ def export_diffusers(concept: ConceptArtifact, base: BaseModel, out_dir: str | P
     save_file(weights, str(written[0]))
     for token, embedding in concept.delta.token_embeddings.items():
         path = out / token_file_name(token)
-        save_file({token: embedding.float().cpu().contiguous()}, str(path))
+        save_file(_token_file(token, embedding, base.spec), str(path))
         written.append(path)
     (out / HEADER_FILE).write_text(concept.header.model_dump_json(indent=1))
     written.append(out / HEADER_FILE)
@@ -110,10 +148,7 @@ def import_diffusers(
     for path in sorted(directory.glob("*.safetensors")):
         if path.name == WEIGHTS_FILE:
             continue
-        for token, embedding in _read_safetensors(path).items():
-            if not MODIFIER_TOKEN_PATTERN.fullmatch(token):
-                raise InvalidArtifact(f"{path.name}: token {token!r} must look like '<name>'")
-            delta.token_embeddings[token] = embedding.reshape(-1).float()
+        delta.token_embeddings.update(_read_token_file(path, base.spec))
     tokens = sorted(delta.token_embeddings)
     if not tokens:
         raise InvalidArtifact(f"{directory}: no modifier-token embedding file found")
@@ -138,6 +173,8 @@ def import_diffusers(
             concept_id=concept_id,
             concepts=parts,
             base_fingerprint=base.spec.fingerprint,
+            base_family=base.spec.family,
+            token_dims=list(base.spec.token_dims) or None,
             delta_kind="full",
             recipe={"imported_from": "diffusers"},
         )

@@ -21,6 +21,10 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokeniz
 from shared.errors import InvalidArgument
 from shared.text import PromptEncoder, TokenizedPrompt
 
+TEXT_ENCODER_NAMES = ("clip_l", "clip_g")
+"""Names of a token's two embeddings in SDXL token files (the keys `load_textual_inversion` users
+pick for `text_encoder` and `text_encoder_2`)."""
+
 TokenTables = Mapping[str, torch.Tensor] | Sequence[Mapping[str, torch.Tensor]] | None
 """One {modifier token: concatenated embedding} for every prompt, or one per prompt."""
 
