@@ -4,10 +4,12 @@ client's watch survives a registry restart and stops promptly when closed from a
 from __future__ import annotations
 
 import threading
-import time
 from queue import Queue
 
 from proto import registry_pb2
+from shared.registry_client import RegistryClient
+from shared.rpc_client import RetryPolicy
+from tests.registry.conftest import FAST_RETRY
 
 PUBLISHED = registry_pb2.ConceptEvent.PUBLISHED
 DELETED = registry_pb2.ConceptEvent.DELETED
@@ -25,6 +27,21 @@ def consume_in_thread(watch) -> tuple[Queue, threading.Thread]:
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return events, thread
+
+
+class ObservedRetry(RetryPolicy):
+    """FAST_RETRY's schedule, and an event set once the watch has failed twice in a row: its stream
+    broke, then a reconnect found nothing listening."""
+
+    def __init__(self) -> None:
+        super().__init__(FAST_RETRY.max_attempts, FAST_RETRY.initial_backoff_s, FAST_RETRY.max_backoff_s,
+                         FAST_RETRY.multiplier)  # fmt: skip
+        object.__setattr__(self, "retrying", threading.Event())
+
+    def delay_s(self, failures: int) -> float:
+        if failures >= 2:
+            self.retrying.set()
+        return super().delay_s(failures)
 
 
 def summary(event) -> tuple[int, str, int]:
@@ -62,14 +79,15 @@ def test_live_events_and_heartbeats(server, acme, make_artifact):
 
 
 def test_watch_reconnects_across_a_restart_and_misses_nothing(server, make_artifact):
-    with server.client("tok-acme") as publisher, server.client("tok-ops") as replica:
+    retry = ObservedRetry()
+    with server.client("tok-acme") as publisher, RegistryClient(server.target, token="tok-ops", retry=retry) as replica:
         publisher.publish(make_artifact("dog"))
         watch = replica.watch()
         events, thread = consume_in_thread(watch)
         assert summary(events.get(timeout=10)) == (PUBLISHED, "dog", 1)
 
         server.stop()
-        time.sleep(0.2)  # the watch is now retrying against a closed port
+        assert retry.retrying.wait(timeout=10), "the watch did not try to reconnect to the stopped registry"
         server.restart()
         publisher.publish(make_artifact("cat"))
         publisher.delete("dog")
