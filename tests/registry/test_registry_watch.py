@@ -34,8 +34,9 @@ class ObservedRetry(RetryPolicy):
     broke, then a reconnect found nothing listening."""
 
     def __init__(self) -> None:
-        super().__init__(FAST_RETRY.max_attempts, FAST_RETRY.initial_backoff_s, FAST_RETRY.max_backoff_s,
-                         FAST_RETRY.multiplier)  # fmt: skip
+        super().__init__(
+            FAST_RETRY.max_attempts, FAST_RETRY.initial_backoff_s, FAST_RETRY.max_backoff_s, FAST_RETRY.multiplier
+        )
         object.__setattr__(self, "retrying", threading.Event())
 
     def delay_s(self, failures: int) -> float:
@@ -57,7 +58,12 @@ def test_events_arrive_in_order_and_resume_after_a_cursor(server, acme, make_art
     with server.client("tok-acme") as client, client.watch() as watch:
         iterator = iter(watch)
         seen = [next(iterator) for _ in range(4)]
-    assert [summary(e) for e in seen] == [(PUBLISHED, "dog", 1), (PUBLISHED, "dog", 2), (DELETED, "dog", 1), (PUBLISHED, "cat", 1)]
+    assert [summary(e) for e in seen] == [
+        (PUBLISHED, "dog", 1),
+        (PUBLISHED, "dog", 2),
+        (DELETED, "dog", 1),
+        (PUBLISHED, "cat", 1),
+    ]
     assert [e.sequence for e in seen] == sorted({e.sequence for e in seen})
 
     with server.client("tok-acme") as client, client.watch(after_sequence=seen[1].sequence) as watch:
