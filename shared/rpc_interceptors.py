@@ -20,6 +20,7 @@ import grpc
 from shared.auth import Authenticator, reset_caller, set_caller
 from shared.errors import CdserveError
 from shared.grpc_status import status_for, trailing_metadata
+from shared.rpc_reflection import REFLECTION_SERVICES
 
 log = logging.getLogger("cdserve.rpc")
 
@@ -77,11 +78,18 @@ class CallObserver(Protocol):
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 
 
+PROBE_SERVICES = ("grpc.health.v1.Health", *REFLECTION_SERVICES)
+"""Served to anyone, whatever their token: they tell only whether a service is up and its schema
+(the .proto files ship with cdserve), and probes (Kubernetes, load balancers, grpcurl) send none or
+the wrong one."""
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Resolves the caller from the bearer token for the handler (`auth.current_caller()`).
 
     Whether a call needs a token is the domain's rule (`Caller.require_tenant`); an unknown or
-    malformed token is refused here for every call, reads included.
+    malformed token is refused here for every call, reads included, except the probes'
+    (`PROBE_SERVICES`), which never look at it.
     """
 
     def __init__(self, authenticator: Authenticator) -> None:
@@ -90,6 +98,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
+        if handler_call_details.method.lstrip("/").rsplit("/", 1)[0] in PROBE_SERVICES:
+            return await continuation(handler_call_details)
         authorization = next(
             (value for key, value in handler_call_details.invocation_metadata or () if key == "authorization"), None
         )

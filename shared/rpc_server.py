@@ -7,21 +7,25 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Mapping
+from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
 from shared.auth import Authenticator
 from shared.rpc_interceptors import AuthInterceptor, CallObserver, ObservabilityInterceptor
+from shared.rpc_reflection import enable_reflection
 
 
-def new_server(observer: CallObserver, tokens: Mapping[str, str], *, max_message_bytes: int) -> grpc.aio.Server:
+def new_server(
+    observer: CallObserver, tokens: Mapping[str, str], *, max_message_bytes: int, job_token_key: bytes | None = None
+) -> grpc.aio.Server:
     """Errors → statuses and metrics outermost, then authentication; both directions capped."""
+    authenticator = Authenticator(tokens, job_token_key=job_token_key)
     return grpc.aio.server(
-        interceptors=[ObservabilityInterceptor(observer), AuthInterceptor(Authenticator(tokens))],
+        interceptors=[ObservabilityInterceptor(observer), AuthInterceptor(authenticator)],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -29,12 +33,19 @@ def new_server(observer: CallObserver, tokens: Mapping[str, str], *, max_message
     )
 
 
+def add_port(server: grpc.aio.Server, address: str, *, tls_cert_file: Path | None, tls_key_file: Path | None) -> int:
+    """Listen on `address` ("host:port"; port 0 picks a free one), over TLS when given a PEM
+    certificate chain and its key; returns the port."""
+    if tls_cert_file is None or tls_key_file is None:
+        return server.add_insecure_port(address)
+    credentials = grpc.ssl_server_credentials([(tls_key_file.read_bytes(), tls_cert_file.read_bytes())])
+    return server.add_secure_port(address, credentials)
+
+
 def add_health_and_reflection(server: grpc.aio.Server, service_name: str) -> health.aio.HealthServicer:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [service_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
-    )
+    enable_reflection(server, [service_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     return health_servicer
 
 

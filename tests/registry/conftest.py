@@ -19,13 +19,14 @@ from serving.registry.config import RegistryConfig
 from serving.registry.server import RegistryHandle, start_registry
 from shared.artifact import to_bytes
 from shared.spec import BaseSpec
-from shared.registry_client import RegistryClient, RetryPolicy
+from shared.registry_client import RegistryClient
+from shared.rpc_client import RetryPolicy
 from shared.synthetic import random_concept
 
 T = TypeVar("T")
 
 TOKENS = {"tok-acme": "acme", "tok-beta": "beta", "tok-ops": "*"}
-FAST_RETRY = RetryPolicy(attempts=8, initial_backoff_s=0.05, max_backoff_s=0.5)
+FAST_RETRY = RetryPolicy(max_attempts=5, initial_backoff_s=0.05, max_backoff_s=0.5)
 
 
 class ServerThread:
@@ -133,10 +134,12 @@ def header(data: bytes, **fields) -> registry_pb2.PublishHeader:
     )
 
 
-def iter_then_block(messages, release: threading.Event):
-    """Send `messages`, then hold the stream open (an upload in progress) until `release`."""
+def iter_then_block(messages, release: threading.Event, then=()):
+    """Send `messages`, then hold the stream open (an upload in progress) until `release`, then
+    send `then`."""
     yield from messages
     release.wait(30)
+    yield from then
 
 
 def wait_until(condition, timeout_s: float = 10.0) -> None:

@@ -28,13 +28,14 @@ class Answer:
     trailer_bytes: int
 
 
-def call(server, invoke: Callable[[registry_pb2_grpc.RegistryStub, tuple], object], token: str = "tok-acme") -> Answer:
-    """Run one call with a raw stub (streams drained); the status, its text and the trailer size."""
+def call(server, invoke: Callable[[registry_pb2_grpc.RegistryStub, dict], object], token: str = "tok-acme") -> Answer:
+    """`invoke(stub, call_options)` with a raw stub (streams drained): the status, its text and the
+    size of its trailers."""
     with grpc.insecure_channel(server.target) as channel:
         stub = registry_pb2_grpc.RegistryStub(channel)
-        metadata = (("authorization", f"Bearer {token}"),)
+        options = {"metadata": (("authorization", f"Bearer {token}"),), "timeout": 30}
         try:
-            result = invoke(stub, metadata)
+            result = invoke(stub, options)
             if hasattr(result, "__next__"):
                 for _ in result:
                     pass
@@ -68,9 +69,9 @@ BAD_REFS = {
     "100,000-character ref with spaces": "a " * 50_000,
 }
 READS = {
-    "Get": lambda ref: lambda stub, md: stub.Get(registry_pb2.GetConceptRequest(ref=ref), metadata=md, timeout=30),
-    "Fetch": lambda ref: lambda stub, md: stub.Fetch(registry_pb2.FetchRequest(ref=ref), metadata=md, timeout=30),
-    "Delete": lambda ref: lambda stub, md: stub.Delete(registry_pb2.DeleteConceptRequest(ref=ref), metadata=md, timeout=30),
+    "Get": lambda ref: lambda stub, kw: stub.Get(registry_pb2.GetConceptRequest(ref=ref), **kw),
+    "Fetch": lambda ref: lambda stub, kw: stub.Fetch(registry_pb2.FetchRequest(ref=ref), **kw),
+    "Delete": lambda ref: lambda stub, kw: stub.Delete(registry_pb2.DeleteConceptRequest(ref=ref), **kw),
 }
 
 
@@ -107,7 +108,7 @@ BAD_PAGE_TOKENS = {
 
 @pytest.mark.parametrize("token", list(BAD_PAGE_TOKENS.values()), ids=list(BAD_PAGE_TOKENS))
 def test_a_crafted_page_token_is_invalid_argument(server, earlier, token):
-    answer = call(server, lambda stub, md: stub.List(registry_pb2.ListConceptsRequest(page_token=token), metadata=md))
+    answer = call(server, lambda stub, kw: stub.List(registry_pb2.ListConceptsRequest(page_token=token), **kw))
     assert answer.code == Code.INVALID_ARGUMENT, answer
     assert "page_token" in answer.details and len(answer.details) <= MAX_DETAILS_CHARS
 
@@ -125,7 +126,7 @@ def test_a_page_token_the_registry_issued_still_continues_the_listing(server, ma
     ids=["100,000-character id_prefix filter", "100,000-character category filter", "100,000-character tenant filter"],
 )
 def test_an_overlong_list_filter_is_invalid_argument(server, field, value):
-    answer = call(server, lambda stub, md: stub.List(registry_pb2.ListConceptsRequest(**{field: value}), metadata=md))
+    answer = call(server, lambda stub, kw: stub.List(registry_pb2.ListConceptsRequest(**{field: value}), **kw))
     assert answer.code == Code.INVALID_ARGUMENT and len(answer.details) <= MAX_DETAILS_CHARS
 
 
@@ -139,17 +140,17 @@ def test_an_overlong_list_filter_is_invalid_argument(server, field, value):
     ids=["Watch after_sequence 2^63", "Watch after_sequence 2^64-1", "Watch heartbeat_s 2^32-1"],
 )
 def test_an_out_of_range_watch_request_is_invalid_argument(server, request_):
-    answer = call(server, lambda stub, md: stub.Watch(request_, metadata=md, timeout=30))
+    answer = call(server, lambda stub, kw: stub.Watch(request_, **kw))
     assert answer.code == Code.INVALID_ARGUMENT, answer
 
 
 def test_a_huge_fetch_offset_is_invalid_argument(server, earlier):
     request = registry_pb2.FetchRequest(ref="earlier", offset=2**64 - 1)
-    assert call(server, lambda stub, md: stub.Fetch(request, metadata=md, timeout=30)).code == Code.INVALID_ARGUMENT
+    assert call(server, lambda stub, kw: stub.Fetch(request, **kw)).code == Code.INVALID_ARGUMENT
 
 
 def publish_call(messages: list[registry_pb2.PublishRequest]):
-    return lambda stub, md: stub.Publish(iter(messages), metadata=md, timeout=30)
+    return lambda stub, kw: stub.Publish(iter(messages), **kw)
 
 
 def artifact_with(spec, concept_id: str = "dog", token: str = "<dog>") -> bytes:
@@ -164,7 +165,9 @@ def artifact_with(spec, concept_id: str = "dog", token: str = "<dog>") -> bytes:
     [
         lambda spec, good: [registry_pb2.PublishRequest(header=header(good, concept_id="dog\n"), data=good)],
         lambda spec, good: [registry_pb2.PublishRequest(header=header(a := artifact_with(spec, "dog\n")), data=a)],
-        lambda spec, good: [registry_pb2.PublishRequest(header=header(a := artifact_with(spec, token="<dog>\n")), data=a)],
+        lambda spec, good: [
+            registry_pb2.PublishRequest(header=header(a := artifact_with(spec, token="<dog>\n")), data=a)
+        ],
         lambda spec, good: [registry_pb2.PublishRequest(header=header(good, concept_id="d" * 100_000), data=good)],
         lambda spec, good: [registry_pb2.PublishRequest(header=header(good, sha256="0" * 64 + "\n"), data=good)],
     ],

@@ -122,11 +122,17 @@ def _wrong_embedding_width(spec):
         (lambda spec, data: _missing_embedding(spec), InvalidArtifact, "embeddings for"),
         (lambda spec, data: _unknown_layer(spec), InvalidArtifact, "not a cross-attention layer"),
         (lambda spec, data: _wrong_embedding_width(spec), InvalidArtifact, "width"),
+        (lambda spec, data: _rewrite_metadata(data, lambda raw: raw["__metadata__"].update(notes="x" * 100_000)),
+         InvalidArtifact, "metadata keys \\['notes'\\]"),
+        (lambda spec, data: _edit_header(data, concept_id="dog\n"), InvalidArtifact, "concept_id"),
+        (lambda spec, data: _rewrite_metadata(data, lambda raw: next(v for k, v in raw.items() if k != "__metadata__")
+                                              .update(data_offsets=[0, 4])), InvalidArtifact, "spans 4 bytes"),
     ],
     ids=[
         "truncated", "too-short", "bad-header-length", "bad-json", "no-cdserve-header", "digest", "tampered-header",
         "bad-id", "bad-format", "bad-kind", "unknown-field", "wrong-base", "nan", "wrong-shape", "bad-dtype",
-        "missing-embedding", "unknown-layer", "embedding-width",
+        "missing-embedding", "unknown-layer", "embedding-width", "extra-metadata", "id-with-newline",
+        "offsets-disagree-with-shape",
     ],
 )
 def test_bad_files_are_refused_with_a_specific_error(good, tiny_base, make, error, message):
