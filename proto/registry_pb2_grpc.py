@@ -28,7 +28,9 @@ if _version_not_supported:
 
 class RegistryStub:
     """Concept registry. Write calls (Publish, Delete) need `authorization: Bearer <token>`.
-    A reference is "id" (latest live version) or "id@N" (that version).
+    A reference is "id" (latest live version) or "id@N" (that version; N is 1 to 2^63-1 in ASCII
+    digits, no leading zero). Anything else is INVALID_ARGUMENT; status messages are at most a few
+    hundred characters, echoed values clipped with an ellipsis.
     """
 
     def __init__(self, channel):
@@ -71,7 +73,9 @@ class RegistryStub:
 
 class RegistryServicer:
     """Concept registry. Write calls (Publish, Delete) need `authorization: Bearer <token>`.
-    A reference is "id" (latest live version) or "id@N" (that version).
+    A reference is "id" (latest live version) or "id@N" (that version; N is 1 to 2^63-1 in ASCII
+    digits, no leading zero). Anything else is INVALID_ARGUMENT; status messages are at most a few
+    hundred characters, echoed values clipped with an ellipsis.
     """
 
     def Publish(self, request_iterator, context):
@@ -157,7 +161,9 @@ def add_RegistryServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Registry:
     """Concept registry. Write calls (Publish, Delete) need `authorization: Bearer <token>`.
-    A reference is "id" (latest live version) or "id@N" (that version).
+    A reference is "id" (latest live version) or "id@N" (that version; N is 1 to 2^63-1 in ASCII
+    digits, no leading zero). Anything else is INVALID_ARGUMENT; status messages are at most a few
+    hundred characters, echoed values clipped with an ellipsis.
     """
 
     @staticmethod

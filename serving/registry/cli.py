@@ -130,7 +130,9 @@ def _register_concepts(subparsers: argparse._SubParsersAction) -> None:
 
     publish = verbs.add_parser("publish", parents=[common], help="upload a concept file as a new version")
     publish.add_argument("file", type=Path)
-    publish.add_argument("--id", default="", dest="concept_id", help="concept id (default: the one in the file)")
+    publish.add_argument(
+        "--id", default="", dest="concept_id", help="the concept id in the file, checked before the upload (optional)"
+    )
     publish.add_argument("--public", action="store_true", help="visible to every tenant")
     publish.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     publish.set_defaults(handler=_with_client(_publish))
@@ -202,7 +204,7 @@ def _publish(client: Any, args: argparse.Namespace) -> None:
     bar, progress = _progress_bar(f"publish {args.file.name}")
     with bar:
         result = client.publish(args.file, concept_id=args.concept_id, public=args.public, labels=labels, progress=progress)
-    note = " (content already stored)" if result.deduplicated else ""
+    note = " (same content as an earlier version)" if result.deduplicated else ""
     print(f"published {_ref(result.concept)} sha256={result.concept.sha256[:16]}… {result.concept.size_bytes} bytes{note}")
 
 
