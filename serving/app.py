@@ -16,7 +16,8 @@ from ray.serve.config import gRPCOptions
 from serving.config import ServingConfig
 from serving.deployment import Generator
 
-SERVICER_FUNCTION = "proto.generator_pb2_grpc.add_GeneratorServicer_to_server"
+SERVICER_FUNCTION = "serving.proxy_status.add_to_proxy"
+"""Registers the Generator service in Serve's gRPC proxy and gives failures our status (`serving.proxy_status`)."""
 
 
 def deployment_options(config: ServingConfig, *, cluster_has_gpu: bool) -> dict[str, Any]:

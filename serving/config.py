@@ -101,6 +101,20 @@ class RegistryLink(StrictModel):
         return self.token_file.read_text().strip() if self.token_file is not None else self.token
 
 
+class AuthConfig(StrictModel):
+    """Who may call Generate. A bearer token maps to a tenant, which may use its own concepts and
+    public ones; the operator tenant ('*') may use every concept.
+
+    Anonymous callers are allowed by default, as on the registry's read calls: they may use public
+    concepts only, so no private concept is ever exposed; set `allow_anonymous: false` where running
+    the model for strangers is itself the thing to protect."""
+
+    tokens_file: Path | None = Field(
+        None, description="YAML 'tokens: {<token>: <tenant>}' (shared.auth.load_tokens); read at replica start"
+    )
+    allow_anonymous: bool = Field(True, description="Calls without a token may use public concepts")
+
+
 class QueueConfig(StrictModel):
     """Backpressure: beyond these, requests get RESOURCE_EXHAUSTED instead of waiting forever."""
 
@@ -147,6 +161,7 @@ class ServingConfig(StrictModel):
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     registry: RegistryLink = Field(default_factory=RegistryLink)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
     ray_actor_options: ActorOptions = Field(default_factory=ActorOptions)
     num_replicas: int = Field(1, gt=0, description="Replicas when autoscaling is None")

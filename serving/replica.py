@@ -25,6 +25,7 @@ from serving.basemodels import default_model_dir
 from serving.config import ServingConfig
 from serving.engine import DeltaEngine, GenerationRequest, GenerationResult
 from serving.validation import GenerateParams, validate_request
+from shared.auth import Caller
 from shared.basemodel import load_base_model, reg_captions_path
 from shared.errors import Cancelled
 from shared.images import to_png
@@ -60,14 +61,17 @@ class ReplicaCore:
         self.config = config
         self.replica = replica
 
-    def prepare(self, message: generator_pb2.GenerateRequest, on_progress: ProgressSink | None = None) -> PendingRequest:
-        """Validate, resolve the concepts (loading or merging them if needed) and check that the
-        prompts only use modifier tokens the concepts provide. Blocking: call it off the event loop."""
+    def prepare(
+        self, message: generator_pb2.GenerateRequest, caller: Caller, on_progress: ProgressSink | None = None
+    ) -> PendingRequest:
+        """Validate, resolve the concepts `caller` may see (loading or merging them if needed) and
+        check that the prompts only use modifier tokens the concepts provide. Blocking: call it off
+        the event loop."""
         received = time.perf_counter()
         params = validate_request(
             message, self.config.limits, default_size=self.engine.default_size, size_multiple=self.engine.size_multiple
         )
-        resolved = self.resolver.resolve(params.concepts, params.mode)
+        resolved = self.resolver.resolve(params.concepts, caller, params.mode)
         try:
             for text in (params.prompt, params.negative_prompt):
                 self.engine.prompts.tokenize(text, resolved.modifier_tokens)

@@ -1,10 +1,21 @@
 """A GenerateRequest checked against the limits, before any work: every error names the field,
-the value and the allowed range. Zero values mean "server default", as the proto documents."""
+the value and the allowed range. Zero values mean "server default", as the proto documents.
+
+Text that is echoed (request_id) or parsed (concept refs) is bounded first and then named by its
+length, never repeated: an error message must stay small whatever the request held.
+
+Prompts may hold any text but control characters other than tab, newline and carriage return: they
+mean nothing to the tokenizer (which would drop or mangle them silently), a NUL cuts strings short
+in C libraries and logs, and pasted text never needs them. Format characters (zero-width joiners,
+direction marks) stay allowed: real text in many scripts and emoji sequences use them.
+"""
 
 from __future__ import annotations
 
 import math
+import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 
 from proto import generator_pb2
@@ -19,6 +30,12 @@ MODES = {
     generator_pb2.NAIVE_SUM: MultiConcept.NAIVE_SUM,
 }
 MAX_SEED = 2**63 - 1
+MAX_REQUEST_ID_CHARS = 128
+REQUEST_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_REQUEST_ID_CHARS}}}")
+"""Printable ASCII without spaces: what request ids (UUIDs, trace ids) are made of, safe to log."""
+MAX_REF_CHARS = 96
+"""Longer than any valid "id@version" (a 63-character id, '@', a 20-digit version)."""
+ALLOWED_CONTROLS = frozenset("\t\n\r")
 
 
 @dataclass(frozen=True)
@@ -44,6 +61,29 @@ def _within(field: str, value: float, low: float, high: float) -> None:
         raise InvalidArgument(f"{field} {value:g} is outside [{low:g}, {high:g}]", field=field)
 
 
+def _shown(text: str, most: int = 40) -> str:
+    """`text` quoted for an error message, cut after `most` characters."""
+    return repr(text) if len(text) <= most else f"{text[:most]!r}… ({len(text)} characters)"
+
+
+def _check_text(field: str, text: str) -> None:
+    for position, char in enumerate(text):
+        if unicodedata.category(char) == "Cc" and char not in ALLOWED_CONTROLS:
+            raise InvalidArgument(
+                f"{field} holds the control character U+{ord(char):04X} at position {position}; remove it",
+                field=field,
+            )
+
+
+def _check_request_id(request_id: str) -> None:
+    if request_id and not REQUEST_ID.fullmatch(request_id):
+        raise InvalidArgument(
+            f"request_id ({len(request_id)} characters) must be 1 to {MAX_REQUEST_ID_CHARS} printable ASCII "
+            "characters without spaces",
+            field="request_id",
+        )
+
+
 def validate_request(
     request: generator_pb2.GenerateRequest, limits: RequestLimits, *, default_size: int, size_multiple: int
 ) -> GenerateParams:
@@ -53,10 +93,18 @@ def validate_request(
         length = len(getattr(request, field))
         if length > limits.max_prompt_chars:
             raise InvalidArgument(f"{field} has {length} characters; the limit is {limits.max_prompt_chars}", field=field)
+        _check_text(field, getattr(request, field))
     if len(request.concepts) > limits.max_concepts:
         raise InvalidArgument(
             f"concepts names {len(request.concepts)} concepts; the limit is {limits.max_concepts}", field="concepts"
         )
+    for i, ref in enumerate(request.concepts):
+        if len(ref) > MAX_REF_CHARS:
+            raise InvalidArgument(
+                f"concepts[{i}] has {len(ref)} characters; a ref is 'id' or 'id@version', at most {MAX_REF_CHARS}",
+                field="concepts",
+            )
+    _check_request_id(request.request_id)
     if request.multi_concept not in MODES:
         raise InvalidArgument(f"multi_concept {request.multi_concept} is not a known mode", field="multi_concept")
     steps = request.steps or limits.default_steps
@@ -74,7 +122,9 @@ def validate_request(
     _within("num_images", num_images, 1, limits.max_num_images)
     scheduler = request.scheduler or limits.default_scheduler
     if scheduler not in (DEFAULT, *SCHEDULERS):
-        raise InvalidArgument(f"scheduler {scheduler!r} is not one of {sorted([DEFAULT, *SCHEDULERS])}", field="scheduler")
+        raise InvalidArgument(
+            f"scheduler {_shown(scheduler)} is not one of {sorted([DEFAULT, *SCHEDULERS])}", field="scheduler"
+        )
     if request.HasField("seed") and request.seed > MAX_SEED:
         raise InvalidArgument(f"seed {request.seed} exceeds {MAX_SEED}", field="seed")
     return GenerateParams(

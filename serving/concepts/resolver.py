@@ -3,6 +3,12 @@
 "id" or "id@version" each; no concept: the base model; one: its delta; several: their merged set
 (closed-form by default, naive sum on request), cached by the store. Unknown concepts are NotFound
 (from the registry), concepts for another base model IncompatibleBase (from artifact validation).
+
+Every concept named is checked against the caller before anything is loaded: one the caller may not
+see is NotFound worded exactly like an unknown one (`serving.registry.refs.not_found`), so a request
+never tells which private concepts exist. The store and its caches are shared by every tenant; only
+this check depends on who asks. "id" resolves to the latest version; when the caller may not see
+that one, it is NotFound too, even if an older version is public.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ from dataclasses import dataclass
 
 from serving.concepts.merger import ConceptMerger, MultiConcept
 from serving.concepts.store import ConceptLease, ConceptStore
-from serving.registry.refs import parse_ref
+from serving.registry.refs import not_found, parse_ref
+from shared.auth import Caller
 from shared.delta import ConceptDelta
 from shared.errors import InvalidArgument
 
@@ -62,12 +69,20 @@ class ConceptResolver:
         self.store = store
         self.merger = merger
 
-    def resolve(self, refs: Sequence[str], mode: MultiConcept = MultiConcept.MERGE) -> ResolvedConcepts:
+    def resolve(
+        self, refs: Sequence[str], caller: Caller, mode: MultiConcept = MultiConcept.MERGE
+    ) -> ResolvedConcepts:
+        """The delta for `refs` as `caller` may use them (see the module docstring)."""
         parsed = parse_refs(refs)
         if not parsed:
             return NO_CONCEPTS
         started = time.perf_counter()
-        keys = [self.store.resolve(concept_id, version) for concept_id, version in parsed]
+        keys = []
+        for concept_id, version in parsed:
+            key = self.store.resolve(concept_id, version)
+            if not caller.may_see(self.store.owner(key)):
+                raise not_found(concept_id, version)
+            keys.append(key)
         lease = self.store.acquire(keys)
         try:
             load_ms = (time.perf_counter() - started) * 1000.0

@@ -8,9 +8,12 @@
 * merged sets: merged multi-concept deltas keyed by mode and the sorted (id, version) set.
 
 "id" (no version) means the latest version; the store remembers the latest version of the ids it
-has resolved, and `apply_event` (fed by the registry Watch stream) keeps that current, evicts deleted
-versions and drops merged sets of changed concepts. One lock guards the tiers; decoding, moving and
-fetching happen outside it.
+has resolved, and who owns each version it has resolved (`Owner`: tenant and public flag from the
+registry's ConceptInfo). The cache is shared by every tenant; the caller's visibility is checked on
+every request against that owner (by the resolver), never by caching per tenant. `apply_event`
+(fed by the registry Watch stream) keeps all of it current, evicts deleted versions and drops
+merged sets of changed concepts. One lock guards the tiers; decoding, moving and fetching happen
+outside it.
 """
 
 from __future__ import annotations
@@ -46,6 +49,14 @@ class ConceptSource(Protocol):
     def get(self, ref: str) -> common_pb2.ConceptInfo: ...
 
     def fetch(self, ref: str) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who may see a concept version (`shared.auth.Owned`); versions never change owner."""
+
+    tenant: str
+    public: bool
 
 
 @dataclass(frozen=True)
@@ -114,34 +125,52 @@ class ConceptStore:
         self._disk = DiskTier(disk_dir, budgets.disk_max_bytes)
         self._merged: ByteLRU[MergedKey, ConceptDelta] = ByteLRU(budgets.merged_max_bytes)
         self._latest: dict[str, int] = {}
+        self._owners: dict[ConceptKey, Owner] = {}
+        """Of the versions resolved since they were published: one small entry each, dropped when
+        the version is deleted; kept apart from the tiers so an eviction never costs a lookup."""
         self._epoch = 0
         """Counts applied registry events: a load or lookup that saw the epoch change while it ran
         does not cache its result, so a concurrent delete or publish is never undone."""
         self._loads: SingleFlight[ConceptKey, tuple[LoadedConcept, int]] = SingleFlight()
         self._merges: SingleFlight[MergedKey, ConceptDelta] = SingleFlight()
-        self._lookups: SingleFlight[str, int] = SingleFlight()
+        self._lookups: SingleFlight[str, tuple[ConceptKey, Owner]] = SingleFlight()
         self._report_resident()
 
     # -- versions ------------------------------------------------------------------------------
 
     def resolve(self, concept_id: str, version: int | None) -> ConceptKey:
-        """The key of "id@version", or of the latest version of "id" (NotFound from the source)."""
+        """The key of "id@version", or of the latest version of "id" (NotFound from the source).
+        Its owner is known once this returns (the lookup that finds the latest version reads it)."""
         if version is not None:
             return concept_id, version
         with self._lock:
             latest = self._latest.get(concept_id)
         if latest is None:
-            latest = self._lookups.run(concept_id, lambda: self._lookup_latest(concept_id))
+            return self._lookups.run(concept_id, lambda: self._lookup(concept_id))[0]
         return concept_id, latest
 
-    def _lookup_latest(self, concept_id: str) -> int:
+    def owner(self, key: ConceptKey) -> Owner:
+        """Who owns `key`, from the registry the first time (NotFound when it does not exist)."""
+        with self._lock:
+            owner = self._owners.get(key)
+        if owner is None:
+            ref = f"{key[0]}@{key[1]}"
+            owner = self._lookups.run(ref, lambda: self._lookup(ref))[1]
+        return owner
+
+    def _lookup(self, ref: str) -> tuple[ConceptKey, Owner]:
+        """Get `ref` from the source; remember its owner, and the latest version for a bare id,
+        unless a registry event arrived meanwhile (it may have deleted what we read)."""
         with self._lock:
             epoch = self._epoch
-        version = int(self._source.get(concept_id).version)
+        info = self._source.get(ref)
+        key, owner = (info.concept_id, int(info.version)), Owner(info.tenant, info.public)
         with self._lock:
             if self._epoch == epoch:
-                self._latest[concept_id] = version
-        return version
+                self._owners[key] = owner
+                if "@" not in ref:
+                    self._latest[info.concept_id] = key[1]
+        return key, owner
 
     # -- concepts ------------------------------------------------------------------------------
 
@@ -279,6 +308,7 @@ class ConceptStore:
                 self._device.pop(key)
                 self._host.pop(key)
                 self._disk.remove(key)
+                self._owners.pop(key, None)
                 if self._latest.get(concept_id) == version:
                     del self._latest[concept_id]
             for merged_key in self._merged.keys():

@@ -25,9 +25,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 class RegistryProcess:
     """`cdserve registry` as a child process; the port is read from its 'registry.started' log line."""
 
-    def __init__(self, data_dir: Path, spec_file: Path) -> None:
-        env = {**os.environ, "CDSERVE_REGISTRY_TOKENS": json.dumps({"tokens": {"tok-acme": "acme"}})}
-        command = [sys.executable, "-m", "cli.main", "registry", "--data", str(data_dir), "--port", "0",
+    def __init__(self, data_dir: Path, spec_file: Path, *, port: int = 0, tokens: dict[str, str] | None = None) -> None:
+        tokens = tokens or {"tok-acme": "acme"}
+        env = {**os.environ, "CDSERVE_REGISTRY_TOKENS": json.dumps({"tokens": tokens})}
+        command = [sys.executable, "-m", "cli.main", "registry", "--data", str(data_dir), "--port", str(port),
                    "--base-spec", str(spec_file), "--no-metrics"]  # fmt: skip
         self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
         self.port = self._wait_started()

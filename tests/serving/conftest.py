@@ -11,15 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from serving.basemodels import materialize_tiny
 from serving.client import GeneratorClient
+from serving.concepts.merger import ConceptMerger
 from serving.concepts.observer import CacheStats
+from serving.concepts.resolver import ConceptResolver
 from serving.concepts.store import ConceptStore, TierBudgets
 from serving.config import ServingConfig
+from serving.engine import DeltaEngine
 from serving.registry.config import RegistryConfig
 from shared.artifact import to_bytes
 from shared.basemodel import BaseModel, BaseSpec
+from shared.merge import RegularizationCache, load_captions
 from shared.registry_client import RegistryClient
 from shared.synthetic import random_concept
 from tests.registry.conftest import FAST_RETRY, TOKENS, ServerThread, other_base
@@ -78,6 +83,15 @@ def make_store(tmp_path: Path, spec: BaseSpec, operator: RegistryClient) -> Call
     return make
 
 
+@pytest.fixture
+def resolver(make_store: Callable[..., ConceptStore], tiny_base: BaseModel, tmp_path: Path) -> ConceptResolver:
+    """A resolver over a fresh store (operator token towards the registry, as replicas have)."""
+    engine = DeltaEngine(tiny_base)
+    regularization = RegularizationCache(tmp_path)
+    merger = ConceptMerger(engine.prompts, engine.layers, tiny_base.spec.fingerprint, load_captions(), regularization)
+    return ConceptResolver(make_store(), merger)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -104,8 +118,9 @@ class LiveServe:
         run_app(config)
         return config
 
-    def client(self, app: str) -> GeneratorClient:
-        return GeneratorClient(self.target, application=app, timeout_s=120)
+    def client(self, app: str, token: str | None = OPERATOR_TOKEN) -> GeneratorClient:
+        """A client of `app` calling as the operator (sees every concept) unless told otherwise."""
+        return GeneratorClient(self.target, application=app, token=token, timeout_s=120)
 
     def scrape(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as reply:
@@ -124,6 +139,8 @@ def live_serve(registry: ServerThread, model_dir: Path, tmp_path_factory: pytest
     from ray import serve
 
     metrics_port = free_port()
+    tokens_file = tmp_path_factory.mktemp("auth") / "tokens.yaml"
+    tokens_file.write_text(yaml.safe_dump({"tokens": TOKENS}))
     ray.init(
         num_cpus=2, include_dashboard=False, _metrics_export_port=metrics_port, log_to_driver=False,
         _system_config={"metrics_report_interval_ms": 500},
@@ -133,6 +150,7 @@ def live_serve(registry: ServerThread, model_dir: Path, tmp_path_factory: pytest
         http_port=free_port(),
         base_model={"path": model_dir},
         registry={"address": registry.target, "token": OPERATOR_TOKEN, "watch_heartbeat_s": 1},
+        auth={"tokens_file": tokens_file, "allow_anonymous": True},
         cache={"disk_dir": None, "reg_cache_dir": tmp_path_factory.mktemp("creg")},
         ray_actor_options={"num_cpus": 0.2, "num_gpus": "auto"},
     )

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 from PIL import Image
@@ -20,14 +21,17 @@ from PIL import Image
 from proto import generator_pb2
 from serving.client import GeneratorClient
 from serving.engine import DeltaEngine, GenerationRequest
-from shared.images import to_png
+from serving.proxy_status import REPLICA_STOPPED
 from shared.basemodel import BaseModel
-from shared.registry_client import RegistryClient
 from shared.errors import CapacityExceeded, DeadlineExceeded, IncompatibleBase, InvalidArgument, NotFound
+from shared.images import to_png
+from shared.registry_client import RegistryClient
 from shared.synthetic import random_concept
-from tests.serving.conftest import LiveServe
+from tests.serving.conftest import OPERATOR_TOKEN, LiveServe
+from tests.serving.rawgrpc import RawGenerator
 
 Publish = Callable[..., Any]
+OPERATOR = f"Bearer {OPERATOR_TOKEN}"
 STEPS = 3
 APP = "gen"
 
@@ -213,16 +217,36 @@ def _outcome(client: GeneratorClient, message: generator_pb2.GenerateRequest) ->
         return e
 
 
-def test_a_killed_replica_is_replaced_and_later_requests_succeed(gen: GeneratorClient) -> None:
+def test_calls_on_a_killed_replica_get_unavailable_then_its_replacement_serves(
+    gen: GeneratorClient, live_serve: LiveServe
+) -> None:
+    """kill -9 of the replica while streams and unary calls are on it: each gets UNAVAILABLE with a
+    clean message (read by a plain gRPC client without retries), then Serve's new replica answers."""
     import ray
 
     replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if f"SERVE_REPLICA::{APP}#" in a["name"]]
     assert len(replicas) == 1
     victim = ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"])
     before = gen.generate(request("before")).replica
-    with ThreadPoolExecutor(2) as pool:
-        traffic = [pool.submit(_outcome, gen, request(f"during {i}")) for i in range(4)]
-        ray.kill(victim, no_restart=True)
-        [t.result() for t in traffic]  # some may fail while the replica is down
-    after = poll(lambda: gen.generate(request("after")), lambda r: isinstance(r, generator_pb2.GenerateResponse), timeout_s=90)
-    assert after.replica != before and len(after.images) == 1
+    raw = RawGenerator(live_serve.target, APP)
+    busy = request("in flight", steps=100, width=32, height=32)
+    stepping = [threading.Event(), threading.Event()]
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            calls = [pool.submit(raw.stream, busy, OPERATOR, lambda _, seen=seen: seen.set()) for seen in stepping]
+            calls += [pool.submit(raw.generate, busy, OPERATOR) for _ in range(2)]
+            assert all(seen.wait(timeout=60) for seen in stepping)  # the replica is denoising them
+            ray.kill(victim, no_restart=True)
+            killed_at = time.monotonic()
+            answers = [c.result() for c in calls]
+        for answer in answers:
+            assert answer.code == grpc.StatusCode.UNAVAILABLE, answer
+            assert answer.details == REPLICA_STOPPED and answer.detail is not None
+            assert answer.detail.reason == "UNAVAILABLE" and answer.detail.message == REPLICA_STOPPED
+        assert all(any(m.HasField("progress") for m in a.messages) for a in answers[:2])
+        ok = lambda a: a.code == grpc.StatusCode.OK  # noqa: E731
+        after = poll(lambda: raw.generate(request("after"), OPERATOR), ok, timeout_s=120)
+        print(f"replacement answered {time.monotonic() - killed_at:.1f} s after the kill")
+    finally:
+        raw.close()
+    assert after.messages[0].replica != before and len(after.messages[0].images) == 1
