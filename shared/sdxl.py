@@ -105,6 +105,13 @@ class DualPromptEncoder:
         return first, second
 
 
+def prompt_encoder_for(pipeline: object) -> PromptEncoder | DualPromptEncoder:
+    """The prompt encoder of a base pipeline: both text encoders when it has two (SDXL)."""
+    if getattr(pipeline, "text_encoder_2", None) is not None:
+        return DualPromptEncoder(pipeline.tokenizer, pipeline.text_encoder, pipeline.tokenizer_2, pipeline.text_encoder_2)
+    return PromptEncoder(pipeline.tokenizer, pipeline.text_encoder)
+
+
 def split_token_embedding(vector: torch.Tensor, token_dims: Sequence[int]) -> list[torch.Tensor]:
     """A concatenated modifier-token embedding → one vector per text encoder."""
     return list(torch.split(vector, list(token_dims)))

@@ -7,6 +7,10 @@ random crop is taken. The caption says what happened: "very small"/"far away" be
 
 Paste sizes and positions are multiples of the VAE's downsampling factor, so every latent cell is
 either wholly image or wholly padding and the latent mask is exact.
+
+Each sample also records what SDXL's micro-conditioning is told in training: the source image's
+size and the corner of the crop taken from the rescaled image (none when pasted), as diffusers'
+SDXL training scripts do.
 """
 
 from __future__ import annotations
@@ -27,12 +31,15 @@ LARGE_WORDS = ("zoomed in", "close up")
 
 @dataclass(frozen=True)
 class Sample:
-    """One training input: pixels (3, R, R) fp32 in [-1, 1], mask (1, R/f, R/f) fp32 of 0/1, caption."""
+    """One training input: pixels (3, R, R) fp32 in [-1, 1], mask (1, R/f, R/f) fp32 of 0/1, caption;
+    the source's (height, width) and the (top, left) crop corner, in pixels."""
 
     pixels: torch.Tensor
     mask: torch.Tensor
     caption: str
     scale: float = 1.0
+    original_size: tuple[int, int] = (0, 0)
+    crop_top_left: tuple[int, int] = (0, 0)
 
 
 def square(image: Image.Image) -> Image.Image:
@@ -53,7 +60,7 @@ def plain(image: Image.Image, caption: str, *, resolution: int, latent_factor: i
     """No augmentation (regularisation images, or augment=False): resize, full mask."""
     pixels = to_tensor(square(image).resize((resolution, resolution), Image.Resampling.BICUBIC))
     side = resolution // latent_factor
-    return Sample(pixels, torch.ones(1, side, side), caption)
+    return Sample(pixels, torch.ones(1, side, side), caption, original_size=(image.height, image.width))
 
 
 def describe_scale(caption: str, scale: float, generator: torch.Generator) -> str:
@@ -77,6 +84,7 @@ def rescaled(
     generator: torch.Generator,
 ) -> Sample:
     """The augmentation: random rescale in [0.4, 1.4], paste or crop, caption words, latent mask."""
+    original_size = (image.height, image.width)
     image = square(image)
     drawn = MIN_SCALE + (MAX_SCALE - MIN_SCALE) * float(torch.rand((), generator=generator))
     cells = resolution // latent_factor
@@ -90,6 +98,7 @@ def rescaled(
         mask = torch.zeros(1, cells, cells)
         mask[:, top_cell : top_cell + side_cells, left_cell : left_cell + side_cells] = 1.0
         scale = side / resolution
+        top = left = 0  # pasted whole: nothing is cropped
     else:
         side = min(round(drawn * resolution), math.floor(MAX_SCALE * resolution))
         top, left = (int(torch.randint(side - resolution + 1, (1,), generator=generator)) for _ in range(2))
@@ -97,4 +106,4 @@ def rescaled(
         canvas = to_tensor(large.crop((left, top, left + resolution, top + resolution)))
         mask = torch.ones(1, cells, cells)
         scale = side / resolution
-    return Sample(canvas, mask, describe_scale(caption, scale, generator), scale)
+    return Sample(canvas, mask, describe_scale(caption, scale, generator), scale, original_size, (top, left))

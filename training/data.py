@@ -17,6 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from shared.errors import InvalidArgument
+from shared.sdxl import add_time_ids
 from training.augment import Sample, plain, rescaled
 
 REG = -1
@@ -59,12 +60,14 @@ def _one_of(choices: tuple[str, ...], generator: torch.Generator) -> str:
 
 @dataclass(frozen=True)
 class Batch:
-    """pixels (B, 3, R, R) fp32 in [-1, 1]; masks (B, 1, R/f, R/f) fp32; is_reg (B,) bool."""
+    """pixels (B, 3, R, R) fp32 in [-1, 1]; masks (B, 1, R/f, R/f) fp32; is_reg (B,) bool;
+    time_ids (B, 6) fp32: SDXL's (original size, crop corner, target size) of each sample."""
 
     pixels: torch.Tensor
     masks: torch.Tensor
     captions: list[str]
     is_reg: torch.Tensor
+    time_ids: torch.Tensor
 
 
 def load_image(path: str | Path, *, field: str = "images") -> Image.Image:
@@ -150,6 +153,10 @@ class ExampleSource:
             masks=torch.stack([s.mask for s in samples]),
             captions=[s.caption for s in samples],
             is_reg=is_reg,
+            time_ids=torch.tensor(
+                [add_time_ids(s.original_size, s.crop_top_left, (self.resolution, self.resolution)) for s in samples],
+                dtype=torch.float32,
+            ),
         )
 
     def _target(self, example: Example, caption: str, generator: torch.Generator) -> Sample:

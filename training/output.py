@@ -18,6 +18,10 @@ from training.config import TrainConfig
 from training.trainer import ConceptTrainer
 
 FULL_METADATA_KEY = "cdserve_full_finetune"
+DEFAULT_ENERGY_BY_FAMILY = {"sdxl": 0.95}
+"""Families whose concepts are SVD-compressed unless the recipe says otherwise: an SDXL K/V delta
+is hundreds of millions of parameters in full, so a low-rank one (rank by singular-value energy)
+is the normal case. `compress_energy=1.0` keeps every singular value."""
 
 
 def artifact_path(config: TrainConfig) -> Path:
@@ -50,8 +54,11 @@ def write_result(config: TrainConfig, trainer: ConceptTrainer, spec: BaseSpec, m
         save_file(tensors, str(path), metadata={FULL_METADATA_KEY: json.dumps(meta)})
         return path
     delta, delta_kind = trainer.delta(), "full"
-    if config.recipe.compress_energy is not None or config.recipe.compress_rank is not None:
-        delta, report = compress(delta, energy=config.recipe.compress_energy, rank=config.recipe.compress_rank)
+    energy, rank = config.recipe.compress_energy, config.recipe.compress_rank
+    if energy is None and rank is None:
+        energy = DEFAULT_ENERGY_BY_FAMILY.get(spec.family)
+    if energy is not None or rank is not None:
+        delta, report = compress(delta, energy=energy, rank=rank)
         delta_kind = "lowrank"
         metrics = {**metrics, "compression": {"ratio": report.ratio, "max_rank": report.max_rank,
                                               "relative_error": report.overall_relative_error}}
@@ -59,6 +66,8 @@ def write_result(config: TrainConfig, trainer: ConceptTrainer, spec: BaseSpec, m
         concept_id=config.artifact_id,
         concepts=[ConceptPart(**part) for part in _parts(config)],
         base_fingerprint=spec.fingerprint,
+        base_family=spec.family,
+        token_dims=list(spec.token_dims) or None,
         delta_kind=delta_kind,
         recipe=recipe,
         metrics=metrics,

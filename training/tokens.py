@@ -64,5 +64,15 @@ def initial_embeddings(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, wo
     return [table[single_token_id(tokenizer, word)].detach().float().clone() for word in words]
 
 
+def initial_token_embeddings(pipeline: object, words: Sequence[str]) -> list[torch.Tensor]:
+    """One start vector per word: its embedding row, or on SDXL the rows of both text encoders
+    concatenated in encoder order (the word must be one token for both tokenizers)."""
+    tables = [(pipeline.tokenizer, pipeline.text_encoder)]
+    if getattr(pipeline, "text_encoder_2", None) is not None:
+        tables.append((pipeline.tokenizer_2, pipeline.text_encoder_2))
+    per_encoder = [initial_embeddings(tokenizer, encoder, words) for tokenizer, encoder in tables]
+    return [torch.cat(rows) for rows in zip(*per_encoder)]
+
+
 def caption_words(captions: Iterable[str]) -> set[str]:
     return {word for caption in captions for word in re.findall(r"[a-z]+", caption.lower())}

@@ -17,12 +17,13 @@ from diffusers import DDPMScheduler
 
 from shared.basemodel import BaseModel, cross_attention_layers
 from shared.delta import ConceptDelta, DeltaWeight
+from shared.sdxl import DualPromptEncoder, prompt_encoder_for
 from shared.text import PromptEncoder, TokenizedPrompt
 from training.checkpoint import TrainingState
 from training.config import STAND_IN, TrainConfig
 from training.data import ExampleSource, generator_for
 from training.loss import custom_diffusion_loss
-from training.tokens import initial_embeddings
+from training.tokens import initial_token_embeddings
 from training.trainable import PROJECTIONS_BY_MODE, detach_start_of_text, freeze_all_but, projection_module_name
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -38,14 +39,25 @@ class Denoiser(torch.nn.Module):
 
     The embedding table is never changed: the tokens are separate (dim,) parameters injected per
     call by `PromptEncoder`, so only "their rows" can learn and the start-of-text row is untouched.
+    On SDXL a token's parameter is both encoders' embeddings concatenated, and the UNet also gets
+    the pooled text embedding and each sample's time ids.
     """
 
     def __init__(
-        self, unet: torch.nn.Module, prompts: PromptEncoder, tokens: list[str], embeddings: list[torch.Tensor], *, train_tokens: bool
+        self,
+        unet: torch.nn.Module,
+        prompts: PromptEncoder | DualPromptEncoder,
+        tokens: list[str],
+        embeddings: list[torch.Tensor],
+        *,
+        train_tokens: bool,
     ) -> None:
         super().__init__()
         self.unet = unet
-        self.text_encoder = prompts.text_encoder
+        if isinstance(prompts, DualPromptEncoder):
+            self.text_encoder, self.text_encoder_2 = prompts.first.text_encoder, prompts.second.text_encoder
+        else:
+            self.text_encoder = prompts.text_encoder
         self.prompts = prompts
         self.tokens = tokens
         self.embeddings = torch.nn.ParameterList(
@@ -58,13 +70,18 @@ class Denoiser(torch.nn.Module):
     def forward(
         self, noisy: torch.Tensor, timesteps: torch.Tensor, prompts: tuple[TokenizedPrompt, ...],
         stand_ins: tuple[torch.Tensor | None, ...] = (),
+        time_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """noisy (B, 4, h, w), timesteps (B,) long → predicted noise (B, 4, h, w); `stand_ins`: per
-        prompt, the vector of its STAND_IN (None where it names none)."""
+        prompt, the vector of its STAND_IN (None where it names none); `time_ids` (B, 6): SDXL only."""
         own = self.token_embeddings()
         tables = [own if v is None else {**own, STAND_IN: v} for v in stand_ins] if stand_ins else own
-        features = self.prompts.encode(prompts, tables)
-        return self.unet(noisy, timesteps, encoder_hidden_states=features).sample
+        if isinstance(self.prompts, DualPromptEncoder):
+            features, pooled = self.prompts.encode_with_pooled(prompts, tables)
+            added = {"text_embeds": pooled, "time_ids": time_ids.to(pooled.device, pooled.dtype)}
+        else:
+            features, added = self.prompts.encode(prompts, tables), None
+        return self.unet(noisy, timesteps, encoder_hidden_states=features, added_cond_kwargs=added).sample
 
 
 class ConceptTrainer:
@@ -96,9 +113,9 @@ class ConceptTrainer:
         self.initial = (
             {} if recipe.mode == "full" else {name: p.detach().float().clone() for name, p in self.trainable.items()}
         )
-        prompts = PromptEncoder(base.pipeline.tokenizer, base.pipeline.text_encoder)
+        prompts = prompt_encoder_for(base.pipeline)
         tokens = [concept.token for concept in config.concepts]
-        embeddings = initial_embeddings(base.pipeline.tokenizer, base.pipeline.text_encoder, initializer_words)
+        embeddings = initial_token_embeddings(base.pipeline, initializer_words)
         self.denoiser = Denoiser(self.unet, prompts, tokens, embeddings, train_tokens=recipe.trains_token)
         self.model = wrap(self.denoiser) if wrap else self.denoiser
         groups = [{"params": list(self.trainable.values()), "lr": recipe.effective_learning_rate}]
@@ -166,7 +183,7 @@ class ConceptTrainer:
         prompts = tuple(self._tokenize(caption) for caption in batch.captions)
         stand_ins = self._stand_in_vectors(prompts)
         with self._autocast():
-            prediction = self.model(noisy, timesteps, prompts, stand_ins)
+            prediction = self.model(noisy, timesteps, prompts, stand_ins, batch.time_ids)
         loss = custom_diffusion_loss(
             prediction,
             target,
