@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 TARGET_ENV = "CDSERVE_GENERATOR"
+TOKEN_ENV = "CDSERVE_TOKEN"
 DEFAULT_TARGET = "127.0.0.1:9000"
 
 
@@ -30,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     generate.add_argument("--target", default=os.environ.get(TARGET_ENV, DEFAULT_TARGET),
                           help=f"Serve gRPC proxy host:port (default ${TARGET_ENV} or {DEFAULT_TARGET})")  # fmt: skip
     generate.add_argument("--app", default="cdserve", help="Serve application name")
+    generate.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"bearer token (default ${TOKEN_ENV})")
+    generate.add_argument("--tls-ca", type=Path, help="PEM bundle to trust; enables TLS (to a TLS front of the proxy)")
     generate.set_defaults(handler=_generate)
 
 
@@ -43,7 +46,8 @@ def _generate(args: argparse.Namespace) -> int:
         negative_prompt=args.negative_prompt, steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed,
         width=args.size, height=args.size, num_images=args.num_images, scheduler=args.scheduler,
     )  # fmt: skip
-    with GeneratorClient(args.target, application=args.app) as client, tqdm(desc="denoising", unit="step") as bar:
+    client = GeneratorClient(args.target, application=args.app, token=args.token, tls_ca_file=args.tls_ca)
+    with client, tqdm(desc="denoising", unit="step") as bar:
 
         def on_step(progress: Any) -> None:
             bar.total = progress.total_steps

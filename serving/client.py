@@ -1,40 +1,54 @@
 """A small synchronous client of the Generator service (through Serve's gRPC proxy).
 
 Failures surface as the typed `shared.errors` the server raised (rebuilt by `shared.grpc_status`).
+Generate and GenerateStream are retried by gRPC on UNAVAILABLE before the server answers (a
+replica that died, a proxy with no replica yet; see `shared.rpc_client`): generating changes no
+server state, so a repeat is safe.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-
-import grpc
+from pathlib import Path
 
 from proto import generator_pb2, generator_pb2_grpc
-from shared.grpc_status import error_from_rpc
+from shared.rpc_client import DEFAULT_RETRY, MiB, RetryPolicy, RpcClient
 
-MiB = 2**20
 MODES = {"merge": generator_pb2.MERGE, "naive_sum": generator_pb2.NAIVE_SUM}
 StepCallback = Callable[[generator_pb2.StepProgress], None]
 
 
-class GeneratorClient:
-    """One channel to a Serve gRPC proxy at `target`; `application` picks the Serve app by name."""
+class GeneratorClient(RpcClient):
+    """One channel to a Serve gRPC proxy (or a TLS front before it) at `target`.
 
-    def __init__(self, target: str, *, application: str = "cdserve", timeout_s: float = 300.0, max_message_bytes: int = 64 * MiB) -> None:
-        options = [("grpc.max_receive_message_length", max_message_bytes)]
-        self._channel = grpc.insecure_channel(target, options=options)
-        self._stub = generator_pb2_grpc.GeneratorStub(self._channel)
-        self._metadata = (("application", application),)
-        self.timeout_s = timeout_s
+    `application` picks the Serve app by name; `token` is the caller's bearer token (it decides
+    which concepts the caller may use); `tls_ca_file` switches to TLS, trusting that PEM bundle.
+    """
 
-    def close(self) -> None:
-        self._channel.close()
+    SERVICE = generator_pb2.DESCRIPTOR.services_by_name["Generator"]
+    STUB = generator_pb2_grpc.GeneratorStub
+    RETRIED_METHODS = ("Generate", "GenerateStream")
 
-    def __enter__(self) -> GeneratorClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
+    def __init__(
+        self,
+        target: str,
+        *,
+        application: str = "cdserve",
+        token: str | None = None,
+        tls_ca_file: str | Path | None = None,
+        timeout_s: float = 300.0,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        max_message_bytes: int = 64 * MiB,
+    ) -> None:
+        super().__init__(
+            target,
+            token=token,
+            tls_ca_file=tls_ca_file,
+            timeout_s=timeout_s,
+            max_message_bytes=max_message_bytes,
+            retry=retry,
+            metadata=[("application", application)],
+        )
 
     @staticmethod
     def request(
@@ -59,18 +73,16 @@ class GeneratorClient:
             scheduler=scheduler, request_id=request_id,
         )  # fmt: skip
 
-    def generate(self, request: generator_pb2.GenerateRequest, *, timeout_s: float | None = None) -> generator_pb2.GenerateResponse:
-        try:
-            return self._stub.Generate(request, timeout=timeout_s or self.timeout_s, metadata=self._metadata)
-        except grpc.RpcError as e:
-            raise error_from_rpc(e) from e
+    def generate(
+        self, request: generator_pb2.GenerateRequest, *, timeout_s: float | None = None
+    ) -> generator_pb2.GenerateResponse:
+        return self._call(self._stub.Generate, request, timeout_s=timeout_s)
 
-    def stream(self, request: generator_pb2.GenerateRequest, *, timeout_s: float | None = None) -> Iterator[generator_pb2.GenerateProgress]:
+    def stream(
+        self, request: generator_pb2.GenerateRequest, *, timeout_s: float | None = None
+    ) -> Iterator[generator_pb2.GenerateProgress]:
         """Progress after every denoising step, then one message with the result."""
-        try:
-            yield from self._stub.GenerateStream(request, timeout=timeout_s or self.timeout_s, metadata=self._metadata)
-        except grpc.RpcError as e:
-            raise error_from_rpc(e) from e
+        return self._stream(self._stub.GenerateStream, request, timeout_s=timeout_s or self.timeout_s)
 
     def generate_with_progress(
         self, request: generator_pb2.GenerateRequest, on_step: StepCallback, *, timeout_s: float | None = None

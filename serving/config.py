@@ -87,6 +87,7 @@ class RegistryLink(StrictModel):
     token_file: Path | None = Field(
         None, description="File holding that token (a mounted Secret); keeps it out of Serve configs"
     )
+    tls_ca_file: Path | None = Field(None, description="PEM bundle to trust; enables TLS to a registry that serves it")
     timeout_s: float = Field(10.0, gt=0.0, description="Deadline of one registry call")
     watch_heartbeat_s: int = Field(5, ge=0, description="Watch heartbeat the replica asks for (0: registry default)")
 

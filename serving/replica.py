@@ -22,7 +22,7 @@ from serving.concepts.resolver import ConceptResolver, ResolvedConcepts
 from serving.concepts.store import ConceptStore, TierBudgets
 from serving.concepts.watcher import RegistryWatcher
 from serving.basemodels import default_model_dir
-from serving.config import ServingConfig
+from serving.config import RegistryLink, ServingConfig
 from serving.engine import DeltaEngine, GenerationRequest, GenerationResult
 from serving.validation import GenerateParams, validate_request
 from shared.auth import Caller
@@ -30,7 +30,8 @@ from shared.basemodel import load_base_model, reg_captions_path
 from shared.errors import Cancelled
 from shared.images import to_png
 from shared.merge import RegularizationCache, load_captions
-from shared.registry_client import RegistryClient, RetryPolicy
+from shared.registry_client import RegistryClient
+from shared.rpc_client import RetryPolicy
 
 ProgressSink = Callable[[int, int, float], None]
 """on_progress(step, total_steps, elapsed_ms since the request arrived)."""
@@ -165,6 +166,18 @@ class Replica:
         self.registry.close()
 
 
+def connect_registry(link: RegistryLink) -> RegistryClient:
+    """The replica's registry client. Few, short retries: a request waiting on a concept miss
+    should fail soon when the registry is away, while the watch keeps reconnecting on its own."""
+    return RegistryClient(
+        link.address,
+        token=link.bearer_token(),
+        tls_ca_file=link.tls_ca_file,
+        timeout_s=link.timeout_s,
+        retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.05, max_backoff_s=1.0),
+    )
+
+
 def resolve_device(config: ServingConfig) -> tuple[str, torch.dtype]:
     """'auto' → cuda when this process sees a GPU, else cpu; dtype 'auto' → fp16 on cuda, fp32 on cpu."""
     device = config.base_model.device
@@ -184,12 +197,7 @@ def build_replica(config: ServingConfig, *, replica: str = "", observer: CacheOb
     engine = DeltaEngine(base)
     stats = CacheStats()
     observers: CacheObserver = stats if observer is None else Observers(stats, observer)
-    registry = RegistryClient(
-        config.registry.address,
-        token=config.registry.bearer_token(),
-        timeout_s=config.registry.timeout_s,
-        retry=RetryPolicy(attempts=3, initial_backoff_s=0.05, max_backoff_s=1.0),
-    )
+    registry = connect_registry(config.registry)
     cache = config.cache
     disk_dir = cache.disk_dir or Path(tempfile.mkdtemp(prefix="cdserve-concepts-"))
     budgets = TierBudgets(cache.device_max_bytes, cache.host_max_bytes, cache.disk_max_bytes, cache.merged_max_bytes)

@@ -1,60 +1,52 @@
 """Synchronous client of the concept registry, for training jobs, replicas, the CLI and tests.
 
-Unary calls retry with exponential backoff on UNAVAILABLE (the registry restarting or out of
-reach) and carry deadlines; `fetch` resumes an interrupted download at its offset (pinned to the
-version it started); `watch` reconnects forever and resumes after the last sequence it delivered,
-so a consumer misses no event. Every failure surfaces as a typed `shared.errors` error.
+Get, List and Delete are retried by gRPC on UNAVAILABLE (the registry restarting or out of reach;
+see `shared.rpc_client`); Publish is not, since a repeated upload would add a version. `fetch`
+resumes an interrupted download at its offset (pinned to the version it started); `watch`
+reconnects forever and resumes after the last sequence it delivered, so a consumer misses no
+event. Every failure surfaces as a typed `shared.errors` error.
 """
 
 from __future__ import annotations
 
+import builtins
 import hashlib
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 
 from proto import common_pb2, registry_pb2, registry_pb2_grpc
 from shared.errors import InvalidArtifact
 from shared.grpc_status import error_from_rpc
+from shared.rpc_client import DEFAULT_RETRY, MiB, RetryPolicy, RpcClient
 
-T = TypeVar("T")
-MiB = 2**20
 TRANSIENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
 Progress = Callable[[int, int], None]
 """progress(done_bytes, total_bytes), called as a transfer advances."""
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 5
-    initial_backoff_s: float = 0.1
-    max_backoff_s: float = 5.0
-    multiplier: float = 2.0
+class PublishedConcept:
+    """What a publish produced: the new version, and whether its bytes were already stored."""
 
-    def delay_s(self, failures: int) -> float:
-        """Backoff after `failures` consecutive failures (≥ 1), with jitter so clients spread out."""
-        base = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (failures - 1))
-        return base * random.uniform(0.5, 1.0)
-
-
-@dataclass(frozen=True)
-class PublishResult:
     concept: common_pb2.ConceptInfo
     deduplicated: bool
 
 
-class RegistryClient:
+class RegistryClient(RpcClient):
     """One channel to a registry at `target` ("host:port").
 
     `token` (a bearer token) is sent with every call: writes need it, and reads with it also see
     the tenant's private concepts. `tls_ca_file` switches to TLS, trusting that PEM bundle.
     """
+
+    SERVICE = registry_pb2.DESCRIPTOR.services_by_name["Registry"]
+    STUB = registry_pb2_grpc.RegistryStub
+    RETRIED_METHODS = ("Get", "List", "Delete")
 
     def __init__(
         self,
@@ -64,54 +56,20 @@ class RegistryClient:
         tls_ca_file: str | Path | None = None,
         timeout_s: float = 30.0,
         transfer_timeout_s: float = 600.0,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = DEFAULT_RETRY,
         chunk_bytes: int = MiB,
         max_message_bytes: int = 8 * MiB,
     ) -> None:
-        options = [
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-        ]
-        if tls_ca_file is None:
-            self._channel = grpc.insecure_channel(target, options=options)
-        else:
-            credentials = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca_file).read_bytes())
-            self._channel = grpc.secure_channel(target, credentials, options=options)
-        self._stub = registry_pb2_grpc.RegistryStub(self._channel)
-        self.target = target
-        self._token = token
-        self._timeout_s = timeout_s
+        super().__init__(
+            target,
+            token=token,
+            tls_ca_file=tls_ca_file,
+            timeout_s=timeout_s,
+            max_message_bytes=max_message_bytes,
+            retry=retry,
+        )
         self._transfer_timeout_s = transfer_timeout_s
-        self._retry = retry
         self._chunk_bytes = chunk_bytes
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> RegistryClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    def wait_ready(self, timeout_s: float = 30.0) -> None:
-        """Block until the channel connects (e.g. a registry that is still starting)."""
-        grpc.channel_ready_future(self._channel).result(timeout=timeout_s)
-
-    def _metadata(self, token: str | None = None) -> tuple[tuple[str, str], ...]:
-        token = token or self._token
-        return (("authorization", f"Bearer {token}"),) if token else ()
-
-    def _retrying(self, call: Callable[[], T]) -> T:
-        failures = 0
-        while True:
-            try:
-                return call()
-            except grpc.RpcError as e:
-                failures += 1
-                if e.code() not in TRANSIENT_CODES or failures >= self._retry.attempts:
-                    raise error_from_rpc(e) from e
-                time.sleep(self._retry.delay_s(failures))
 
     # -- calls ---------------------------------------------------------------------------------
 
@@ -124,10 +82,12 @@ class RegistryClient:
         labels: Mapping[str, str] | None = None,
         token: str | None = None,
         progress: Progress | None = None,
-    ) -> PublishResult:
+    ) -> PublishedConcept:
         """Upload an artifact (a path or its bytes) as the next version of `concept_id` (default:
-        the id in its header). Retried on UNAVAILABLE: should a committed publish lose its reply,
-        the retry adds one more version with the same content (`deduplicated`)."""
+        the id in its header). It waits for a registry that is (re)starting, then uploads once:
+        a failed upload raises and the caller decides (had the registry committed it before the
+        reply was lost, a second publish adds one more version with the same content,
+        `deduplicated`)."""
         data = bytes(artifact) if isinstance(artifact, (bytes, bytearray, memoryview)) else Path(artifact).read_bytes()
         header = registry_pb2.PublishHeader(
             concept_id=concept_id,
@@ -146,15 +106,12 @@ class RegistryClient:
                 if progress:
                     progress(end, len(data))
 
-        response = self._retrying(
-            lambda: self._stub.Publish(requests(), timeout=self._transfer_timeout_s, metadata=self._metadata(token))
-        )
-        return PublishResult(response.concept, response.deduplicated)
+        response = self._call_once(self._stub.Publish, requests(), timeout_s=self._transfer_timeout_s, token=token)
+        return PublishedConcept(response.concept, response.deduplicated)
 
     def get(self, ref: str) -> common_pb2.ConceptInfo:
         """Metadata of "id" (latest live version) or "id@N"."""
-        request = registry_pb2.GetConceptRequest(ref=ref)
-        return self._retrying(lambda: self._stub.Get(request, timeout=self._timeout_s, metadata=self._metadata()))
+        return self._call(self._stub.Get, registry_pb2.GetConceptRequest(ref=ref))
 
     def fetch(self, ref: str, *, progress: Progress | None = None) -> bytes:
         """The artifact's bytes, checked against its sha256. A broken stream is resumed at the
@@ -170,7 +127,9 @@ class RegistryClient:
                     if chunk.HasField("concept"):
                         concept = chunk.concept
                     if chunk.offset != len(buffer):
-                        raise InvalidArtifact(f"fetch of {ref!r}: chunk at offset {chunk.offset}, expected {len(buffer)}")
+                        raise InvalidArtifact(
+                            f"fetch of {ref!r}: chunk at offset {chunk.offset}, expected {len(buffer)}"
+                        )
                     if chunk.data:
                         buffer += chunk.data
                         failures = 0
@@ -179,7 +138,7 @@ class RegistryClient:
                 break
             except grpc.RpcError as e:
                 failures += 1
-                if e.code() not in TRANSIENT_CODES or failures >= self._retry.attempts:
+                if e.code() not in TRANSIENT_CODES or failures >= self._retry.max_attempts:
                     raise error_from_rpc(e) from e
                 time.sleep(self._retry.delay_s(failures))
         return _verified(ref, concept, bytes(buffer))
@@ -206,18 +165,15 @@ class RegistryClient:
             include_deleted=include_deleted,
         )
         while True:
-            page = self._retrying(lambda: self._stub.List(request, timeout=self._timeout_s, metadata=self._metadata()))
+            page = self._call(self._stub.List, request)
             yield from page.concepts
             if not page.next_page_token:
                 return
             request.page_token = page.next_page_token
 
-    def delete(self, ref: str, *, token: str | None = None) -> list[common_pb2.ConceptInfo]:
+    def delete(self, ref: str, *, token: str | None = None) -> builtins.list[common_pb2.ConceptInfo]:
         """Soft-delete "id@N", or every version of "id"; returns what was deleted."""
-        request = registry_pb2.DeleteConceptRequest(ref=ref)
-        response = self._retrying(
-            lambda: self._stub.Delete(request, timeout=self._timeout_s, metadata=self._metadata(token))
-        )
+        response = self._call(self._stub.Delete, registry_pb2.DeleteConceptRequest(ref=ref), token=token)
         return list(response.deleted)
 
     def watch(self, after_sequence: int = 0, *, heartbeat_s: int = 0, include_heartbeats: bool = False) -> ConceptWatch:

@@ -1,8 +1,10 @@
-"""Suite-wide fixtures: tiny seeded models are built once per session."""
+"""Suite-wide fixtures: tiny seeded models and a TLS certificate are made once per session."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,3 +20,17 @@ def tiny_base():
     from shared.tiny import build_tiny_pipeline
 
     return prepare_base_model(build_tiny_pipeline(seed=0), source="tiny")
+
+
+@pytest.fixture(scope="session")
+def tls_certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """(certificate, private key) PEM files, self-signed for 127.0.0.1 and localhost: the server's
+    certificate and, for clients, the CA bundle to trust."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key

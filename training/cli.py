@@ -80,6 +80,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--watch", action="store_true", help="follow the job until it ends")
     parser.add_argument("--server", default=os.environ.get(SERVICE_ENV, DEFAULT_SERVICE), help="service host:port")
     parser.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"bearer token (default ${TOKEN_ENV})")
+    parser.add_argument("--tls-ca", type=Path, help="PEM bundle to trust; enables TLS")
     for name, kind in RECIPE_FLAGS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, dest=name, help=f"recipe.{name}")
     parser.set_defaults(handler=_typed_errors(_train))
@@ -99,7 +100,7 @@ def _train(args: argparse.Namespace) -> int:
         regularization_uri=args.reg_dir,
     )
     spec = training_pb2.TrainingSpec(concepts=[concept], recipe=recipe, public=args.public)
-    with TrainingClient(args.server, token=args.token) as client:
+    with TrainingClient(args.server, token=args.token, tls_ca_file=args.tls_ca) as client:
         job = client.submit(spec, uploads_from_folder(args.images))
         print(f"job {job.job_id} {training_pb2.JobState.Name(job.state)}")
         if not args.watch:
@@ -136,6 +137,8 @@ def _register_training(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--ray-address", help="Ray dashboard address, e.g. http://127.0.0.1:8265")
     serve.add_argument("--registry", help="registry host:port the jobs publish to")
     serve.add_argument("--tokens", type=Path, dest="tokens_file", help="YAML/JSON 'tokens: {<token>: <tenant>}'")
+    serve.add_argument("--tls-cert", type=Path, dest="tls_cert_file", help="PEM certificate chain (enables TLS)")
+    serve.add_argument("--tls-key", type=Path, dest="tls_key_file", help="PEM private key")
     serve.set_defaults(handler=_serve, serve_parser=serve)
 
     run = verbs.add_parser("run", help="train in this process (no Ray) from a TrainConfig YAML")
@@ -152,7 +155,18 @@ def _serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     base = load_yaml(TrainingServiceConfig, args.config).model_dump(exclude_unset=True) if args.config else {}
-    flags = ("data_dir", "base_model", "host", "port", "metrics_port", "ray_address", "registry", "tokens_file")
+    flags = (
+        "data_dir",
+        "base_model",
+        "host",
+        "port",
+        "metrics_port",
+        "ray_address",
+        "registry",
+        "tokens_file",
+        "tls_cert_file",
+        "tls_key_file",
+    )
     merged = {**base, **{name: getattr(args, name) for name in flags if getattr(args, name) is not None}}
     missing = [name for name in ("data_dir", "base_model") if name not in merged]
     if missing:

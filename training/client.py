@@ -3,18 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
-
-import grpc
 
 from proto import training_pb2, training_pb2_grpc
-from shared.grpc_status import error_from_rpc
+from shared.rpc_client import DEFAULT_RETRY, MiB, RetryPolicy, RpcClient
 from training.regularization import captioned_images
-
-T = TypeVar("T")
-MiB = 2**20
 
 
 def uploads_from_folder(folder: str | Path, *, concept_index: int = 0) -> list[training_pb2.ImageUpload]:
@@ -26,28 +20,33 @@ def uploads_from_folder(folder: str | Path, *, concept_index: int = 0) -> list[t
     ]  # fmt: skip
 
 
-class TrainingClient:
-    def __init__(self, target: str, *, token: str | None = None, timeout_s: float = 120.0) -> None:
-        options = [("grpc.max_send_message_length", 32 * MiB), ("grpc.max_receive_message_length", 32 * MiB)]
-        self._channel = grpc.insecure_channel(target, options=options)
-        self._stub = training_pb2_grpc.TrainingStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._timeout_s = timeout_s
+class TrainingClient(RpcClient):
+    """One channel to a training service at `target` ("host:port"); `token` is the caller's bearer
+    token, `tls_ca_file` switches to TLS trusting that PEM bundle. Get, List, Cancel and Watch are
+    retried by gRPC on UNAVAILABLE (see `shared.rpc_client`); Submit is not: it starts a job."""
 
-    def close(self) -> None:
-        self._channel.close()
+    SERVICE = training_pb2.DESCRIPTOR.services_by_name["Training"]
+    STUB = training_pb2_grpc.TrainingStub
+    RETRIED_METHODS = ("Get", "List", "Cancel", "Watch")
 
-    def __enter__(self) -> TrainingClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    def _call(self, call: Callable[[], T]) -> T:
-        try:
-            return call()
-        except grpc.RpcError as e:
-            raise error_from_rpc(e) from e
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str | None = None,
+        tls_ca_file: str | Path | None = None,
+        timeout_s: float = 120.0,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        max_message_bytes: int = 32 * MiB,
+    ) -> None:
+        super().__init__(
+            target,
+            token=token,
+            tls_ca_file=tls_ca_file,
+            timeout_s=timeout_s,
+            max_message_bytes=max_message_bytes,
+            retry=retry,
+        )
 
     def submit(
         self, spec: training_pb2.TrainingSpec, uploads: Iterable[training_pb2.ImageUpload] = ()
@@ -57,24 +56,25 @@ class TrainingClient:
             for upload in uploads:
                 yield training_pb2.SubmitRequest(image=upload)
 
-        return self._call(lambda: self._stub.Submit(messages(), timeout=self._timeout_s, metadata=self._metadata))
+        return self._call_once(self._stub.Submit, messages())
 
     def get(self, job_id: str) -> training_pb2.TrainingJob:
-        request = training_pb2.GetJobRequest(job_id=job_id)
-        return self._call(lambda: self._stub.Get(request, timeout=self._timeout_s, metadata=self._metadata))
+        return self._call(self._stub.Get, training_pb2.GetJobRequest(job_id=job_id))
 
-    def list(self, *, state: int = 0, page_size: int = 0, page_token: str = "") -> training_pb2.ListJobsResponse:
-        request = training_pb2.ListJobsRequest(state=state, page_size=page_size, page_token=page_token)
-        return self._call(lambda: self._stub.List(request, timeout=self._timeout_s, metadata=self._metadata))
+    def list(
+        self,
+        *,
+        state: training_pb2.JobState = training_pb2.JOB_STATE_UNSPECIFIED,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> training_pb2.ListJobsResponse:
+        return self._call(
+            self._stub.List, training_pb2.ListJobsRequest(state=state, page_size=page_size, page_token=page_token)
+        )
 
     def cancel(self, job_id: str) -> training_pb2.TrainingJob:
-        request = training_pb2.CancelJobRequest(job_id=job_id)
-        return self._call(lambda: self._stub.Cancel(request, timeout=self._timeout_s, metadata=self._metadata))
+        return self._call(self._stub.Cancel, training_pb2.CancelJobRequest(job_id=job_id))
 
     def watch(self, job_id: str, *, timeout_s: float | None = None) -> Iterator[training_pb2.TrainingJob]:
         """The job's state whenever it changes, until it ends."""
-        stream = self._stub.Watch(training_pb2.GetJobRequest(job_id=job_id), timeout=timeout_s, metadata=self._metadata)
-        try:
-            yield from stream
-        except grpc.RpcError as e:
-            raise error_from_rpc(e) from e
+        return self._stream(self._stub.Watch, training_pb2.GetJobRequest(job_id=job_id), timeout_s=timeout_s)

@@ -2,8 +2,9 @@
 
     ray job submit -- python -m training.job --spec JOB_DIR/job.json
 
-Runs the Ray Train job for the spec, then publishes the artifact to the registry over gRPC (the
-registry client retries transient failures), recording every state in JOB_DIR/progress.json.
+Runs the Ray Train job for the spec, then publishes the artifact to the registry over gRPC
+(waiting for a registry that is still starting; an upload is never repeated, since a repeat would
+add a version), recording every state in JOB_DIR/progress.json.
 The registry bearer token comes from the environment (CDSERVE_REGISTRY_TOKEN, set in the Ray
 Job's runtime_env by the training service), never from the spec file on disk.
 """
@@ -20,13 +21,12 @@ from pydantic import Field
 
 from shared.config import StrictModel
 from shared.errors import CdserveError
-from shared.registry_client import RegistryClient, RetryPolicy
+from shared.registry_client import RegistryClient
 from training.config import TrainConfig
 from training.distributed import DistributedOptions, run_distributed
 from training.progress import ProgressFile, mark
 
 TOKEN_ENV = "CDSERVE_REGISTRY_TOKEN"
-PUBLISH_RETRY = RetryPolicy(attempts=8, initial_backoff_s=0.5, max_backoff_s=10.0)
 log = logging.getLogger("cdserve.training.job")
 
 
@@ -36,13 +36,14 @@ class JobSpec(StrictModel):
     train: TrainConfig
     options: DistributedOptions
     registry: str | None = Field(None, description="Registry 'host:port' to publish to; None: do not publish")
+    registry_tls_ca_file: str | None = Field(None, description="PEM bundle to trust; enables TLS to the registry")
     public: bool = Field(False, description="Publish the concept as public")
     labels: dict[str, str] = Field(default_factory=dict, description="Registry labels of the published concept")
 
 
 def publish(spec: JobSpec, path: Path, token: str | None) -> str:
     """Upload the artifact; returns 'id@version'."""
-    with RegistryClient(spec.registry, token=token, retry=PUBLISH_RETRY) as client:  # type: ignore[arg-type]
+    with RegistryClient(spec.registry, token=token, tls_ca_file=spec.registry_tls_ca_file) as client:  # type: ignore[arg-type]
         client.wait_ready()
         result = client.publish(path, public=spec.public, labels=spec.labels)
     return f"{result.concept.concept_id}@{result.concept.version}"

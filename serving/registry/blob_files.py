@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from shared.errors import NotFound
 
@@ -32,7 +33,7 @@ class StagedFile:
     def __init__(self, store: FileBlobStore) -> None:
         self._store = store
         self.path = store.staging_dir / f"{uuid.uuid4().hex}{STAGING_SUFFIX}"
-        self._file: BinaryIO | None = open(self.path, "wb")  # noqa: SIM115 - closed in sealed/commit/discard
+        self._file: BinaryIO | None = open(self.path, "wb")
         self._hash = hashlib.sha256()
         self._size = 0
         self._committed = False
@@ -54,7 +55,7 @@ class StagedFile:
 
     def sealed(self) -> BinaryIO:
         self._close(sync=True)
-        return open(self.path, "rb")  # noqa: SIM115 - the caller closes it
+        return open(self.path, "rb")
 
     def commit(self) -> bool:
         self._close(sync=True)
@@ -101,7 +102,7 @@ class FileBlobStore:
 
     def open(self, sha256: str) -> BinaryIO:
         try:
-            return open(self.path_of(sha256), "rb")  # noqa: SIM115 - the caller closes it
+            return open(self.path_of(sha256), "rb")
         except FileNotFoundError as e:
             raise NotFound(f"blob {sha256[:16]}… is missing from {self.blob_dir}", field="sha256") from e
 

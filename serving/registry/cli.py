@@ -63,9 +63,9 @@ def _register_server(subparsers: argparse._SubParsersAction) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    from shared.auth import parse_tokens
     from serving.registry.config import RegistryConfig
     from serving.registry.logs import configure_logging
+    from shared.auth import parse_tokens
     from shared.config import load_yaml
 
     configure_logging(args.log_level)

@@ -21,7 +21,7 @@ from serving.registry.servicer import RegistryServicer
 from serving.registry.sqlite_store import SqliteMetadataStore
 from shared.auth import load_tokens
 from shared.errors import InvalidArgument
-from shared.rpc_server import add_health_and_reflection, mark_serving, new_server, start_metrics_http
+from shared.rpc_server import add_health_and_reflection, add_port, mark_serving, new_server, start_metrics_http
 from shared.spec import BaseSpec
 
 log = logging.getLogger("cdserve.registry")
@@ -65,12 +65,6 @@ class RegistryHandle:
         await self._server.wait_for_termination()
 
 
-def _credentials(config: RegistryConfig) -> grpc.ServerCredentials | None:
-    if config.tls_cert_file is None or config.tls_key_file is None:
-        return None
-    return grpc.ssl_server_credentials([(config.tls_key_file.read_bytes(), config.tls_cert_file.read_bytes())])
-
-
 async def start_registry(
     config: RegistryConfig,
     *,
@@ -92,8 +86,7 @@ async def start_registry(
     registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(registry), server)
     health_servicer = add_health_and_reflection(server, SERVICE_NAME)
     address = f"{config.host}:{config.port}"
-    credentials = _credentials(config)
-    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    port = add_port(server, address, tls_cert_file=config.tls_cert_file, tls_key_file=config.tls_key_file)
     await server.start()
     await mark_serving(health_servicer, SERVICE_NAME)
     metrics_http = start_metrics_http(config.metrics_port, config.host, metrics.registry)
@@ -111,7 +104,7 @@ async def start_registry(
     log.info(
         "registry.started",
         extra={"fields": {"port": port, "metrics_port": handle.metrics_port, "data_dir": str(config.data_dir),
-                          "tls": credentials is not None, "base_fingerprints": registry.accepted_fingerprints,
+                          "tls": config.tls_cert_file is not None, "base_fingerprints": registry.accepted_fingerprints,
                           "tenants": sorted(set(all_tokens.values()))}},
     )  # fmt: skip
     return handle

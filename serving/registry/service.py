@@ -198,6 +198,8 @@ class Registry:
                 )
             index = await asyncio.to_thread(self._validate, staged)
             concept_id = index.header.concept_id
+            # The header (its id included) is covered by the content digest and Fetch serves the file
+            # unchanged: a record under another id would contradict its own file and header_json.
             if intent.concept_id and intent.concept_id != concept_id:
                 raise InvalidArgument(
                     f"the artifact is concept {concept_id!r}, not {intent.concept_id!r}; leave concept_id empty "

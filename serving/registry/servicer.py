@@ -11,9 +11,9 @@ from contextlib import aclosing
 import grpc
 
 from proto import common_pb2, registry_pb2, registry_pb2_grpc
-from shared.auth import current_caller
 from serving.registry.service import Heartbeat, ListFilter, PublishIntent, Registry
 from serving.registry.storage import DELETED, PUBLISHED, ConceptRecord
+from shared.auth import current_caller
 from shared.errors import InvalidArgument
 
 EVENT_KINDS = {PUBLISHED: registry_pb2.ConceptEvent.PUBLISHED, DELETED: registry_pb2.ConceptEvent.DELETED}
@@ -55,7 +55,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
 
-    async def Publish(  # noqa: N802 - gRPC method name
+    async def Publish(
         self, request_iterator: AsyncIterator[registry_pb2.PublishRequest], context: grpc.aio.ServicerContext
     ) -> registry_pb2.PublishResponse:
         first = await anext(aiter(request_iterator), None)
@@ -72,12 +72,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         result = await self._registry.publish(current_caller(), intent, _upload_data(first, request_iterator))
         return registry_pb2.PublishResponse(concept=concept_info(result.concept), deduplicated=result.deduplicated)
 
-    async def Get(  # noqa: N802
+    async def Get(
         self, request: registry_pb2.GetConceptRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.ConceptInfo:
         return concept_info(await self._registry.get(current_caller(), request.ref))
 
-    async def Fetch(  # noqa: N802
+    async def Fetch(
         self, request: registry_pb2.FetchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[registry_pb2.FetchChunk]:
         record, chunks = await self._registry.fetch(current_caller(), request.ref, request.offset, request.chunk_bytes)
@@ -86,7 +86,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             async for offset, data in chunks:
                 yield registry_pb2.FetchChunk(offset=offset, data=data)
 
-    async def List(  # noqa: N802
+    async def List(
         self, request: registry_pb2.ListConceptsRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.ListConceptsResponse:
         filters = ListFilter(
@@ -102,13 +102,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             concepts=[concept_info(record) for record in page.concepts], next_page_token=page.next_page_token
         )
 
-    async def Delete(  # noqa: N802
+    async def Delete(
         self, request: registry_pb2.DeleteConceptRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.DeleteConceptResponse:
         deleted = await self._registry.delete(current_caller(), request.ref)
         return registry_pb2.DeleteConceptResponse(deleted=[concept_info(record) for record in deleted])
 
-    async def Watch(  # noqa: N802
+    async def Watch(
         self, request: registry_pb2.WatchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[registry_pb2.ConceptEvent]:
         events = self._registry.watch(current_caller(), request.after_sequence, request.heartbeat_s)

@@ -158,7 +158,7 @@ class SqliteMetadataStore:
                 owner, latest = row[0], row[1]
                 if owner is not None and owner != concept.tenant:
                     raise PermissionDenied(
-                        f"concept id {concept.concept_id!r} belongs to another tenant; publish under another id",
+                        f"concept id {concept.concept_id!r} is not available to you; publish under another id",
                         field="concept_id",
                     )
                 version = latest + 1

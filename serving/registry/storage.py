@@ -7,8 +7,9 @@ Both are synchronous: the domain calls them from worker threads (`asyncio.to_thr
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterable, Protocol
+from typing import BinaryIO, Protocol
 
 PUBLISHED = "published"
 DELETED = "deleted"

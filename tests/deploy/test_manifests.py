@@ -437,3 +437,65 @@ def test_cluster_launcher_config_passes_rays_own_validation() -> None:
     typo["available_node_types"]["gpu_worker"]["max_worker"] = typo["available_node_types"]["gpu_worker"].pop("max_workers")
     with pytest.raises(Exception, match="max_worker"):  # the validator is strict
         validate_config(prepare_config(typo))
+
+
+# -- TLS front of the Generator ------------------------------------------------------------------------
+# Envoy cannot be installed here, so its config is checked for structure and cross-references only
+# (every typed config a known v3 type, files mounted, ports and addresses agreeing), not run.
+
+ENVOY_TYPES = {
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+    "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+    "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+}
+
+
+def typed_configs(node: Any) -> list[dict[str, Any]]:
+    """Every mapping with an "@type" anywhere in an Envoy config."""
+    if isinstance(node, list):
+        return [found for item in node for found in typed_configs(item)]
+    if not isinstance(node, dict):
+        return []
+    own = [node] if "@type" in node else []
+    return own + [found for value in node.values() for found in typed_configs(value)]
+
+
+def test_the_generator_tls_front_terminates_tls_and_forwards_http2_to_the_serve_grpc_proxy() -> None:
+    template = find("Deployment", "cdserve-generator-tls")["spec"]["template"]
+    c = container(template)
+    config_path = c["args"][c["args"].index("--config-path") + 1]
+    envoy = yaml.safe_load(file_behind(template, c, config_path))
+    assert set(envoy) == {"static_resources"}, "no admin listener: its endpoints would be open to the cluster"
+    assert {t["@type"] for t in typed_configs(envoy)} <= ENVOY_TYPES
+
+    (listener,) = envoy["static_resources"]["listeners"]
+    assert listener["address"]["socket_address"]["port_value"] == port(c, "grpc-tls")
+    (chain,) = listener["filter_chains"]
+    tls = chain["transport_socket"]["typed_config"]["common_tls_context"]
+    assert tls["alpn_protocols"] == ["h2"], "gRPC clients negotiate HTTP/2 with ALPN"
+    (pair,) = tls["tls_certificates"]
+    for field, key in (("certificate_chain", "tls.crt"), ("private_key", "tls.key")):
+        volume, relative = mounted_file(template, c, pair[field]["filename"])
+        assert volume["secret"]["secretName"] == "cdserve-generator-tls"
+        assert {"key": key, "path": relative} in volume["secret"]["items"]
+    assert find("Secret", "cdserve-generator-tls")["type"] == "kubernetes.io/tls"
+
+    (manager,) = chain["filters"]
+    routing = manager["typed_config"]
+    assert routing["codec_type"] == "HTTP2" and routing["http_filters"][-1]["name"] == "envoy.filters.http.router"
+    (host,) = routing["route_config"]["virtual_hosts"]
+    (route,) = host["routes"]
+    assert route["route"]["timeout"] == "0s", "a route timeout would cut GenerateStream; the caller's deadline rules"
+    (cluster,) = envoy["static_resources"]["clusters"]
+    assert route["route"]["cluster"] == cluster["name"]
+    protocol = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert "http2_protocol_options" in protocol["explicit_http_config"], "Serve's gRPC proxy speaks HTTP/2 only"
+    (endpoint,) = [e for group in cluster["load_assignment"]["endpoints"] for e in group["lb_endpoints"]]
+    upstream = endpoint["endpoint"]["address"]["socket_address"]
+    serve_service = rayservice()["spec"]["serveService"]
+    assert upstream["address"] == f"{serve_service['metadata']['name']}.{NAMESPACE}.svc"
+    grpc_port = next(p["port"] for p in serve_service["spec"]["ports"] if p["name"] == "grpc")
+    assert upstream["port_value"] == grpc_port == ServingConfig.model_validate(
+        serve_args(load_yaml(DEPLOY / "serve-cluster.yaml"))
+    ).grpc_port

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import subprocess
 import urllib.request
-from pathlib import Path
 
 import grpc
 import pytest
@@ -63,20 +61,8 @@ def test_health_and_reflection(server):
         assert "cdserve.v1.Registry" in services and "grpc.health.v1.Health" in services
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
-def test_tls(server_factory, certificate, make_artifact):
-    cert, key = certificate
+def test_tls(server_factory, tls_certificate, make_artifact):
+    cert, key = tls_certificate
     server = server_factory(tls_cert_file=cert, tls_key_file=key)
     with server.client("tok-acme", tls_ca_file=cert) as client:
         assert client.publish(make_artifact("dog")).concept.version == 1

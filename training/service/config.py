@@ -40,7 +40,12 @@ class TrainingServiceConfig(StrictModel):
     )
     job_python: str = Field(sys.executable, description="Python on the cluster that runs `-m training.job`")
     registry: str | None = Field(None, description="Registry 'host:port' the jobs publish to; None: no publishing")
+    registry_tls_ca_file: str | None = Field(
+        None, description="PEM bundle the jobs trust for a TLS registry (a path readable on the Ray cluster)"
+    )
     tokens_file: Path | None = Field(None, description="YAML/JSON 'tokens: {token: tenant}', as the registry's")
+    tls_cert_file: Path | None = Field(None, description="PEM certificate chain; with tls_key_file enables TLS")
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file")
     limits: SubmitLimits = Field(default_factory=SubmitLimits)
     max_failures: int = Field(3, ge=0, le=100, description="Worker-group restarts per job (Ray Train)")
     poll_interval_s: float = Field(1.0, gt=0, description="How often job states are refreshed")
@@ -49,6 +54,8 @@ class TrainingServiceConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainingServiceConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file must be given together")
         if self.limits.max_image_bytes + MiB > self.max_message_bytes:
             raise ValueError("max_message_bytes must exceed limits.max_image_bytes by at least 1 MiB")
         return self

@@ -15,7 +15,7 @@ from grpc_health.v1 import health
 
 from proto import training_pb2, training_pb2_grpc
 from shared.auth import load_tokens
-from shared.rpc_server import add_health_and_reflection, mark_serving, new_server, start_metrics_http
+from shared.rpc_server import add_health_and_reflection, add_port, mark_serving, new_server, start_metrics_http
 from training.service.config import TrainingServiceConfig
 from training.service.launcher import RayJobLauncher
 from training.service.metrics import TrainingMetrics
@@ -67,16 +67,18 @@ async def start_training_service(
     server = new_server(metrics, all_tokens, max_message_bytes=config.max_message_bytes)
     training_pb2_grpc.add_TrainingServicer_to_server(TrainingServicer(service), server)
     health_servicer = add_health_and_reflection(server, SERVICE_NAME)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    address = f"{config.host}:{config.port}"
+    port = add_port(server, address, tls_cert_file=config.tls_cert_file, tls_key_file=config.tls_key_file)
     await server.start()
     await mark_serving(health_servicer, SERVICE_NAME)
     metrics_http = start_metrics_http(config.metrics_port, config.host, metrics.registry)
     await service.fail_unlaunched()
     refresher = asyncio.get_running_loop().create_task(service.refresh_forever())
-    log.info("training service on port %d (metrics %s)", port, metrics_http.server_port if metrics_http else None)
+    metrics_port = metrics_http.server_port if metrics_http else None
+    log.info("training service on port %d (tls %s, metrics %s)", port, config.tls_cert_file is not None, metrics_port)
     return TrainingServiceHandle(
         port=port,
-        metrics_port=metrics_http.server_port if metrics_http else None,
+        metrics_port=metrics_port,
         service=service,
         metrics=metrics,
         _server=server,

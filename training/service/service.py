@@ -96,6 +96,7 @@ class TrainingService:
             train=train,
             options=DistributedOptions(job_dir=str(job_dir), max_failures=self._config.max_failures),
             registry=self._config.registry,
+            registry_tls_ca_file=self._config.registry_tls_ca_file,
             public=submission.spec.public,  # type: ignore[union-attr]
             labels={"training_job": job_id},
         )
