@@ -13,7 +13,9 @@ import pytest
 
 from proto import generator_pb2
 from shared.artifact import to_bytes
+from shared.auth import Caller
 from shared.basemodel import BaseSpec
+from shared.errors import NotFound
 from shared.synthetic import random_concept
 from tests.registry.conftest import ServerThread
 from tests.serving.conftest import OPERATOR_TOKEN, LiveServe
@@ -151,3 +153,16 @@ def test_ordinary_whitespace_and_a_bounded_request_id_are_accepted_and_echoed(ra
     request_id = "req-" + "0123456789abcdef" * 7 + "0123"  # 128 characters
     answer = raw.generate(request("photo of\ta dog\r\non grass", request_id=request_id), bearer(ACME))
     assert answer.code == OK and answer.messages[0].request_id == request_id
+
+
+def test_another_ingress_generates_as_the_caller_it_authenticated_through_a_handle(raw: RawGenerator) -> None:
+    from ray import serve
+
+    handle = serve.get_app_handle(APP)
+    private = request("photo of a <gate-private> dog", "gate-private")
+    response = handle.generate_as.remote(private, Caller("acme")).result(timeout_s=120)
+    assert list(response.concepts) == ["gate-private@1"]
+    with pytest.raises(NotFound, match="gate-private"):
+        handle.generate_as.remote(private, Caller("beta")).result(timeout_s=120)
+    events = list(handle.options(stream=True).generate_stream_as.remote(private, Caller("acme")))
+    assert events[-1].HasField("result") and all(e.HasField("progress") for e in events[:-1])
