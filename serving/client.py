@@ -9,10 +9,10 @@ server state, so a repeat is safe.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from typing import Unpack
 
 from proto import generator_pb2, generator_pb2_grpc
-from shared.rpc_client import DEFAULT_RETRY, MiB, RetryPolicy, RpcClient
+from shared.rpc_client import ChannelOptions, MiB, RpcClient
 
 MODES = {"merge": generator_pb2.MERGE, "naive_sum": generator_pb2.NAIVE_SUM}
 StepCallback = Callable[[generator_pb2.StepProgress], None]
@@ -29,26 +29,11 @@ class GeneratorClient(RpcClient):
     STUB = generator_pb2_grpc.GeneratorStub
     RETRIED_METHODS = ("Generate", "GenerateStream")
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        application: str = "cdserve",
-        token: str | None = None,
-        tls_ca_file: str | Path | None = None,
-        timeout_s: float = 300.0,
-        retry: RetryPolicy = DEFAULT_RETRY,
-        max_message_bytes: int = 64 * MiB,
-    ) -> None:
-        super().__init__(
-            target,
-            token=token,
-            tls_ca_file=tls_ca_file,
-            timeout_s=timeout_s,
-            max_message_bytes=max_message_bytes,
-            retry=retry,
-            metadata=[("application", application)],
-        )
+    TIMEOUT_S = 300.0
+    MAX_MESSAGE_BYTES = 64 * MiB
+
+    def __init__(self, target: str, *, application: str = "cdserve", **options: Unpack[ChannelOptions]) -> None:
+        super().__init__(target, metadata=[("application", application)], **options)
 
     @staticmethod
     def request(

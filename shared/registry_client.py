@@ -16,13 +16,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Unpack
 
 import grpc
 
 from proto import common_pb2, registry_pb2, registry_pb2_grpc
 from shared.errors import InvalidArtifact
 from shared.grpc_status import error_from_rpc
-from shared.rpc_client import DEFAULT_RETRY, MiB, RetryPolicy, RpcClient
+from shared.rpc_client import ChannelOptions, MiB, RetryPolicy, RpcClient
 
 TRANSIENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
 Progress = Callable[[int, int], None]
@@ -48,26 +49,19 @@ class RegistryClient(RpcClient):
     STUB = registry_pb2_grpc.RegistryStub
     RETRIED_METHODS = ("Get", "List", "Delete")
 
+    MAX_MESSAGE_BYTES = 8 * MiB
+
     def __init__(
         self,
         target: str,
         *,
-        token: str | None = None,
-        tls_ca_file: str | Path | None = None,
-        timeout_s: float = 30.0,
         transfer_timeout_s: float = 600.0,
-        retry: RetryPolicy = DEFAULT_RETRY,
         chunk_bytes: int = MiB,
-        max_message_bytes: int = 8 * MiB,
+        **options: Unpack[ChannelOptions],
     ) -> None:
-        super().__init__(
-            target,
-            token=token,
-            tls_ca_file=tls_ca_file,
-            timeout_s=timeout_s,
-            max_message_bytes=max_message_bytes,
-            retry=retry,
-        )
+        """`transfer_timeout_s` is the deadline of a whole Publish or Fetch; `chunk_bytes` the data
+        size of one message of either."""
+        super().__init__(target, **options)
         self._transfer_timeout_s = transfer_timeout_s
         self._chunk_bytes = chunk_bytes
 

@@ -24,7 +24,7 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypedDict, TypeVar
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -79,6 +79,16 @@ class RetryPolicy:
 DEFAULT_RETRY = RetryPolicy()
 
 
+class ChannelOptions(TypedDict, total=False):
+    """The keyword arguments every client passes on to `RpcClient`."""
+
+    token: str | None
+    tls_ca_file: str | Path | None
+    timeout_s: float | None
+    max_message_bytes: int | None
+    retry: RetryPolicy
+
+
 class RpcClient:
     """One channel to `target` ("host:port") for one cdserve service.
 
@@ -91,6 +101,10 @@ class RpcClient:
     SERVICE: ClassVar[ServiceDescriptor]
     STUB: ClassVar[type[Any]]
     RETRIED_METHODS: ClassVar[tuple[str, ...]] = ()
+    TIMEOUT_S: ClassVar[float] = 30.0
+    """Default deadline of a call (a client's `timeout_s`)."""
+    MAX_MESSAGE_BYTES: ClassVar[int] = 4 * MiB
+    """Default largest message either way (a client's `max_message_bytes`)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -106,11 +120,12 @@ class RpcClient:
         *,
         token: str | None = None,
         tls_ca_file: str | Path | None = None,
-        timeout_s: float,
-        max_message_bytes: int,
+        timeout_s: float | None = None,
+        max_message_bytes: int | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
         metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
+        max_message_bytes = max_message_bytes or self.MAX_MESSAGE_BYTES
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -126,7 +141,7 @@ class RpcClient:
             self._channel = grpc.secure_channel(target, credentials, options=options)
         self._stub = self.STUB(self._channel)
         self.target = target
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s or self.TIMEOUT_S
         self._retry = retry
         self._token = token
         self._static_metadata = tuple(metadata)

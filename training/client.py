@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from proto import training_pb2, training_pb2_grpc
-from shared.rpc_client import DEFAULT_RETRY, MiB, RetryPolicy, RpcClient
+from shared.rpc_client import MiB, RpcClient
 from training.regularization import captioned_images
 
 
@@ -29,24 +29,8 @@ class TrainingClient(RpcClient):
     STUB = training_pb2_grpc.TrainingStub
     RETRIED_METHODS = ("Get", "List", "Cancel", "Watch")
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        token: str | None = None,
-        tls_ca_file: str | Path | None = None,
-        timeout_s: float = 120.0,
-        retry: RetryPolicy = DEFAULT_RETRY,
-        max_message_bytes: int = 32 * MiB,
-    ) -> None:
-        super().__init__(
-            target,
-            token=token,
-            tls_ca_file=tls_ca_file,
-            timeout_s=timeout_s,
-            max_message_bytes=max_message_bytes,
-            retry=retry,
-        )
+    TIMEOUT_S = 120.0
+    MAX_MESSAGE_BYTES = 32 * MiB
 
     def submit(
         self, spec: training_pb2.TrainingSpec, uploads: Iterable[training_pb2.ImageUpload] = ()
