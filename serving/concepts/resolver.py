@@ -7,8 +7,8 @@
 Every concept named is checked against the caller before anything is loaded: one the caller may not
 see is NotFound worded exactly like an unknown one (`serving.registry.refs.not_found`), so a request
 never tells which private concepts exist. The store and its caches are shared by every tenant; only
-this check depends on who asks. "id" resolves to the latest version; when the caller may not see
-that one, it is NotFound too, even if an older version is public.
+this check depends on who asks. "id" resolves to the latest version the caller may see, as the
+registry answers it: usually the latest version, an older public one when the latest is private.
 """
 
 from __future__ import annotations
@@ -81,7 +81,10 @@ class ConceptResolver:
         for concept_id, version in parsed:
             key = self.store.resolve(concept_id, version)
             if not caller.may_see(self.store.owner(key)):
-                raise not_found(concept_id, version)
+                visible = self.store.latest_visible(concept_id, caller.may_see) if version is None else None
+                if visible is None:
+                    raise not_found(concept_id, version)
+                key = visible
             keys.append(key)
         lease = self.store.acquire(keys)
         try:

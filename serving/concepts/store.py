@@ -18,10 +18,10 @@ outside it.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -36,12 +36,12 @@ from serving.concepts.observer import CacheObserver, CacheStats, Tier
 from shared.artifact import ArtifactHeader, from_bytes
 from shared.basemodel import BaseSpec
 from shared.delta import ConceptDelta
-
-MergedKey = tuple[str, tuple[ConceptKey, ...]]
-"""(mode, sorted concept keys)."""
 from shared.errors import IncompatibleBase, InvalidArtifact
 
 log = logging.getLogger("cdserve.serving")
+MergedKey = tuple[str, tuple[ConceptKey, ...]]
+"""(mode, sorted concept keys)."""
+
 
 class ConceptSource(Protocol):
     """Where concepts come from on a miss: `shared.registry_client.RegistryClient` is one."""
@@ -49,6 +49,8 @@ class ConceptSource(Protocol):
     def get(self, ref: str) -> common_pb2.ConceptInfo: ...
 
     def fetch(self, ref: str) -> bytes: ...
+
+    def list(self, *, id_prefix: str = "", all_versions: bool = False) -> Iterator[common_pb2.ConceptInfo]: ...
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,9 @@ class ConceptStore:
         self._loads: SingleFlight[ConceptKey, tuple[LoadedConcept, int]] = SingleFlight()
         self._merges: SingleFlight[MergedKey, ConceptDelta] = SingleFlight()
         self._lookups: SingleFlight[str, tuple[ConceptKey, Owner]] = SingleFlight()
+        self._versions: dict[str, list[tuple[int, Owner]]] = {}
+        """Live versions of ids whose latest a caller could not see, newest first (see `latest_visible`)."""
+        self._version_lists: SingleFlight[str, list[tuple[int, Owner]]] = SingleFlight()
         self._report_resident()
 
     # -- versions ------------------------------------------------------------------------------
@@ -157,6 +162,28 @@ class ConceptStore:
             ref = f"{key[0]}@{key[1]}"
             owner = self._lookups.run(ref, lambda: self._lookup(ref))[1]
         return owner
+
+    def latest_visible(self, concept_id: str, may_see: Callable[[Owner], bool]) -> ConceptKey | None:
+        """The newest live version of `concept_id` that `may_see` accepts, as the registry answers
+        "id" to a caller who cannot see its latest version (an older version may be public). The
+        list of versions is kept until a registry event touches the id."""
+        with self._lock:
+            versions = self._versions.get(concept_id)
+        if versions is None:
+            versions = self._version_lists.run(concept_id, lambda: self._list_versions(concept_id))
+        return next(((concept_id, version) for version, owner in versions if may_see(owner)), None)
+
+    def _list_versions(self, concept_id: str) -> list[tuple[int, Owner]]:
+        with self._lock:
+            epoch = self._epoch
+        infos = self._source.list(id_prefix=concept_id, all_versions=True)
+        versions = sorted(
+            ((int(i.version), Owner(i.tenant, i.public)) for i in infos if i.concept_id == concept_id), reverse=True
+        )
+        with self._lock:
+            if self._epoch == epoch:
+                self._versions[concept_id] = versions
+        return versions
 
     def _lookup(self, ref: str) -> tuple[ConceptKey, Owner]:
         """Get `ref` from the source; remember its owner, and the latest version for a bare id,
@@ -300,6 +327,7 @@ class ConceptStore:
         Either way, merged sets containing the concept are dropped."""
         with self._lock:
             self._epoch += 1
+            self._versions.pop(concept_id, None)
             if published:
                 if concept_id in self._latest:
                     self._latest[concept_id] = max(self._latest[concept_id], version)

@@ -103,3 +103,22 @@ def test_the_cache_is_shared_and_visibility_is_checked_per_request(
     resolver.resolve(["vis-shared"], OPERATOR).release()
     resolver.resolve(["vis-shared"], ACME).release()
     assert stats.hits["registry"] == fetched and stats.hits["device"] >= 2  # one fetch served all
+
+
+def test_id_alone_is_the_latest_version_the_caller_may_see_as_the_registry_answers(
+    resolver: ConceptResolver, acme: RegistryClient, registry: ServerThread, spec: BaseSpec
+) -> None:
+    publish_as(acme, spec, "vis-layers", seed=76, public=True)
+    publish_as(acme, spec, "vis-layers", seed=77)  # the newer version is private
+    with registry.client("tok-beta") as beta:
+        assert beta.get("vis-layers").version == 1
+    for caller, expected in ((ACME, "vis-layers@2"), (BETA, "vis-layers@1"), (ANONYMOUS, "vis-layers@1")):
+        resolved = resolver.resolve(["vis-layers"], caller)
+        assert resolved.refs == [expected]
+        resolved.release()
+    assert not_found_message(resolver, "vis-layers@2", BETA)
+    publish_as(acme, spec, "vis-layers", seed=78, public=True)
+    resolver.store.apply_event(True, "vis-layers", 3)  # what the replica's watch does
+    resolved = resolver.resolve(["vis-layers"], BETA)
+    assert resolved.refs == ["vis-layers@3"]
+    resolved.release()
