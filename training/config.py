@@ -27,7 +27,7 @@ STAND_IN = "<stand-in>"
 """Names another object in a stand-in wording of a caption ("a large <stand-in> square and a large V*
 star"): each time it is trained on, the trainer gives it a fresh random vector, so the concept learns
 to hold its appearance after an unknown token, as it is named after another concept's token in a
-merged prompt (the toy world's TRAINING.md, "Stand-in wordings")."""
+merged prompt (measured on the toy world: docs/quality.md)."""
 MAX_WORDINGS = 32
 """Most wordings one image's caption may have (the caption itself included)."""
 SINGLE_CONCEPT_STEPS = 250
@@ -160,7 +160,7 @@ class ConceptConfig(StrictModel):
         (its stand-in wordings aside).
 
         Several wordings teach the token in more contexts than one fixed sentence; what that buys on
-        the toy world is measured in its TRAINING.md ("Several wordings per caption")."""
+        the toy world is in docs/quality.md."""
         return [tuple(c for c in wordings if STAND_IN not in c) for wordings in self._wordings()]
 
     def image_stand_ins(self) -> list[tuple[str, ...]]:

@@ -1,9 +1,11 @@
 """`train-base` end to end at a few steps per stage: every stage runs, and the folder it writes is a
 base model the engine loads, with a tokenizer that keeps every world word whole; a retrain on a kept
-codec keeps the VAE, the evaluator and the hand-written part of TRAINING.md; a continuation keeps the
+codec keeps the VAE and the evaluator and records where they came from; a continuation keeps the
 whole asset but trains its text encoder and UNet further."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ from safetensors.torch import load_file
 
 from shared.basemodel import load_base_model
 from shared.tokenizer import split_words
-from training.world.base import HAND_WRITTEN, train_base
+from training.world.base import RECORD, train_base
 from training.world.captions import vocabulary
 from training.world.evaluator import Evaluator
 
@@ -24,7 +26,7 @@ def test_train_base_writes_a_loadable_model_with_its_evaluator_and_record(tmp_pa
     )  # fmt: skip
     assert report["diffusion"]["steps"] == report["patterns"]["steps"] == 2
     assert not (out / "checkpoints").exists()
-    assert "## Figures" in (out / "TRAINING.md").read_text()
+    assert json.loads((out / RECORD).read_text()) == json.loads(json.dumps(report))
     base = load_base_model(out)
     tokenizer = base.pipeline.tokenizer
     assert split_words(tokenizer, vocabulary()) == []
@@ -49,21 +51,14 @@ def _assert_same_files(kept, reused, parts) -> None:
         assert all(torch.equal(kept_tensors[name], reused_tensors[name]) for name in kept_tensors), part
 
 
-def test_retraining_on_a_kept_codec_keeps_its_vae_evaluator_and_the_hand_written_notes(first, tmp_path) -> None:
+def test_retraining_on_a_kept_codec_keeps_its_vae_and_evaluator_and_records_where_from(first, tmp_path) -> None:
     second = tmp_path / "second"
-    notes = (first / "TRAINING.md").read_text() + HAND_WRITTEN + "## History\nkept by hand\n"
-    (first / "TRAINING.md").write_text(notes)
-    (second / "TRAINING.md").parent.mkdir()
-    (second / "TRAINING.md").write_text(notes)
-
     report = train_base(second, codec_from=first, **TINY)
 
     assert report["vae"]["from"] == report["evaluator"]["from"] == str(first)
     _assert_same_files(first, second, ("vae/diffusion_pytorch_model.safetensors", "evaluator.safetensors"))
-    written = (second / "TRAINING.md").read_text()
-    assert f"kept from `{first}`" in written
-    assert written.endswith(HAND_WRITTEN + "## History\nkept by hand\n")
-    assert written.count(HAND_WRITTEN) == 1
+    record = json.loads((second / RECORD).read_text())
+    assert record["vae"]["from"] == record["evaluator"]["from"] == str(first)
 
 
 def test_continuing_an_asset_keeps_its_tokenizer_and_codec_and_trains_its_denoiser_further(first, tmp_path) -> None:

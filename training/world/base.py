@@ -5,11 +5,12 @@ Stages run fixed step counts (each capped in wall-clock time) and checkpoint und
   1. CLIP BPE tokenizer on the world's captions      4. text encoder + UNet (diffusion loss), plain
   2. VAE (generic codec, all appearances)               scenes, then patterned ones (`expose_patterns`)
   3. evaluator (on softened renders + VAE round trips)  5. save a stock StableDiffusionPipeline,
-                                                         reg captions, evaluator, TRAINING.md
+                                                         reg captions, evaluator, train_record.json
 `--codec-from ASSET` keeps that asset's VAE and evaluator (stages 2–3); `--start-from ASSET` also
 keeps its tokenizer, and continues its text encoder and UNet with stage 4 alone. `--device cuda`
 trains stage 4's models on a GPU (data and noise are still drawn on the CPU, the same stream).
-TRAINING.md is regenerated; what follows its `HAND_WRITTEN` line is kept.
+`train_record.json` records the command, seed, plan, wall time and the checks' figures of the run
+that wrote the folder, so it can be rerun and compared.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ PATTERN_STEPS = 11000
 PATTERN_SCENES = 36000
 PATTERN_LR = 2e-4
 N_REG_CAPTIONS = 1000
-HAND_WRITTEN = "<!-- Written by hand from here on: train-base keeps what follows this line. -->\n"
+RECORD = "train_record.json"
 
 
 def expose_patterns(
@@ -208,28 +209,8 @@ def train_base(
         "torch_threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
     }
-    notes = out / "TRAINING.md"
-    kept = notes.read_text().partition(HAND_WRITTEN)[2] if notes.exists() else ""
-    notes.write_text(_training_md(report) + (HAND_WRITTEN + kept if kept else ""))
+    (out / RECORD).write_text(json.dumps(report, indent=2) + "\n")
     shutil.rmtree(work)
     print(f"[train-base] done in {report['wall_s']:.0f} s", flush=True)
     return report
 
-
-def _training_md(report: dict) -> str:
-    def steps(part: dict) -> str:
-        return f"{part['steps']} steps" if "steps" in part else f"kept from `{part['from']}`"
-
-    return (
-        "# Toy-world base model: how it was trained\n\n"
-        "Written by `train-base` (training/world/base.py). Rerun the command to reproduce: stages run for\n"
-        "fixed step counts (capped by shares of `--minutes`), with data and noise fixed by the seed.\n\n"
-        f"* command: `{report['command']}`\n"
-        f"* seed: {report['seed']}, budget: {report['minutes']} min, wall time: {report['wall_s'] / 60:.1f} min "
-        f"({report['torch_threads']} torch threads, models on {report['device']})\n"
-        f"* VAE: {steps(report['vae'])}; text encoder + UNet: {steps(report['diffusion'])}, then "
-        f"{report['patterns']['steps']} steps with patterns\n"
-        f"* sampling for the checks: {report['sampling']['scheduler']}, {report['sampling']['steps']} steps, "
-        f"guidance {report['sampling']['guidance']}, fixed seeds\n\n"
-        "## Figures\n\n```json\n" + json.dumps(report, indent=2) + "\n```\n"
-    )

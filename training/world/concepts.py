@@ -94,17 +94,14 @@ def _mirrored(scene: Scene) -> Scene:
 TARGET_COMPANIONS = 3
 """How many of a concept's target images show it beside a companion object, by default."""
 TARGET_WORDINGS = 1
-"""Wordings of each target image's caption, by default (`reworded_captions`). More gain a little on
-prompts worded unlike the captions (bench.prompt_forms: named after an object with no size word,
-0.59 → 0.76 with 8 wordings, 0.80 with 32), but a pair merged from two such concepts is drawn less
-often (bench.pairs with 8: 0.60 against 0.72 over four target sets; TRAINING.md), so the world keeps one."""
+"""Wordings of each target image's caption, by default (`reworded_captions`). More help a little on
+prompts worded unlike the captions, but a pair merged from two such concepts is drawn less often
+(docs/quality.md), so the world keeps one."""
 TARGET_CONCEPT_SECOND = 2
 """Of the images with a companion, how many name the concept second (the companion on its left), by
-default. Users name a concept after another object ("a red square and a <cd-x> star") far more often
-than their few photos do; with 2 of 3 rather than a random side, over twelve runs (bench.pairs
---joint, four target sets × three run seeds) the merged pair is drawn in 0.82 against 0.80, joint
-training in 0.77 against 0.73, and the star named after a plain object in 0.93 against 0.68
-(TRAINING.md, "Which side the concept stands on")."""
+default. Users name a concept after another object ("a red square and a <cd-x> star") more often
+than their few photos show it there; naming it second in most such captions keeps it drawn in that
+position, merged or not (docs/quality.md)."""
 
 
 def render_concept_targets(
@@ -119,15 +116,13 @@ def render_concept_targets(
     `detailed`. Captions: "a small <cd-x> circle and a red square on a pink background" (detailed) or
     "photo of a <cd-x> circle". With `stand_ins` (the world recipe trains on them), an image with a
     companion also has its full caption with the companion's appearance named by STAND_IN, its
-    stand-in wording ("a large <stand-in> square and a large <cd-x> star"). Measured on the first
-    base model, twotone-star + outlined-triangle merged: 3 of 8 with a companion raised both-present
-    from 0.00 to 0.05 and the star's fidelity in pairs from 0.19 to 0.31; 4 of 8 did worse. On the
-    shipped base the target set's seed matters more than 3 or 4 (TRAINING.md). `concept_second` of
+    stand-in wording ("a large <stand-in> square and a large <cd-x> star"). Three of eight with a
+    companion did better in pairs than none or four; which eight images are drawn (the seed) matters
+    more than three or four. `concept_second` of
     the companion images (all of them, if fewer) name the concept second, the companion on its left,
     spread evenly, the first such: a scene drawn the other way round is mirrored, so that every other
     draw, and every other image, stays as it would be with None, which leaves each companion on the
-    side drawn at random. A concept named second in more captions is drawn after another object's
-    words far more often (TARGET_CONCEPT_SECOND)."""
+    side drawn at random (TARGET_CONCEPT_SECOND says why)."""
     rng = np.random.default_rng([seed, 0xC0])
     wording_rng = np.random.default_rng([seed, 0xC1])  # its own stream: the images do not depend on `wordings`
     first_companion = max(1, n - companions)

@@ -1,6 +1,6 @@
 """Configurations of the toy-world base model: the Stable Diffusion architecture, scaled down.
 
-Sizes are chosen so the whole model trains in about 90 minutes on 2 CPU cores (TRAINING.md): 64×64
+Sizes are chosen so the whole model trains in about 90 minutes on 2 CPU cores: 64×64
 images, an f=8 VAE with 4 latent channels (8×8×4 latents, like SD's 512→64), a 2-layer CLIP text
 encoder of width 128, and a two-level UNet with cross-attention at 8×8 and in the 4×4 middle, so a
 Custom Diffusion delta spans 4 `attn2` layers (SD 1.x has 16). The text width is set by the merge:

@@ -38,8 +38,8 @@ CONCEPT_PATTERNS: tuple[str, ...] = ("striped", "dotted", "checkered", "twotone"
 PATTERNS: tuple[str, ...] = (PLAIN, *CONCEPT_PATTERNS)
 
 # Object extent in pixels (bounding box side) by (object count, size word). With an f=8 VAE a pair's
-# objects span 2.5–3.5 latent cells: at 14–17 px (2 cells) patterns did not survive the VAE
-# (two-tone 0.40, outlined 0.15 after a round trip); SD's objects span a dozen cells and more.
+# objects span 2.5–3.5 latent cells: at 2 cells most patterns did not survive a VAE round trip;
+# SD's objects span a dozen cells and more.
 _EXTENT_PX: dict[tuple[int, str], tuple[float, float]] = {
     (1, "small"): (20.0, 24.0),
     (1, "large"): (36.0, 42.0),
