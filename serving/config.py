@@ -172,16 +172,10 @@ class ServingConfig(StrictModel):
 def load_serving_config(path: str | Path) -> ServingConfig:
     """A YAML of ServingConfig fields, or a Serve config file (the first application's `args`)."""
     import yaml
-    from pydantic import ValidationError
 
-    from shared.errors import InvalidArgument
+    from shared.config import validated
 
     raw = yaml.safe_load(Path(path).read_text()) or {}
     if "applications" in raw:
         raw = raw["applications"][0].get("args") or {}
-    try:
-        return ServingConfig.model_validate(raw)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidArgument(f"{path}: {where}: {first['msg']}", field=where) from e
+    return validated(ServingConfig, raw, source=str(path))

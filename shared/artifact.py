@@ -27,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
+from shared.config import validation_error
 from shared.delta import PROJECTIONS, ConceptDelta, DeltaWeight
 from shared.errors import IncompatibleBase, InvalidArtifact, TooLarge
 from shared.spec import FAMILY_NAMES, BaseSpec
@@ -286,9 +287,7 @@ def _parse_header(text: str, limits: ArtifactLimits, name: str) -> ArtifactHeade
     try:
         header = ArtifactHeader.model_validate_json(text)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidArtifact(f"{name}: header field {where!r}: {first['msg']}", field=where) from e
+        raise validation_error(e, source=f"{name}: header field", error=InvalidArtifact) from e
     _check_header(header, limits, name)
     return header
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from shared.errors import InvalidArgument
+from shared.errors import CdserveError, InvalidArgument
 
 T = TypeVar("T", bound="StrictModel")
+M = TypeVar("M", bound=BaseModel)
 
 
 class StrictModel(BaseModel):
@@ -19,15 +20,33 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
+def validated(
+    model: type[M], raw: Any, *, field: str = "", source: str = "", error: type[CdserveError] = InvalidArgument
+) -> M:
+    """`model.model_validate(raw)`, with a validation failure raised as a typed error
+    (`validation_error`): the one place where pydantic's errors become cdserve's."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise validation_error(e, field=field, source=source, error=error) from e
+
+
+def validation_error(
+    e: ValidationError, *, field: str = "", source: str = "", error: type[CdserveError] = InvalidArgument
+) -> CdserveError:
+    """pydantic's first complaint as `error`: its `field` is the complaint's dotted location below
+    `field` (the request field or config section the data came from), its message starts with
+    `source` (a file, an artifact) when given, then that location and what is wrong."""
+    first = e.errors()[0]
+    where = ".".join(str(part) for part in (*([field] if field else []), *first["loc"]))
+    problem = str(first["msg"]).removeprefix("Value error, ")
+    context = ": ".join(part for part in (source, where) if part)
+    return error(f"{context}: {problem}" if context else problem, field=where)
+
+
 def load_yaml(model: type[T], path: str | Path, *, section: str | None = None) -> T:
     """Parse a YAML file (or one top-level section of it) into `model`, naming the bad key on error."""
     raw = yaml.safe_load(Path(path).read_text()) or {}
     if section is not None:
         raw = raw.get(section, {}) or {}
-    try:
-        return model.model_validate(raw)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        prefix = f"{section}." if section else ""
-        raise InvalidArgument(f"{path}: {prefix}{where}: {first['msg']}", field=f"{prefix}{where}") from e
+    return validated(model, raw, field=section or "", source=str(path))

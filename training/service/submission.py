@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
 
 from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, ValidationError
 
 from proto import training_pb2
+from shared.config import validated
 from shared.errors import InvalidArgument
 from training.config import ConceptConfig, Recipe, TrainConfig
 from training.regularization import CAPTIONS_FILE
@@ -26,17 +25,6 @@ REGULARIZATION = {
     training_pb2.GENERATED: "generated",
     training_pb2.NONE: "none",
 }
-
-
-def validated(model: type[BaseModel], raw: dict[str, Any], *, field: str) -> Any:
-    """`model(**raw)`, with a validation error turned into InvalidArgument naming `field.<key>`."""
-    try:
-        return model.model_validate(raw)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(part) for part in (field, *first["loc"]))
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise InvalidArgument(f"{where}: {message}", field=where) from e
 
 
 def recipe_from_proto(recipe: training_pb2.Recipe, limits: SubmitLimits) -> Recipe:
