@@ -8,6 +8,7 @@ import asyncio
 import signal
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -33,15 +34,6 @@ def new_server(
     )
 
 
-def add_port(server: grpc.aio.Server, address: str, *, tls_cert_file: Path | None, tls_key_file: Path | None) -> int:
-    """Listen on `address` ("host:port"; port 0 picks a free one), over TLS when given a PEM
-    certificate chain and its key; returns the port."""
-    if tls_cert_file is None or tls_key_file is None:
-        return server.add_insecure_port(address)
-    credentials = grpc.ssl_server_credentials([(tls_key_file.read_bytes(), tls_cert_file.read_bytes())])
-    return server.add_secure_port(address, credentials)
-
-
 def add_health_and_reflection(server: grpc.aio.Server, service_name: str) -> health.aio.HealthServicer:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -49,9 +41,36 @@ def add_health_and_reflection(server: grpc.aio.Server, service_name: str) -> hea
     return health_servicer
 
 
-async def mark_serving(health_servicer: health.aio.HealthServicer, service_name: str) -> None:
+class Listening(Protocol):
+    """Where a service listens: the fields its config shares with every other service's."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def tls_cert_file(self) -> Path | None: ...
+    @property
+    def tls_key_file(self) -> Path | None: ...
+
+
+async def start_serving(
+    server: grpc.aio.Server, service_name: str, listening: Listening
+) -> tuple[int, health.aio.HealthServicer]:
+    """Register health and reflection, listen on `host:port` (port 0 picks a free one), over TLS
+    when given a PEM certificate chain and its key, start, and report SERVING. Returns the port and
+    the health servicer (a graceful shutdown turns it NOT_SERVING first)."""
+    health_servicer = add_health_and_reflection(server, service_name)
+    address = f"{listening.host}:{listening.port}"
+    cert, key = listening.tls_cert_file, listening.tls_key_file
+    if cert is None or key is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())]))
+    await server.start()
     for name in ("", service_name):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return port, health_servicer
 
 
 def start_metrics_http(port: int | None, host: str, registry: CollectorRegistry) -> WSGIServer | None:

@@ -21,7 +21,7 @@ from serving.registry.servicer import RegistryServicer
 from serving.registry.sqlite_store import SqliteMetadataStore
 from shared.auth import load_tokens
 from shared.errors import InvalidArgument
-from shared.rpc_server import add_health_and_reflection, add_port, mark_serving, new_server, start_metrics_http
+from shared.rpc_server import new_server, start_metrics_http, start_serving
 from shared.spec import BaseSpec
 
 log = logging.getLogger("cdserve.registry")
@@ -84,11 +84,7 @@ async def start_registry(
 
     server = new_server(metrics, all_tokens, max_message_bytes=config.max_message_bytes)
     registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(registry), server)
-    health_servicer = add_health_and_reflection(server, SERVICE_NAME)
-    address = f"{config.host}:{config.port}"
-    port = add_port(server, address, tls_cert_file=config.tls_cert_file, tls_key_file=config.tls_key_file)
-    await server.start()
-    await mark_serving(health_servicer, SERVICE_NAME)
+    port, health_servicer = await start_serving(server, SERVICE_NAME, config)
     metrics_http = start_metrics_http(config.metrics_port, config.host, metrics.registry)
     handle = RegistryHandle(
         port=port,

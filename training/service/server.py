@@ -15,7 +15,7 @@ from grpc_health.v1 import health
 
 from proto import training_pb2, training_pb2_grpc
 from shared.auth import load_tokens
-from shared.rpc_server import add_health_and_reflection, add_port, mark_serving, new_server, start_metrics_http
+from shared.rpc_server import new_server, start_metrics_http, start_serving
 from training.service.config import TrainingServiceConfig
 from training.service.launcher import RayJobLauncher
 from training.service.metrics import TrainingMetrics
@@ -66,11 +66,7 @@ async def start_training_service(
     service = TrainingService(config, store, launcher, metrics)
     server = new_server(metrics, all_tokens, max_message_bytes=config.max_message_bytes)
     training_pb2_grpc.add_TrainingServicer_to_server(TrainingServicer(service), server)
-    health_servicer = add_health_and_reflection(server, SERVICE_NAME)
-    address = f"{config.host}:{config.port}"
-    port = add_port(server, address, tls_cert_file=config.tls_cert_file, tls_key_file=config.tls_key_file)
-    await server.start()
-    await mark_serving(health_servicer, SERVICE_NAME)
+    port, health_servicer = await start_serving(server, SERVICE_NAME, config)
     metrics_http = start_metrics_http(config.metrics_port, config.host, metrics.registry)
     await service.fail_unlaunched()
     refresher = asyncio.get_running_loop().create_task(service.refresh_forever())
