@@ -63,8 +63,11 @@ BAD_REFS = {
     "Arabic-Indic digit version (earlier@٣)": "earlier@٣",
     "leading zero version (earlier@01)": "earlier@01",
     "negative version (earlier@-1)": "earlier@-1",
-    "id ending in a newline (earlier\\n)": "earlier\n",
-    "pinned id ending in a newline (earlier\\n@1)": "earlier\n@1",
+    "id ending in a newline": "earlier\n",
+    "pinned id ending in a newline (…@1)": "earlier\n@1",
+    "id with a NUL byte": "ear\x00lier",
+    "empty id (@1)": "@1",
+    "empty version (earlier@)": "earlier@",
     "100,000-character ref": "a" * 100_000,
     "100,000-character ref with spaces": "a " * 50_000,
 }
@@ -118,6 +121,12 @@ def test_a_page_token_the_registry_issued_still_continues_the_listing(server, ma
         for concept_id in ("a", "b", "c"):
             client.publish(make_artifact(concept_id))
         assert [c.concept_id for c in client.list(page_size=1)] == ["a", "b", "c"]
+
+
+def test_a_page_size_above_the_limit_is_invalid_argument(server):
+    request = registry_pb2.ListConceptsRequest(page_size=2**32 - 1)
+    answer = call(server, lambda stub, kw: stub.List(request, **kw))
+    assert answer.code == Code.INVALID_ARGUMENT and "page_size" in answer.details
 
 
 @pytest.mark.parametrize(
