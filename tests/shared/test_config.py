@@ -1,0 +1,48 @@
+"""Configuration errors: whatever model and wherever the data came from, a validation failure is one
+typed error that names the field (dotted, below the request field or section) and the source."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import Field, model_validator
+
+from shared.config import StrictModel, load_yaml, validated
+from shared.errors import InvalidArgument, InvalidArtifact
+
+
+class Inner(StrictModel):
+    steps: int = Field(1, ge=1)
+
+
+class Outer(StrictModel):
+    inner: Inner = Field(default_factory=Inner)
+    name: str = "x"
+
+    @model_validator(mode="after")
+    def _check(self) -> Outer:
+        if self.name == "bad":
+            raise ValueError("name must not be 'bad'")
+        return self
+
+
+def test_a_nested_field_is_named_below_the_request_field() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        validated(Outer, {"inner": {"steps": 0}}, field="spec.recipe")
+    assert caught.value.field == "spec.recipe.inner.steps"
+    assert caught.value.message.startswith("spec.recipe.inner.steps: ")
+
+
+def test_a_model_level_check_reads_without_pydantic_prefix_and_can_be_another_error() -> None:
+    with pytest.raises(InvalidArtifact) as caught:
+        validated(Outer, {"name": "bad"}, source="dog.safetensors: header field", error=InvalidArtifact)
+    assert caught.value.message == "dog.safetensors: header field: name must not be 'bad'"
+    assert caught.value.field == ""
+
+
+def test_a_yaml_file_names_itself_and_the_section(tmp_path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("serving:\n  inner: {steps: 0}\n  typo: 1\n")
+    with pytest.raises(InvalidArgument) as caught:
+        load_yaml(Outer, path, section="serving")
+    assert caught.value.message.startswith(f"{path}: serving.")
+    assert caught.value.field in ("serving.inner.steps", "serving.typo")
