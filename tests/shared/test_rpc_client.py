@@ -20,6 +20,7 @@ import pytest
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message_factory import GetMessageClass
 
+from cli.main import main as cdserve
 from proto import training_pb2
 from serving.client import GeneratorClient
 from shared.errors import Unavailable
@@ -35,6 +36,8 @@ class FlakyServer:
 
     def __init__(self, service: ServiceDescriptor, *, tls: tuple[Path, Path] | None = None, port: int = 0) -> None:
         self.failures = 0
+        self.break_streams = False
+        """Streams send one message, then fail with UNAVAILABLE."""
         self.attempts: Counter[str] = Counter()
         self.metadata: list[dict[str, str]] = []
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -75,6 +78,8 @@ class FlakyServer:
 
             def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 yield self._attempt(method, request, context)
+                if self.break_streams:
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "the replica died")
 
             handler = (
                 grpc.stream_stream_rpc_method_handler
@@ -127,7 +132,7 @@ def servers() -> Iterator[dict[str, FlakyServer]]:
 def flaky(servers: dict[str, FlakyServer]) -> Callable[[str, int], FlakyServer]:
     def arm(name: str, failures: int) -> FlakyServer:
         server = servers[name]
-        server.failures, server.attempts, server.metadata = failures, Counter(), []
+        server.failures, server.attempts, server.metadata, server.break_streams = failures, Counter(), [], False
         return server
 
     return arm
@@ -154,6 +159,16 @@ def test_retries_stop_at_max_attempts_with_a_typed_error(flaky, name, method, ca
 def test_writes_are_not_retried(flaky, name, method, call) -> None:
     server = flaky(name, 1)
     with CLIENTS[name](server.target, retry=FAST) as client, pytest.raises(Unavailable):
+        call(client)
+    assert server.attempts[method] == 1
+
+
+@pytest.mark.parametrize(("name", "method", "call"), [r for r in RETRIED if r[1] in ("Watch", "GenerateStream")])
+def test_a_stream_that_breaks_after_its_first_message_is_not_repeated(flaky, name, method, call) -> None:
+    """gRPC commits a call once the server has answered: a repeat would replay what was seen."""
+    server = flaky(name, 0)
+    server.break_streams = True
+    with CLIENTS[name](server.target, retry=FAST) as client, pytest.raises(Unavailable, match="died"):
         call(client)
     assert server.attempts[method] == 1
 
@@ -199,3 +214,18 @@ def test_every_client_speaks_tls_to_a_server_with_a_certificate_it_trusts(name, 
             call(plaintext)
     finally:
         server.stop()
+
+
+def test_the_command_lines_reach_tls_servers_with_tls_ca(tls_certificate, tmp_path, capsys) -> None:
+    cert, _ = tls_certificate
+    generator = FlakyServer(GeneratorClient.SERVICE, tls=tls_certificate)
+    registry = FlakyServer(RegistryClient.SERVICE, tls=tls_certificate)
+    try:
+        generate = ["generate", "--prompt", "a dog", "--out", str(tmp_path), "--target", generator.target]
+        assert cdserve([*generate, "--token", "tok", "--tls-ca", str(cert)]) == 0
+        assert generator.attempts["GenerateStream"] == 1 and generator.metadata[0]["authorization"] == "Bearer tok"
+        assert cdserve(["concepts", "list", "--registry", registry.target, "--tls-ca", str(cert)]) == 0
+        assert registry.attempts["List"] == 1
+    finally:
+        generator.stop()
+        registry.stop()
