@@ -24,6 +24,7 @@ from serving.registry.storage import (
     NewConcept,
 )
 from shared.errors import PermissionDenied
+from shared.sqlite import connect, migrate, schema_version
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -69,15 +70,6 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    return conn
-
-
 def _record(row: sqlite3.Row) -> ConceptRecord:
     return ConceptRecord(
         concept_id=row["concept_id"],
@@ -113,35 +105,23 @@ class SqliteMetadataStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._writer = _connect(self.path)
+        self._writer = connect(self.path)
         self._write_lock = threading.Lock()
         self._migrate()
-        self._reader = _connect(self.path)
+        self._reader = connect(self.path)
         self._read_lock = threading.Lock()
 
     def _migrate(self) -> None:
         with self._write_lock:
-            self._writer.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)"
-            )
-            current = self._writer.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0]
-            for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
-                self._writer.execute("BEGIN IMMEDIATE")
-                try:
-                    for statement in filter(str.strip, script.split(";")):
-                        self._writer.execute(statement)
-                    self._writer.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, _now_ms()))
-                    self._writer.execute("COMMIT")
-                except BaseException:
-                    self._writer.execute("ROLLBACK")
-                    raise
+            migrate(self._writer, MIGRATIONS)
 
     def _read(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._read_lock:
             return self._reader.execute(sql, params).fetchall()
 
     def schema_version(self) -> int:
-        return self._read("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")[0][0]
+        with self._read_lock:
+            return schema_version(self._reader)
 
     def owner_of(self, concept_id: str) -> str | None:
         rows = self._read("SELECT tenant FROM concepts WHERE concept_id = ? LIMIT 1", (concept_id,))

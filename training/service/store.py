@@ -4,14 +4,16 @@ progress file, which the service reads."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from shared.errors import NotFound
+from shared.sqlite import connect, migrate
 
-SCHEMA = """
+MIGRATIONS: tuple[str, ...] = (
+    # IF NOT EXISTS: a jobs database from before the migrations table adopts version 1 as it is
+    """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id      TEXT PRIMARY KEY,
     tenant      TEXT NOT NULL,
@@ -23,7 +25,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     message     TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, created_ms, job_id);
-"""
+""",
+)
+"""Schema steps in order (`shared.sqlite.migrate`); only append."""
 
 TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 
@@ -50,10 +54,10 @@ class JobStore:
     """Thread-safe; every call is one short transaction."""
 
     def __init__(self, path: str | Path) -> None:
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
+        self._db = connect(path)
         self._lock = threading.Lock()
+        with self._lock:
+            migrate(self._db, MIGRATIONS)
 
     def close(self) -> None:
         self._db.close()
