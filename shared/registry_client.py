@@ -166,7 +166,9 @@ class RegistryClient(RpcClient):
             request.page_token = page.next_page_token
 
     def delete(self, ref: str, *, token: str | None = None) -> builtins.list[common_pb2.ConceptInfo]:
-        """Soft-delete "id@N", or every version of "id"; returns what was deleted."""
+        """Soft-delete "id@N", or every version of "id"; returns what was deleted. Retried on
+        UNAVAILABLE: the registry ends in the same state, though a retry after a delete that
+        committed but lost its answer reports NotFound."""
         response = self._call(self._stub.Delete, registry_pb2.DeleteConceptRequest(ref=ref), token=token)
         return list(response.deleted)
 
