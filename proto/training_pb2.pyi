@@ -141,7 +141,7 @@ class SubmitRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[TrainingSpec, _Mapping]] = ..., image: _Optional[_Union[ImageUpload, _Mapping]] = ...) -> None: ...
 
 class TrainingJob(_message.Message):
-    __slots__ = ("job_id", "tenant", "state", "step", "total_steps", "loss", "eta_s", "created_ms", "started_ms", "finished_ms", "published", "error", "ray_job_id", "spec", "message")
+    __slots__ = ("job_id", "tenant", "state", "step", "total_steps", "loss", "eta_s", "created_ms", "started_ms", "finished_ms", "published", "error", "ray_job_id", "spec", "message", "attempt", "resumed_from_step")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +157,8 @@ class TrainingJob(_message.Message):
     RAY_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FROM_STEP_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     tenant: str
     state: JobState
@@ -172,7 +174,9 @@ class TrainingJob(_message.Message):
     ray_job_id: str
     spec: TrainingSpec
     message: str
-    def __init__(self, job_id: _Optional[str] = ..., tenant: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., eta_s: _Optional[float] = ..., created_ms: _Optional[int] = ..., started_ms: _Optional[int] = ..., finished_ms: _Optional[int] = ..., published: _Optional[_Iterable[str]] = ..., error: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ..., ray_job_id: _Optional[str] = ..., spec: _Optional[_Union[TrainingSpec, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
+    attempt: int
+    resumed_from_step: int
+    def __init__(self, job_id: _Optional[str] = ..., tenant: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., eta_s: _Optional[float] = ..., created_ms: _Optional[int] = ..., started_ms: _Optional[int] = ..., finished_ms: _Optional[int] = ..., published: _Optional[_Iterable[str]] = ..., error: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ..., ray_job_id: _Optional[str] = ..., spec: _Optional[_Union[TrainingSpec, _Mapping]] = ..., message: _Optional[str] = ..., attempt: _Optional[int] = ..., resumed_from_step: _Optional[int] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)

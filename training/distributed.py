@@ -27,7 +27,7 @@ from training.checkpoint import load_state, save_state
 from training.config import TrainConfig
 from training.loop import build_trainer, run_metrics
 from training.output import artifact_path, write_result
-from training.progress import ProgressFile, StepClock
+from training.progress import ProgressFile, StepClock, begin_attempt
 
 REPORT_EVERY = 10
 FAULT_MARKER = ".fault-injected"
@@ -92,7 +92,7 @@ def worker_loop(params: dict[str, Any]) -> None:
     clock = StepClock(total, first_step=trainer.step)
     progress = ProgressFile(options.job_dir) if rank == 0 else None
     if progress is not None:
-        progress.update(step=trainer.step, total_steps=total, resumed_from_step=resumed_from)
+        begin_attempt(progress, step=trainer.step, total_steps=total)
     while trainer.step < total:
         loss = _mean_over_ranks(trainer.train_step(), device)
         step = trainer.step

@@ -5,15 +5,14 @@
 Runs the Ray Train job for the spec, then publishes the artifact to the registry over gRPC
 (waiting for a registry that is still starting; an upload is never repeated, since a repeat would
 add a version), recording every state in JOB_DIR/progress.json.
-The registry bearer token comes from the environment (CDSERVE_REGISTRY_TOKEN, set in the Ray
-Job's runtime_env by the training service), never from the spec file on disk.
+The job publishes with the token in `registry_token_file`, which the training service minted for
+this job alone (publish its concept id, for its tenant, until it expires).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -26,7 +25,6 @@ from training.config import TrainConfig
 from training.distributed import DistributedOptions, run_distributed
 from training.progress import ProgressFile, mark
 
-TOKEN_ENV = "CDSERVE_REGISTRY_TOKEN"
 log = logging.getLogger("cdserve.training.job")
 
 
@@ -37,6 +35,7 @@ class JobSpec(StrictModel):
     options: DistributedOptions
     registry: str | None = Field(None, description="Registry 'host:port' to publish to; None: do not publish")
     registry_tls_ca_file: str | None = Field(None, description="PEM bundle to trust; enables TLS to the registry")
+    registry_token_file: str | None = Field(None, description="File holding the job's publish token (mode 0600)")
     public: bool = Field(False, description="Publish the concept as public")
     labels: dict[str, str] = Field(default_factory=dict, description="Registry labels of the published concept")
 
@@ -76,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spec = JobSpec.model_validate_json(args.spec.read_text())
-    return run(spec, os.environ.get(TOKEN_ENV))
+    token = Path(spec.registry_token_file).read_text().strip() if spec.registry_token_file else None
+    return run(spec, token)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,13 @@ class StepClock:
         return self.seconds_per_step(step) * max(self.total_steps - step, 0)
 
 
+def begin_attempt(progress: ProgressFile, *, step: int, **fields: Any) -> dict[str, Any]:
+    """Record that the workers (re)started at `step`: the attempt number goes up by one, so that a
+    reader can tell a resumed run (whose step went back to its checkpoint) from a stalled one."""
+    attempt = int(progress.read().get("attempt", 0)) + 1
+    return progress.update(attempt=attempt, step=step, resumed_from_step=step, **fields)
+
+
 def mark(progress: ProgressFile, state: str, **fields: Any) -> dict[str, Any]:
     """Record a job state transition (with its time) in the progress file."""
     stamp = {"RUNNING": "started_ms", "SUCCEEDED": "finished_ms", "FAILED": "finished_ms"}.get(state)

@@ -19,7 +19,7 @@ from serving.registry.metrics import RegistryMetrics
 from serving.registry.service import Registry
 from serving.registry.servicer import RegistryServicer
 from serving.registry.sqlite_store import SqliteMetadataStore
-from shared.auth import load_tokens
+from shared.auth import load_job_token_key, load_tokens
 from shared.errors import InvalidArgument
 from shared.rpc_server import new_server, start_metrics_http, start_serving
 from shared.spec import BaseSpec
@@ -82,7 +82,8 @@ async def start_registry(
     metadata = SqliteMetadataStore(config.data_dir / METADATA_FILE)
     registry = Registry(metadata, FileBlobStore(config.data_dir), config=config, base_specs=specs, metrics=metrics)
 
-    server = new_server(metrics, all_tokens, max_message_bytes=config.max_message_bytes)
+    job_key = load_job_token_key(config.job_token_key_file) if config.job_token_key_file else None
+    server = new_server(metrics, all_tokens, max_message_bytes=config.max_message_bytes, job_token_key=job_key)
     registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(registry), server)
     port, health_servicer = await start_serving(server, SERVICE_NAME, config)
     metrics_http = start_metrics_http(config.metrics_port, config.host, metrics.registry)

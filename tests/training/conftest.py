@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import shutil
 import tempfile
 import threading
@@ -90,6 +91,11 @@ class TrainingStack:
     dashboard: str
 
     @property
+    def images_root(self) -> Path:
+        """The one server folder Submit may reference images in."""
+        return self.root / "server-images"
+
+    @property
     def target(self) -> str:
         return f"127.0.0.1:{self.service.port}"
 
@@ -125,11 +131,16 @@ def training_stack(root: Path, base_dir: Path, limits: Any, tokens: dict[str, st
     dashboard = f"http://{context.dashboard_url}"
     loop = LoopThread()
     spec = load_base_model(base_dir).spec
-    registry = loop.run(start_registry(RegistryConfig(data_dir=root / "registry", metrics_port=None,
-                                                      shutdown_grace_s=0), base_specs=[spec], tokens=tokens))  # fmt: skip
+    key_file = root / "job-token.key"
+    key_file.write_text(secrets.token_urlsafe(48))
+    (root / "server-images").mkdir()
+    registry = loop.run(start_registry(RegistryConfig(data_dir=root / "registry", metrics_port=None, shutdown_grace_s=0,
+                                                      job_token_key_file=key_file),
+                                       base_specs=[spec], tokens=tokens))  # fmt: skip
     config = TrainingServiceConfig(
         data_dir=root / "training", base_model=str(base_dir), ray_address=dashboard,
-        registry=f"127.0.0.1:{registry.port}", limits=limits, poll_interval_s=0.3, shutdown_grace_s=0,
+        registry=f"127.0.0.1:{registry.port}", job_token_key_file=key_file, allowed_image_roots=[root / "server-images"],
+        limits=limits, poll_interval_s=0.3, shutdown_grace_s=0,
     )  # fmt: skip
     service = loop.run(start_training_service(config, tokens=tokens))
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -106,7 +107,7 @@ def test_invalid_submissions_are_rejected_naming_the_field(name, acme, stack):
 
 def test_a_submission_gives_each_image_its_caption_and_alternative_wordings(tmp_path):
     referenced = write_images(tmp_path / "uris", 2)
-    submission = Submission(tmp_path / "job", LIMITS)
+    submission = Submission(tmp_path / "job", LIMITS, roots=[tmp_path / "uris"])
     spec = spec_of(dog(
         image_uris=referenced, captions=["a V* dog on grass", ""],
         alternative_captions=[training_pb2.AlternativeCaptions(captions=["photo of a V* dog"]),
@@ -122,10 +123,57 @@ def test_a_submission_gives_each_image_its_caption_and_alternative_wordings(tmp_
     ]
 
 
+def refusal(client: TrainingClient, uri: str) -> tuple[str, str, str]:
+    with pytest.raises(InvalidArgument) as error:
+        client.submit(spec_of(dog(image_uris=[uri])), [])
+    return type(error.value).__name__, error.value.field, error.value.message
+
+
+def test_server_paths_outside_the_allowed_roots_and_missing_ones_get_one_answer(stack, acme, tmp_path):
+    """No existence oracle: whether a path is outside the roots (directly, by '..' or through a
+    symlink) or missing inside them, the caller gets the same code, field and message."""
+    outside = Path(write_images(stack.root / "outside", 1)[0])
+    link = stack.images_root / "link.png"
+    link.unlink(missing_ok=True)
+    link.symlink_to(outside)
+    jobs_before = sorted((stack.root / "training" / "jobs").iterdir())
+    answers = {
+        "present, outside the roots": refusal(acme, str(outside)),
+        "system file": refusal(acme, "/etc/passwd"),
+        "'..' out of a root": refusal(acme, f"{stack.images_root}/../outside/{outside.name}"),
+        "symlink out of a root": refusal(acme, str(link)),
+        "missing inside a root": refusal(acme, str(stack.images_root / "missing.png")),
+        "a folder inside a root": refusal(acme, f"file://{stack.images_root}"),
+    }
+    assert len(set(answers.values())) == 1, answers
+    assert answers["missing inside a root"][1] == "spec.concepts[0].image_uris[0]"
+    assert sorted((stack.root / "training" / "jobs").iterdir()) == jobs_before
+
+
+def test_a_server_path_inside_a_root_is_copied_into_the_job(tmp_path):
+    root = tmp_path / "root"
+    image = Path(write_images(root / "dogs", 1)[0])
+    (root / "alias.png").symlink_to(image)  # a symlink that stays inside the root is fine
+    submission = Submission(tmp_path / "job", LIMITS, roots=[root])
+    uris = [str(image), f"file://{root}/dogs/../alias.png"]
+    submission.accept(training_pb2.SubmitRequest(spec=spec_of(dog(image_uris=uris))))
+    images = submission.train_config(base_model="tiny", output_dir=tmp_path / "out").concepts[0].images
+    assert [Path(p).parent for p in images] == [tmp_path / "job" / "images" / "0"] * 2
+    assert all(Path(p).read_bytes() == image.read_bytes() for p in images)
+    with pytest.raises(InvalidArgument):  # and without roots, no server path at all
+        Submission(tmp_path / "job2", LIMITS).accept(training_pb2.SubmitRequest(spec=spec_of(dog(image_uris=uris))))
+
+
 def test_calls_need_a_known_token_and_see_only_their_tenant(stack, acme):
     target = f"127.0.0.1:{stack.service.port}"
-    with TrainingClient(target) as anonymous, pytest.raises(Unauthenticated):
-        anonymous.submit(spec_of(dog()), [upload()])
+    with TrainingClient(target) as anonymous:
+        with pytest.raises(Unauthenticated) as submit_error:
+            anonymous.submit(spec_of(dog()), [upload()])
+        for read in (lambda: anonymous.get("no-such-job"), lambda: list(anonymous.watch("no-such-job", timeout_s=30))):
+            with pytest.raises(Unauthenticated) as read_error:
+                read()
+            assert "writes" not in read_error.value.message and "private to their tenant" in read_error.value.message
+    assert "submits it" in submit_error.value.message
     with TrainingClient(target, token="tok-wrong") as stranger, pytest.raises(Unauthenticated):
         stranger.list()
     with pytest.raises(NotFound):
@@ -146,6 +194,13 @@ def test_submit_runs_a_ray_job_that_publishes_to_the_registry(tmp_path, stack, a
     assert states[-1] == training_pb2.SUCCEEDED and training_pb2.RUNNING in states
     assert (final.step, final.total_steps) == (2, 2) and final.loss > 0 and final.finished_ms >= final.started_ms
     assert final.published == ["my-dog@1"]
+
+    # the job published with a token minted for it, never with the submitter's
+    job_dir = stack.root / "training" / "jobs" / job.job_id
+    ray_job = stack.jobs.get_job_info(job.ray_job_id)
+    assert "tok-acme" not in repr(ray_job.runtime_env) + repr(ray_job.entrypoint) + (job_dir / "job.json").read_text()
+    minted = job_dir / "publish.token"
+    assert minted.stat().st_mode & 0o777 == 0o600 and minted.read_text().startswith("cdjob.")
 
     with RegistryClient(f"127.0.0.1:{stack.registry.port}", token="tok-acme") as registry:
         info = registry.get("my-dog@1")

@@ -43,9 +43,20 @@ class TrainingServiceConfig(StrictModel):
     registry_tls_ca_file: str | None = Field(
         None, description="PEM bundle the jobs trust for a TLS registry (a path readable on the Ray cluster)"
     )
+    job_token_key_file: Path | None = Field(
+        None, description="Key shared with the registry (its job_token_key_file): signs each job's publish-only token"
+    )
+    job_token_ttl_s: float = Field(
+        24 * 3600.0, gt=0, description="Lifetime of a job's publish token; must outlast the longest training run"
+    )
     tokens_file: Path | None = Field(None, description="YAML/JSON 'tokens: {token: tenant}', as the registry's")
     tls_cert_file: Path | None = Field(None, description="PEM certificate chain; with tls_key_file enables TLS")
     tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file")
+    allowed_image_roots: list[Path] = Field(
+        default_factory=list,
+        description="Server folders whose files Submit may name (image_uris, regularization_uri); "
+        "none: images come by upload only",
+    )
     limits: SubmitLimits = Field(default_factory=SubmitLimits)
     max_failures: int = Field(3, ge=0, le=100, description="Worker-group restarts per job (Ray Train)")
     poll_interval_s: float = Field(1.0, gt=0, description="How often job states are refreshed")
@@ -58,4 +69,6 @@ class TrainingServiceConfig(StrictModel):
             raise ValueError("tls_cert_file and tls_key_file must be given together")
         if self.limits.max_image_bytes + MiB > self.max_message_bytes:
             raise ValueError("max_message_bytes must exceed limits.max_image_bytes by at least 1 MiB")
+        if self.registry is not None and self.job_token_key_file is None:
+            raise ValueError("jobs publish to the registry with a token signed by job_token_key_file: give both")
         return self

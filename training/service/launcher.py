@@ -29,14 +29,14 @@ class RayJobLauncher:
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise Unavailable(f"the Ray cluster at {self._address or 'auto'} cannot be reached ({e})") from e
 
-    def submit(self, job_id: str, spec_path: str, env: dict[str, str]) -> str:
+    def submit(self, job_id: str, spec_path: str) -> str:
         """Start `python -m training.job --spec spec_path`; returns the Ray job's submission id."""
         entrypoint = f"{shlex.quote(self._python)} -m training.job --spec {shlex.quote(spec_path)}"
         deadline = time.monotonic() + self._submit_timeout_s
         while True:
             try:
                 return self._client.submit_job(
-                    entrypoint=entrypoint, submission_id=job_id, runtime_env={"env_vars": env}, entrypoint_num_cpus=0
+                    entrypoint=entrypoint, submission_id=job_id, entrypoint_num_cpus=0
                 )
             except (ConnectionError, RuntimeError) as e:
                 # e.g. "No available agent to submit job" while a fresh cluster's agent starts

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -17,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from proto import training_pb2
-from shared.auth import OPERATOR_TENANT
+from shared.auth import OPERATOR_TENANT, load_job_token_key, mint_job_token
 from shared.errors import CdserveError, Conflict, InvalidArgument, NotFound
 from training.distributed import DistributedOptions
-from training.job import TOKEN_ENV, JobSpec
+from training.job import JobSpec
 from training.progress import ProgressFile, now_ms
 from training.service.config import TrainingServiceConfig
 from training.service.launcher import RayJobLauncher
@@ -30,6 +31,7 @@ from training.service.submission import Submission
 
 log = logging.getLogger("cdserve.training.service")
 JOB_FILE = "job.json"
+JOB_TOKEN_FILE = "publish.token"
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 
@@ -43,9 +45,10 @@ class JobView:
     progress: dict[str, Any] = field(default_factory=dict)
 
     def signature(self) -> tuple:
-        """What a Watch reports a change of."""
+        """What a Watch reports a change of (a restart of the workers among them)."""
         p = self.progress
-        return (self.state, p.get("step"), p.get("loss"), tuple(p.get("published", ())), self.record.message)
+        return (self.state, p.get("step"), p.get("loss"), p.get("attempt"), tuple(p.get("published", ())),
+                self.record.message)  # fmt: skip
 
 
 def resolve_state(recorded: str, progress_state: str | None, ray_status: str | None) -> str:
@@ -70,22 +73,27 @@ class TrainingService:
         self._metrics = metrics
         self._jobs_dir = config.data_dir / "jobs"
         self._jobs_dir.mkdir(parents=True, exist_ok=True)
+        self._job_key = load_job_token_key(config.job_token_key_file) if config.job_token_key_file else None
         self._last_step: dict[str, int] = {}
+        self.refresh_passes = 0
+        """Completed `refresh` passes: after two more, every job's state was re-read since a given moment."""
         self._launching: dict[str, asyncio.Task[None]] = {}
 
     # -- submit ---------------------------------------------------------------------------------
 
-    async def submit(
-        self, tenant: str, messages: AsyncIterator[training_pb2.SubmitRequest], *, token: str | None
-    ) -> JobView:
+    async def submit(self, tenant: str, messages: AsyncIterator[training_pb2.SubmitRequest]) -> JobView:
         """Validate and store the stream, record the job (PENDING) and return; its Ray Job starts in
         the background, because a fresh cluster's job agent can take a minute to accept it. Nothing
-        remains of a submission that fails validation."""
+        remains of a submission that fails validation.
+
+        The job publishes with a token minted for it (its tenant, its concept id, an expiry), written
+        to a file only the service's user may read: never the submitter's own token, and nothing in
+        the Ray Job's runtime_env, which Ray's dashboard shows."""
         job_id = uuid.uuid4().hex[:16]
         job_dir = self._jobs_dir / job_id
         job_dir.mkdir()
         try:
-            submission = Submission(job_dir, self._config.limits)
+            submission = Submission(job_dir, self._config.limits, roots=self._config.allowed_image_roots)
             async for message in messages:
                 await asyncio.to_thread(submission.accept, message)
             train = submission.train_config(base_model=self._config.base_model, output_dir=job_dir / "output")
@@ -97,6 +105,7 @@ class TrainingService:
             options=DistributedOptions(job_dir=str(job_dir), max_failures=self._config.max_failures),
             registry=self._config.registry,
             registry_tls_ca_file=self._config.registry_tls_ca_file,
+            registry_token_file=self._write_job_token(job_dir, tenant, train.artifact_id),
             public=submission.spec.public,  # type: ignore[union-attr]
             labels={"training_job": job_id},
         )
@@ -105,13 +114,22 @@ class TrainingService:
             JobRecord(job_id, tenant, "PENDING", now_ms(), str(job_dir), submission.spec.SerializeToString(),  # type: ignore[union-attr]
                       ray_job_id=job_id)  # the Ray submission id is the job id: known before Ray answers
         )  # fmt: skip
-        env = {TOKEN_ENV: token} if token else {}
-        self._launching[job_id] = asyncio.get_running_loop().create_task(self._launch(record, env))
+        self._launching[job_id] = asyncio.get_running_loop().create_task(self._launch(record))
         return JobView(record, record.state, {})
 
-    async def _launch(self, record: JobRecord, env: dict[str, str]) -> None:
+    def _write_job_token(self, job_dir: Path, tenant: str, concept_id: str) -> str | None:
+        if self._job_key is None:
+            return None
+        ttl_s = self._config.job_token_ttl_s
+        token = mint_job_token(self._job_key, tenant=tenant, concept_ids=[concept_id], ttl_s=ttl_s)
+        path = job_dir / JOB_TOKEN_FILE
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+            file.write(token)
+        return str(path)
+
+    async def _launch(self, record: JobRecord) -> None:
         try:
-            await asyncio.to_thread(self._launcher.submit, record.job_id, str(Path(record.job_dir) / JOB_FILE), env)
+            await asyncio.to_thread(self._launcher.submit, record.job_id, str(Path(record.job_dir) / JOB_FILE))
         except Exception as e:
             log.warning("training job %s could not start: %s", record.job_id, e)
             self._store.update(self._store.get(record.job_id), state="FAILED", message=f"could not start the Ray job: {e}")
@@ -216,6 +234,7 @@ class TrainingService:
             except CdserveError as e:
                 log.warning("could not refresh training job %s: %s", record.job_id, e.message)
         self._metrics.set_job_counts(self._store.count_by_state())
+        self.refresh_passes += 1
 
     async def refresh_forever(self) -> None:
         while True:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from proto import common_pb2, training_pb2, training_pb2_grpc
-from shared.auth import BEARER, current_caller
+from shared.auth import current_caller
 from training.service.service import JobView, TrainingService
 
 
@@ -36,15 +36,12 @@ def job_message(view: JobView) -> training_pb2.TrainingJob:
         ray_job_id=record.ray_job_id,
         spec=spec,
         message=message,
+        attempt=int(progress.get("attempt", 0)),
+        resumed_from_step=int(progress.get("resumed_from_step", 0)),
     )
 
 
-def bearer_token(context: grpc.aio.ServicerContext) -> str | None:
-    """The caller's own token, forwarded to the job so that the concept is published as theirs."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization" and value.lower().startswith(BEARER):
-            return value[len(BEARER) :].strip()
-    return None
+READS = "training jobs are private to their tenant; reading or cancelling one needs that tenant's token"
 
 
 class TrainingServicer(training_pb2_grpc.TrainingServicer):
@@ -54,29 +51,32 @@ class TrainingServicer(training_pb2_grpc.TrainingServicer):
     async def Submit(  # noqa: N802 - gRPC method name
         self, request_iterator: AsyncIterator[training_pb2.SubmitRequest], context: grpc.aio.ServicerContext
     ) -> training_pb2.TrainingJob:
-        tenant = current_caller().require_tenant()
-        view = await self._service.submit(tenant, request_iterator, token=bearer_token(context))
+        tenant = current_caller().require_tenant("a training job belongs to the tenant that submits it")
+        view = await self._service.submit(tenant, request_iterator)
         return job_message(view)
 
-    async def Get(self, request: training_pb2.GetJobRequest, context: grpc.aio.ServicerContext) -> training_pb2.TrainingJob:  # noqa: N802
-        return job_message(await self._service.get(current_caller().require_tenant(), request.job_id))
+    async def Get(  # noqa: N802
+        self, request: training_pb2.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> training_pb2.TrainingJob:
+        return job_message(await self._service.get(current_caller().require_tenant(READS), request.job_id))
 
     async def List(  # noqa: N802
         self, request: training_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
     ) -> training_pb2.ListJobsResponse:
         state = training_pb2.JobState.Name(request.state) if request.state else None
+        tenant = current_caller().require_tenant(READS)
         views, token = await self._service.list(
-            current_caller().require_tenant(), state=state, page_size=request.page_size, page_token=request.page_token
+            tenant, state=state, page_size=request.page_size, page_token=request.page_token
         )
         return training_pb2.ListJobsResponse(jobs=[job_message(v) for v in views], next_page_token=token)
 
     async def Cancel(  # noqa: N802
         self, request: training_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
     ) -> training_pb2.TrainingJob:
-        return job_message(await self._service.cancel(current_caller().require_tenant(), request.job_id))
+        return job_message(await self._service.cancel(current_caller().require_tenant(READS), request.job_id))
 
     async def Watch(  # noqa: N802
         self, request: training_pb2.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[training_pb2.TrainingJob]:
-        async for view in self._service.watch(current_caller().require_tenant(), request.job_id):
+        async for view in self._service.watch(current_caller().require_tenant(READS), request.job_id):
             yield job_message(view)

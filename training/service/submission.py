@@ -7,6 +7,8 @@ whose `field` names the request field ("spec.recipe.steps", "image[3].data", …
 from __future__ import annotations
 
 import io
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -63,22 +65,49 @@ def check_image(data: bytes, limits: SubmitLimits, *, field: str) -> str:
         raise InvalidArgument(f"{field}: not a decodable PNG/JPEG ({e})", field=field) from e
 
 
-def local_path(uri: str, *, field: str) -> Path:
-    """A path the cluster can read: plain paths and file:// URIs."""
-    path = Path(uri.removeprefix("file://"))
+def server_path(uri: str, roots: Sequence[Path], *, field: str, kind: str = "file") -> Path:
+    """The real path (symlinks and '..' resolved) of a file (or folder) a request names on this
+    server: a plain path or a file:// URI under one of `roots` (real paths themselves).
+
+    Outside the roots, and missing or of the other kind inside them, give one message, so that no
+    caller learns what exists on the server."""
     if "://" in uri and not uri.startswith("file://"):
-        raise InvalidArgument(f"{field}: only local paths and file:// URIs are supported, got {uri!r}", field=field)
+        raise InvalidArgument(f"{field}: only local paths and file:// URIs are allowed, not {shown(uri)}", field=field)
+    path = Path(uri.removeprefix("file://"))
     if not path.is_absolute():
-        raise InvalidArgument(f"{field}: {uri!r} must be an absolute path", field=field)
-    return path
+        raise InvalidArgument(f"{field}: {shown(uri)} must be an absolute path", field=field)
+    real = Path(os.path.realpath(path))
+    inside = any(real.is_relative_to(root) for root in roots)
+    if not inside or not (real.is_dir() if kind == "folder" else real.is_file()):
+        raise unreadable(field=field, kind=kind)
+    return real
+
+
+def unreadable(*, field: str, kind: str = "file") -> InvalidArgument:
+    """The one refusal of a server path: it names the field, not the path, so that it reads the same
+    whatever the server holds."""
+    return InvalidArgument(
+        f"{field}: not a {kind} this service may read; upload the images, or ask the operator which "
+        "server folders are allowed (allowed_image_roots)",
+        field=field,
+    )
+
+
+def shown(value: str, limit: int = 200) -> str:
+    """`value` for an error message, cut so that a huge input is not echoed back whole."""
+    return repr(value if len(value) <= limit else value[:limit] + "…")
 
 
 class Submission:
     """Collects one Submit stream into `job_dir`, validating each message as it arrives."""
 
-    def __init__(self, job_dir: Path, limits: SubmitLimits) -> None:
+    def __init__(self, job_dir: Path, limits: SubmitLimits, *, roots: Sequence[Path] = ()) -> None:
+        """`roots`: the server folders image_uris and regularization_uri may name (see `server_path`)."""
         self.job_dir = job_dir
         self.limits = limits
+        self.roots = [Path(os.path.realpath(root)) for root in roots]
+        self.referenced: list[list[Path]] = []
+        self.reg_dirs: list[Path | None] = []
         self.spec: training_pb2.TrainingSpec | None = None
         self.recipe: Recipe | None = None
         self.uploads: list[list[tuple[Path, list[str]]]] = []
@@ -117,25 +146,50 @@ class Submission:
                     f"{len(concept.image_uris)} image_uris; give none or one per image_uri",
                     field=f"{field}.alternative_captions",
                 )
-            for number, uri in enumerate(concept.image_uris):
-                path = local_path(uri, field=f"{field}.image_uris[{number}]")
-                self._check_file(path, field=f"{field}.image_uris[{number}]")
-            if concept.regularization_uri:
-                folder = local_path(concept.regularization_uri, field=f"{field}.regularization_uri")
-                if not (folder / CAPTIONS_FILE).is_file():
-                    raise InvalidArgument(
-                        f"{field}.regularization_uri: {str(folder)!r} has no {CAPTIONS_FILE}",
-                        field=f"{field}.regularization_uri",
-                    )
+            if len(concept.image_uris) > self.limits.max_images_per_concept:
+                raise InvalidArgument(
+                    f"{field}.image_uris: {len(concept.image_uris)} images; at most "
+                    f"{self.limits.max_images_per_concept} per concept",
+                    field=f"{field}.image_uris",
+                )
+            self.referenced.append([
+                self._copy_referenced(uri, field=f"{field}.image_uris[{number}]", concept_index=index, number=number)
+                for number, uri in enumerate(concept.image_uris)
+            ])  # fmt: skip
+            self.reg_dirs.append(self._reg_dir(concept.regularization_uri, field=f"{field}.regularization_uri"))
         self.spec = spec
         self.uploads = [[] for _ in spec.concepts]
 
-    def _check_file(self, path: Path, *, field: str) -> None:
-        if not path.is_file():
-            raise InvalidArgument(f"{field}: {str(path)!r} is not a readable file", field=field)
-        if path.stat().st_size > self.limits.max_image_bytes:
-            raise InvalidArgument(f"{field}: {str(path)!r} exceeds {self.limits.max_image_bytes} bytes", field=field)
-        check_image(path.read_bytes(), self.limits, field=field)
+    def _copy_referenced(self, uri: str, *, field: str, concept_index: int, number: int) -> Path:
+        """Check a referenced image and copy it into the job: the job reads what was checked, even
+        if the server file changes later."""
+        path = server_path(uri, self.roots, field=field)
+        try:
+            size = path.stat().st_size
+            if size > self.limits.max_image_bytes:
+                raise InvalidArgument(f"{field}: {shown(uri)} exceeds {self.limits.max_image_bytes} bytes", field=field)
+            data = path.read_bytes()
+        except OSError as e:
+            raise unreadable(field=field) from e
+        self._count_bytes(len(data), field=field)
+        suffix = check_image(data, self.limits, field=field)
+        copy = self.job_dir / "images" / str(concept_index) / f"uri-{number:04d}{suffix}"
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(data)
+        return copy
+
+    def _count_bytes(self, size: int, *, field: str) -> None:
+        self.total_bytes += size
+        if self.total_bytes > self.limits.max_total_bytes:
+            raise InvalidArgument(f"{field}: the images exceed {self.limits.max_total_bytes} bytes in all", field=field)
+
+    def _reg_dir(self, uri: str, *, field: str) -> Path | None:
+        if not uri:
+            return None
+        folder = server_path(uri, self.roots, field=field, kind="folder")
+        if not (folder / CAPTIONS_FILE).is_file():
+            raise InvalidArgument(f"{field}: {shown(uri)} has no {CAPTIONS_FILE}", field=field)
+        return folder
 
     def _accept_image(self, upload: training_pb2.ImageUpload) -> None:
         field = f"image[{self.count}]"
@@ -153,11 +207,7 @@ class Submission:
                 f"({self.limits.max_images_per_concept})",
                 field=f"{field}.concept_index",
             )
-        self.total_bytes += len(upload.data)
-        if self.total_bytes > self.limits.max_total_bytes:
-            raise InvalidArgument(
-                f"{field}: the uploads exceed {self.limits.max_total_bytes} bytes in all", field=f"{field}.data"
-            )
+        self._count_bytes(len(upload.data), field=f"{field}.data")
         suffix = check_image(upload.data, self.limits, field=f"{field}.data")
         path = self.job_dir / "images" / str(upload.concept_index) / f"{len(images):04d}{suffix}"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,7 +231,7 @@ class Submission:
     def _concept(self, index: int, spec: training_pb2.ConceptSpec) -> ConceptConfig:
         field = f"spec.concepts[{index}]"
         uploads = self.uploads[index]
-        images = [uri.removeprefix("file://") for uri in spec.image_uris] + [str(path) for path, _ in uploads]
+        images = [str(path) for path in self.referenced[index]] + [str(path) for path, _ in uploads]
         if not images:
             raise InvalidArgument(
                 f"{field}: concept {spec.concept_id!r} has no images; upload or reference at least 1",
@@ -200,6 +250,6 @@ class Submission:
             "images": images,
             "captions": captions,
             "regularization": REGULARIZATION[spec.regularization],
-            "reg_dir": spec.regularization_uri.removeprefix("file://") or None,
+            "reg_dir": str(self.reg_dirs[index]) if self.reg_dirs[index] else None,
         }
         return validated(ConceptConfig, raw, field=field)
