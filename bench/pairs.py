@@ -5,13 +5,12 @@
                           [--joint] [--samples 64]
 
 Which eight images a concept trains on moves its pair figures far more than sampling error does
-(TRAINING.md: the star beside the triangle in words from 0.02 to 0.95 across target seeds), so
-`bench.quality`'s one target set cannot judge a change to the recipe or the data; nor can its one
-pair judge the merge in general. Here every listed concept (by default the quality bench's two) is
-trained with the world recipe on the target images of each seed, once; per seed the bench reports
-each alone in context and every pair of them under the closed-form merge (each concept of the pair
-named first) and the naive sum, then the mean and per-seed values. The run's own seed moves a
-pair about as much (TRAINING.md: 0.41–0.64 on one target set), so `--run-seeds` trains every set
+(docs/quality.md, "Known limits"), so `bench.quality`'s one target set cannot judge a change to the
+recipe or the data; nor can its one pair judge the merge in general. Here every listed concept (by
+default the quality bench's two) is trained with the world recipe on the target images of each
+seed, once; per seed the bench reports each alone in context and every pair of them under the
+closed-form merge (each concept of the pair named first) and the naive sum, then the mean and
+per-seed values. The run's own seed moves a pair about as much, so `--run-seeds` trains every set
 once per run seed; a set is then labelled "1-run11" (the run seed 0 keeps the plain target seed).
 `--stand-in P` trains with stand-in wordings of the images with a companion, used with probability P
 (the world recipe's 0.5 by default); `--concept-second K` names each concept second (its companion on

@@ -58,7 +58,7 @@ TOYWORLD = Path(__file__).resolve().parent.parent / "shared" / "assets" / "toywo
 STAND_IN_PROBABILITY = float(WORLD_RECIPE["stand_in_probability"])
 FIRST, SECOND = CONCEPTS["twotone-star"], CONCEPTS["outlined-triangle"]
 """Two catalogue concepts of different families and categories, so they compose in one prompt; both
-survive the VAE alone and in pairs (read back at 1.00 after a round trip: TRAINING.md). Of the
+survive the VAE alone and in pairs (they read back right after a VAE round trip). Of the
 catalogue's ten pairs it is the one the merge draws best (`bench.pairs --concepts all`)."""
 
 
