@@ -136,6 +136,8 @@ def _register_training(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--metrics-port", type=int)
     serve.add_argument("--ray-address", help="Ray dashboard address, e.g. http://127.0.0.1:8265")
     serve.add_argument("--registry", help="registry host:port the jobs publish to")
+    serve.add_argument("--job-token-key", type=Path, dest="job_token_key_file",
+                       help="key file shared with the registry; signs each job's publish-only token")  # fmt: skip
     serve.add_argument("--tokens", type=Path, dest="tokens_file", help="YAML/JSON 'tokens: {<token>: <tenant>}'")
     serve.add_argument("--tls-cert", type=Path, dest="tls_cert_file", help="PEM certificate chain (enables TLS)")
     serve.add_argument("--tls-key", type=Path, dest="tls_key_file", help="PEM private key")
@@ -163,6 +165,7 @@ def _serve(args: argparse.Namespace) -> int:
         "metrics_port",
         "ray_address",
         "registry",
+        "job_token_key_file",
         "tokens_file",
         "tls_cert_file",
         "tls_key_file",
