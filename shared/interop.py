@@ -50,7 +50,8 @@ def _token_file(token: str, embedding: torch.Tensor, spec: BaseSpec) -> dict[str
     vector = embedding.float().cpu().contiguous()
     if not spec.token_dims:
         return {token: vector}
-    return {name: part.contiguous() for name, part in zip(TEXT_ENCODER_NAMES, torch.split(vector, spec.token_dims))}
+    parts = torch.split(vector, spec.token_dims)
+    return {name: part.contiguous() for name, part in zip(TEXT_ENCODER_NAMES, parts, strict=True)}
 
 
 def _read_token_file(path: Path, spec: BaseSpec) -> dict[str, torch.Tensor]:

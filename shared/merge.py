@@ -73,7 +73,9 @@ def load_captions(path: str | Path = GENERIC_CAPTIONS) -> list[str]:
 
 
 @torch.no_grad()
-def regularization_stats(encoder: TextFeatures, captions: Sequence[str], *, batch_size: int = 64) -> RegularizationStats:
+def regularization_stats(
+    encoder: TextFeatures, captions: Sequence[str], *, batch_size: int = 64
+) -> RegularizationStats:
     """C_regᵀ C_reg over every token position the UNet attends to (padding included: SD attends to it).
     On SDXL the features are both encoders' concatenated (2048-d), as the K/V projections see them."""
     dim = encoder.feature_dim
@@ -141,7 +143,9 @@ def naive_sum(concepts: Sequence[MergeInput]) -> ConceptDelta:
 
 
 @torch.no_grad()
-def _target_features(concepts: Sequence[MergeInput], encoder: TextFeatures) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+def _target_features(
+    concepts: Sequence[MergeInput], encoder: TextFeatures
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """C (s × d, fp64): features from each modifier token through end-of-text of every caption.
 
     Tokens before the modifier token are identical for all concepts (the encoder is causal), so

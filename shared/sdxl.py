@@ -61,16 +61,16 @@ class DualPromptEncoder:
     ) -> None:
         self.first = PromptEncoder(tokenizer, text_encoder)
         self.second = PromptEncoder(tokenizer_2, text_encoder_2)
-        self.token_dims = tuple(
-            e.text_encoder.get_input_embeddings().embedding_dim for e in (self.first, self.second)
-        )
+        self.token_dims = tuple(e.text_encoder.get_input_embeddings().embedding_dim for e in (self.first, self.second))
 
     @property
     def feature_dim(self) -> int:
         return self.first.feature_dim + self.second.feature_dim
 
     def tokenize(self, prompt: str, modifier_tokens: Sequence[str] = ()) -> DualTokenizedPrompt:
-        return DualTokenizedPrompt(self.first.tokenize(prompt, modifier_tokens), self.second.tokenize(prompt, modifier_tokens))
+        return DualTokenizedPrompt(
+            self.first.tokenize(prompt, modifier_tokens), self.second.tokenize(prompt, modifier_tokens)
+        )
 
     def encode(self, prompts: Sequence[DualTokenizedPrompt], embeddings: TokenTables = None) -> torch.Tensor:
         return self.encode_with_pooled(prompts, embeddings)[0]
@@ -108,7 +108,9 @@ class DualPromptEncoder:
 def prompt_encoder_for(pipeline: object) -> PromptEncoder | DualPromptEncoder:
     """The prompt encoder of a base pipeline: both text encoders when it has two (SDXL)."""
     if getattr(pipeline, "text_encoder_2", None) is not None:
-        return DualPromptEncoder(pipeline.tokenizer, pipeline.text_encoder, pipeline.tokenizer_2, pipeline.text_encoder_2)
+        return DualPromptEncoder(
+            pipeline.tokenizer, pipeline.text_encoder, pipeline.tokenizer_2, pipeline.text_encoder_2
+        )
     return PromptEncoder(pipeline.tokenizer, pipeline.text_encoder)
 
 

@@ -59,6 +59,21 @@ def tiny_tokenizer() -> CLIPTokenizer:
     return load_clip_tokenizer(TINY_TOKENIZER_DIR, model_max_length=TINY_MAX_LENGTH)
 
 
+def tiny_vae(sample_size: int, *, scaling_factor: float = 0.18215) -> AutoencoderKL:
+    """A two-level AutoencoderKL (downsampling ×2) for `sample_size`-pixel images, from the current RNG."""
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(16, 32),
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=sample_size,
+        scaling_factor=scaling_factor,
+    )
+
+
 def build_tiny_pipeline(
     seed: int = 0,
     *,
@@ -84,16 +99,7 @@ def build_tiny_pipeline(
             attention_head_dim=8,
             norm_num_groups=16,
         )
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 2,
-            up_block_types=("UpDecoderBlock2D",) * 2,
-            block_out_channels=(16, 32),
-            latent_channels=4,
-            norm_num_groups=16,
-            sample_size=sample_size * 2,
-        )
+        vae = tiny_vae(sample_size * 2)
     finally:
         torch.random.set_rng_state(generator_state)
     return StableDiffusionPipeline(

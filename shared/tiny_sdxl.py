@@ -9,12 +9,11 @@ per block and Euler sampling. `SDXL_UNET_CONFIG` is the real SDXL base UNet.
 from __future__ import annotations
 
 import torch
-from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-from shared.tiny import clip_text_encoder, tiny_tokenizer
+from shared.tiny import TINY_MAX_LENGTH, TINY_TOKENIZER_DIR, clip_text_encoder, tiny_tokenizer, tiny_vae
 from shared.tokenizer import load_clip_tokenizer
-from shared.tiny import TINY_MAX_LENGTH, TINY_TOKENIZER_DIR
 
 TIME_IDS = 6
 """original size (2), crop corner (2), target size (2)."""
@@ -49,7 +48,9 @@ def sdxl_scheduler() -> EulerDiscreteScheduler:
     )
 
 
-def build_tiny_sdxl_pipeline(seed: int = 0, *, text_dim: int = 32, projection_dim: int = 32) -> StableDiffusionXLPipeline:
+def build_tiny_sdxl_pipeline(
+    seed: int = 0, *, text_dim: int = 32, projection_dim: int = 32
+) -> StableDiffusionXLPipeline:
     """A tiny SDXL pipeline: 16×16 images, 8×8 latents, (text_dim + text_dim)-d features, 8 cross-attention layers."""
     tokenizer = tiny_tokenizer()
     tokenizer_2 = load_clip_tokenizer(TINY_TOKENIZER_DIR, model_max_length=TINY_MAX_LENGTH)
@@ -90,17 +91,7 @@ def build_tiny_sdxl_pipeline(seed: int = 0, *, text_dim: int = 32, projection_di
             projection_class_embeddings_input_dim=TIME_IDS * time_embed_dim + projection_dim,
             norm_num_groups=16,
         )
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 2,
-            up_block_types=("UpDecoderBlock2D",) * 2,
-            block_out_channels=(16, 32),
-            latent_channels=4,
-            norm_num_groups=16,
-            sample_size=16,
-            scaling_factor=0.13025,
-        )
+        vae = tiny_vae(16, scaling_factor=0.13025)  # SDXL VAE's scaling factor
     finally:
         torch.random.set_rng_state(state)
     return StableDiffusionXLPipeline(

@@ -71,7 +71,7 @@ def initial_token_embeddings(pipeline: object, words: Sequence[str]) -> list[tor
     if getattr(pipeline, "text_encoder_2", None) is not None:
         tables.append((pipeline.tokenizer_2, pipeline.text_encoder_2))
     per_encoder = [initial_embeddings(tokenizer, encoder, words) for tokenizer, encoder in tables]
-    return [torch.cat(rows) for rows in zip(*per_encoder)]
+    return [torch.cat(rows) for rows in zip(*per_encoder, strict=True)]
 
 
 def caption_words(captions: Iterable[str]) -> set[str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,14 +41,17 @@ def stock_generate(
     delta: ConceptDelta | None,
     prompt: str,
     *,
-    negative_prompt: str = "",
+    negative_prompt: str | None = "",
     seed: int,
     steps: int,
     guidance_scale: float,
     size: int,
     num_images: int = 1,
+    patch: Callable[[Any, ConceptDelta | None], Any] = patched_pipeline,
+    **pipeline_kwargs: Any,
 ) -> np.ndarray:
-    patched = patched_pipeline(pipeline, delta)
+    """The pipeline's images with `delta` applied by `patch`; `pipeline_kwargs` go to the call as they are."""
+    patched = patch(pipeline, delta)
     patched.set_progress_bar_config(disable=True)
     return patched(
         prompt,
@@ -58,4 +63,5 @@ def stock_generate(
         width=size,
         num_images_per_prompt=num_images,
         output_type="np",
+        **pipeline_kwargs,
     ).images

@@ -1,10 +1,10 @@
-"""Stock `StableDiffusionXLPipeline` with a concept patched in: the reference the SDXL path must match."""
+"""Stock `StableDiffusionXLPipeline` with a concept patched in: the reference the SDXL path must match
+(sampled with `tests.engine.reference.stock_generate(..., patch=patched_sdxl_pipeline)`)."""
 
 from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 from diffusers import StableDiffusionXLPipeline
 
@@ -35,29 +35,3 @@ def patched_sdxl_pipeline(pipeline: StableDiffusionXLPipeline, delta: ConceptDel
             for token, vector in delta.token_embeddings.items():
                 table[tokenizer.convert_tokens_to_ids(token)] = split_token_embedding(vector, dims)[index]
     return patched
-
-
-def stock_sdxl_generate(
-    pipeline: StableDiffusionXLPipeline,
-    prompt: str,
-    *,
-    negative_prompt: str | None,
-    seed: int,
-    steps: int,
-    guidance_scale: float,
-    size: int,
-    num_images: int = 1,
-    **micro_conditioning,
-) -> np.ndarray:
-    return pipeline(
-        prompt,
-        negative_prompt=negative_prompt,
-        num_inference_steps=steps,
-        guidance_scale=guidance_scale,
-        generator=torch.Generator("cpu").manual_seed(seed),
-        height=size,
-        width=size,
-        num_images_per_prompt=num_images,
-        output_type="np",
-        **micro_conditioning,
-    ).images

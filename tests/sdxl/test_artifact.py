@@ -52,7 +52,7 @@ def test_sd1_concept_on_sdxl_base_is_failed_precondition_naming_both(tiny_base, 
 def test_sdxl_concept_on_sd1_base_is_refused_too(tiny_base, sdxl_base, tmp_path):
     header, delta = random_concept(sdxl_base.spec, "dog-xl", seed=1)
     path = artifact.save(header, delta, tmp_path / "xl.safetensors")
-    with pytest.raises(IncompatibleBase, match="SDXL base model and this base model is SD 1.x"):
+    with pytest.raises(IncompatibleBase, match=r"SDXL base model and this base model is SD 1\.x"):
         artifact.load(path, base=tiny_base.spec)
 
 
@@ -61,12 +61,12 @@ def test_an_artifact_from_before_families_is_taken_as_sd1_or_sd2(tiny_base, sdxl
     legacy = header.model_copy(update={"base_family": None})
     path = artifact.save(legacy, delta, tmp_path / "old.safetensors")
     assert artifact.load(path, base=tiny_base.spec).header.base_family is None
-    with pytest.raises(IncompatibleBase, match="SD 1.x/2.x"):
+    with pytest.raises(IncompatibleBase, match=r"SD 1\.x/2\.x"):
         artifact.load(path, base=sdxl_base.spec)
 
 
 def test_a_wrong_token_split_is_named(sdxl_base, tmp_path):
     header, delta = random_concept(sdxl_base.spec, "dog-xl", seed=1)
     path = artifact.save(header.model_copy(update={"token_dims": [16, 48]}), delta, tmp_path / "split.safetensors")
-    with pytest.raises(InvalidArtifact, match="token_dims|split"):
+    with pytest.raises(InvalidArtifact, match=r"token_dims|split"):
         artifact.load(path, base=sdxl_base.spec)

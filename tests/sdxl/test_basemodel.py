@@ -46,8 +46,13 @@ def test_full_sdxl_unet_has_70_cross_attention_layers_over_2048_d_features():
 
 
 def test_a_rank_16_fp16_sdxl_concept_fits_20_mb_and_validates_against_the_full_architecture():
-    spec = BaseSpec(fingerprint="sdxl-architecture", layers=layer_map(build_sdxl_unet_on_meta()), token_dim=2048,
-                    family="sdxl", token_dims=(768, 1280))
+    spec = BaseSpec(
+        fingerprint="sdxl-architecture",
+        layers=layer_map(build_sdxl_unet_on_meta()),
+        token_dim=2048,
+        family="sdxl",
+        token_dims=(768, 1280),
+    )
     header, delta = random_concept(spec, "dog-xl", rank=16, dtype=torch.float16)
     data = artifact.to_bytes(header, delta)
     assert len(data) <= MAX_CONCEPT_BYTES

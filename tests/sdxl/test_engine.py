@@ -11,7 +11,8 @@ import torch
 
 from serving.engine import GenerationRequest, SDXLDeltaEngine, create_engine
 from shared.synthetic import random_concept
-from tests.sdxl.reference import patched_sdxl_pipeline, stock_sdxl_generate
+from tests.engine.reference import stock_generate
+from tests.sdxl.reference import patched_sdxl_pipeline
 
 STEPS, GUIDANCE, SIZE = 3, 5.0, 16
 
@@ -30,8 +31,9 @@ def concepts(sdxl_base):
 
 
 def _request(prompt: str, **fields) -> GenerationRequest:
-    return GenerationRequest(prompt, **{"steps": STEPS, "height": SIZE, "width": SIZE, "guidance_scale": GUIDANCE,
-                                        **fields})
+    return GenerationRequest(
+        prompt, **{"steps": STEPS, "height": SIZE, "width": SIZE, "guidance_scale": GUIDANCE, **fields}
+    )
 
 
 def test_an_sdxl_base_gets_the_sdxl_engine(engine_and_pristine, sdxl_base):
@@ -45,18 +47,36 @@ def test_mixed_sdxl_batch_matches_stock_sdxl_pipeline_per_request(engine_and_pri
     requests = [
         _request("a photo of a dog", negative_prompt="blurry", seed=11),
         _request("a photo of a <dog-a> dog on the beach", delta=dense, seed=12),
-        _request("a painting of a <cat-b> cat", negative_prompt="<cat-b>", delta=low_rank, seed=13, num_images=2,
-                 original_size=(32, 24), crop_top_left=(4, 2), target_size=(16, 8)),
+        _request(
+            "a painting of a <cat-b> cat",
+            negative_prompt="<cat-b>",
+            delta=low_rank,
+            seed=13,
+            num_images=2,
+            original_size=(32, 24),
+            crop_top_left=(4, 2),
+            target_size=(16, 8),
+        ),
         _request("a <dog-a> dog and a cat", delta=dense, seed=14, crop_top_left=(8, 0)),
     ]
     results = engine.generate(requests)
-    for request, result in zip(requests, results):
-        micro = {"original_size": request.original_size, "crops_coords_top_left": request.crop_top_left,
-                 "target_size": request.target_size}
-        expected = stock_sdxl_generate(
-            patched_sdxl_pipeline(pristine, request.delta), request.prompt,
-            negative_prompt=request.negative_prompt or None, seed=request.seed, steps=STEPS,
-            guidance_scale=GUIDANCE, size=SIZE, num_images=request.num_images,
+    for request, result in zip(requests, results, strict=True):
+        micro = {
+            "original_size": request.original_size,
+            "crops_coords_top_left": request.crop_top_left,
+            "target_size": request.target_size,
+        }
+        expected = stock_generate(
+            pristine,
+            request.delta,
+            request.prompt,
+            patch=patched_sdxl_pipeline,
+            negative_prompt=request.negative_prompt or None,
+            seed=request.seed,
+            steps=STEPS,
+            guidance_scale=GUIDANCE,
+            size=SIZE,
+            num_images=request.num_images,
             **{k: v for k, v in micro.items() if v is not None},
         )
         assert result.images.shape == expected.shape
@@ -65,11 +85,13 @@ def test_mixed_sdxl_batch_matches_stock_sdxl_pipeline_per_request(engine_and_pri
 
 def test_time_ids_and_concepts_change_the_image(engine_and_pristine, concepts):
     engine, _ = engine_and_pristine
-    plain, cropped, with_concept = engine.generate([
-        _request("a photo of a dog", seed=5),
-        _request("a photo of a dog", seed=5, crop_top_left=(12, 12)),
-        _request("a photo of a <dog-a> dog", delta=concepts[0], seed=5),
-    ])
+    plain, cropped, with_concept = engine.generate(
+        [
+            _request("a photo of a dog", seed=5),
+            _request("a photo of a dog", seed=5, crop_top_left=(12, 12)),
+            _request("a photo of a <dog-a> dog", delta=concepts[0], seed=5),
+        ]
+    )
     assert np.abs(plain.images - cropped.images).max() > 1e-3
     assert np.abs(plain.images - with_concept.images).max() > 1e-3
 
@@ -96,6 +118,6 @@ def test_sdxl_base_weights_and_tokenizers_are_never_written(engine_and_pristine,
     engine.generate([_request("a <dog-a> dog", delta=concepts[0], steps=2)])
     for key, value in engine.unet.state_dict().items():
         assert torch.equal(value, before[key]), key
-    for encoder, table in zip((pipe.text_encoder, pipe.text_encoder_2), tables):
+    for encoder, table in zip((pipe.text_encoder, pipe.text_encoder_2), tables, strict=True):
         assert torch.equal(encoder.get_input_embeddings().weight, table)
     assert len(pipe.tokenizer) == len(pristine.tokenizer) and len(pipe.tokenizer_2) == len(pristine.tokenizer_2)

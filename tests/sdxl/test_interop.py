@@ -35,8 +35,15 @@ def exported(concept, sdxl_base, tmp_path_factory):
 
 
 def _sample(pipe, prompt: str) -> np.ndarray:
-    return pipe(prompt, num_inference_steps=STEPS, guidance_scale=5.0, height=SIZE, width=SIZE, output_type="np",
-                generator=torch.Generator().manual_seed(1)).images
+    return pipe(
+        prompt,
+        num_inference_steps=STEPS,
+        guidance_scale=5.0,
+        height=SIZE,
+        width=SIZE,
+        output_type="np",
+        generator=torch.Generator().manual_seed(1),
+    ).images
 
 
 def test_token_file_holds_clip_l_and_clip_g(exported, sdxl_base, concept):
@@ -50,13 +57,23 @@ def test_exported_sdxl_concept_runs_in_stock_diffusers_and_matches_the_engine(ex
     _install_custom_diffusion(pipe, exported)
     state = load_file(str(exported / token_file_name(TOKEN)))
     pipe.load_textual_inversion(state["clip_l"], token=TOKEN, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
-    pipe.load_textual_inversion(state["clip_g"], token=TOKEN, text_encoder=pipe.text_encoder_2,
-                                tokenizer=pipe.tokenizer_2)
+    pipe.load_textual_inversion(
+        state["clip_g"], token=TOKEN, text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2
+    )
     prompt = f"a photo of a {TOKEN} dog"
     stock = _sample(pipe, prompt)
     plain = _sample(copy.deepcopy(sdxl_base.pipeline), "a photo of a dog")
-    ours = create_engine(sdxl_base).generate([GenerationRequest(
-        prompt, delta=concept.delta, steps=STEPS, guidance_scale=5.0, height=SIZE, width=SIZE, seed=1)])[0].images
+    ours = (
+        create_engine(sdxl_base)
+        .generate(
+            [
+                GenerationRequest(
+                    prompt, delta=concept.delta, steps=STEPS, guidance_scale=5.0, height=SIZE, width=SIZE, seed=1
+                )
+            ]
+        )[0]
+        .images
+    )
     assert np.abs(stock - plain).max() > 1e-3
     np.testing.assert_allclose(ours, stock, atol=1e-4, rtol=0)
 
@@ -67,8 +84,9 @@ def test_sdxl_import_round_trip_recovers_delta_and_both_embeddings(exported, sdx
     assert (loaded.header.base_family, loaded.header.token_dims) == ("sdxl", [32, 32])
     for name, layer in concept.delta.layers.items():
         for projection, weight in layer.items():
-            torch.testing.assert_close(loaded.delta.layers[name][projection].to_dense(), weight.to_dense(),
-                                       atol=1e-6, rtol=0)
+            torch.testing.assert_close(
+                loaded.delta.layers[name][projection].to_dense(), weight.to_dense(), atol=1e-6, rtol=0
+            )
     torch.testing.assert_close(loaded.delta.token_embeddings[TOKEN], concept.delta.token_embeddings[TOKEN])
 
 

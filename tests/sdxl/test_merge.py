@@ -33,8 +33,9 @@ def test_regularization_features_come_from_both_encoders_and_are_cached_per_base
     assert stats.gram.shape == (width, width)
     clip_l_dim = engine.prompts.first.feature_dim
     assert stats.gram[:clip_l_dim, clip_l_dim:].abs().max() > 0  # clip_l × clip_g covariance: both are there
-    assert [p.name for p in tmp_path.iterdir()] == [f"creg-{sdxl_base.spec.fingerprint}-" + p.name.rsplit("-", 1)[1]
-                                                     for p in tmp_path.iterdir()]
+    assert [p.name for p in tmp_path.iterdir()] == [
+        f"creg-{sdxl_base.spec.fingerprint}-" + p.name.rsplit("-", 1)[1] for p in tmp_path.iterdir()
+    ]
     reloaded = RegularizationCache(tmp_path).get(sdxl_base.spec.fingerprint, engine.prompts, CAPTIONS)
     assert torch.equal(reloaded.gram, stats.gram)
 

@@ -31,8 +31,9 @@ def test_batches_carry_time_ids_from_the_augmentation(tmp_path, sdxl_base):
 
 def test_sdxl_training_writes_a_low_rank_sdxl_artifact_that_serves(tmp_path, sdxl_base):
     base_unet = {k: v.clone() for k, v in sdxl_base.pipeline.unet.state_dict().items()}
-    config = small_config(tmp_path, [concept(tmp_path, "dog-xl", "dog")], steps=3, batch_size=2,
-                          resolution=RESOLUTION, learning_rate=1e-3)
+    config = small_config(
+        tmp_path, [concept(tmp_path, "dog-xl", "dog")], steps=3, batch_size=2, resolution=RESOLUTION, learning_rate=1e-3
+    )
     trainer = build_trainer(config, sdxl_base)
     first = trainer.denoiser.embeddings[0].detach().clone()
     assert first.shape == (sum(sdxl_base.spec.token_dims),)
@@ -51,7 +52,19 @@ def test_sdxl_training_writes_a_low_rank_sdxl_artifact_that_serves(tmp_path, sdx
     assert set(concept_artifact.delta.layers) == set(layers)
     assert result.metrics["steps"] == 3 and "compression" in header.metrics
     assert all(torch.equal(v, base_unet[k]) for k, v in sdxl_base.pipeline.unet.state_dict().items())
-    image = create_engine(sdxl_base).generate([GenerationRequest(
-        f"a photo of a {header.modifier_tokens[0]} dog", delta=concept_artifact.delta, steps=2,
-        height=RESOLUTION, width=RESOLUTION)])[0].images
+    image = (
+        create_engine(sdxl_base)
+        .generate(
+            [
+                GenerationRequest(
+                    f"a photo of a {header.modifier_tokens[0]} dog",
+                    delta=concept_artifact.delta,
+                    steps=2,
+                    height=RESOLUTION,
+                    width=RESOLUTION,
+                )
+            ]
+        )[0]
+        .images
+    )
     assert image.shape == (1, RESOLUTION, RESOLUTION, 3) and bool(torch.isfinite(torch.from_numpy(image)).all())
