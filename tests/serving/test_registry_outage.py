@@ -76,6 +76,7 @@ def test_resident_concepts_outlive_a_killed_registry_and_the_watch_resumes_after
 ) -> None:
     with registry_process.client() as publisher:
         publisher.publish(to_bytes(*random_concept(spec, "outage-dog", seed=90)))
+    wait_for(lambda: replica.watcher.applied == 1)  # steady state: an event arriving mid-lookup voids its caching
     assert list(generate(replica, "outage-dog").concepts) == ["outage-dog@1"]
     fetched = replica.stats.hits["registry"]
 
