@@ -52,7 +52,11 @@ def test_several_concepts_are_merged_once_per_set(resolver: ConceptResolver, pub
         r.release()
 
 
-@pytest.mark.parametrize("refs", [["Bad Id"], ["dog@0"], ["dog@x"], ["dog", "dog@2"]])
+@pytest.mark.parametrize(
+    "refs",
+    [["Bad Id"], ["dog@0"], ["dog@x"], ["dog", "dog@2"], ["dog@99999999999999999999"], ["dog@9223372036854775808"],
+     ["dog@²"], ["dog@٣"], ["dog\n"], ["dog@1\n"]],
+)
 def test_malformed_refs_name_the_concepts_field(resolver: ConceptResolver, refs: list[str]) -> None:
     with pytest.raises(InvalidArgument) as caught:
         resolver.resolve(refs, OPERATOR)
