@@ -40,4 +40,3 @@ class GenerateAuthenticator:
         if values and not isinstance(values[0], str):
             raise Unauthenticated("the authorization metadata must be text: 'Bearer <token>'", field=AUTHORIZATION)
         return self.caller(values[0] if values else None)
-
