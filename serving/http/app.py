@@ -1,0 +1,28 @@
+"""Builds and runs the HTTP application beside the Generator's (same Ray, same Serve, Serve's HTTP
+proxy on `ServingConfig.http_port`). Run it after `serving.app.run_app`, which starts the proxies."""
+
+from __future__ import annotations
+
+from ray import serve
+from ray.serve import Application
+
+from serving.config import ServingConfig
+from serving.http.config import HttpConfig
+from serving.http.deployment import HttpIngress
+
+
+def build_http_app(serving: ServingConfig, config: HttpConfig) -> Application:
+    options = {"num_replicas": config.num_replicas, "ray_actor_options": {"num_cpus": 0.1, "num_gpus": 0}}
+    return HttpIngress.options(**options).bind(  # type: ignore[attr-defined]
+        serving.model_dump_json(), config.model_dump_json()
+    )
+
+
+def run_http_app(serving: ServingConfig, config: HttpConfig) -> str:
+    """Deploy the HTTP application; returns the playground's URL."""
+    serve.run(build_http_app(serving, config), name=config.app_name, route_prefix=config.route_prefix)
+    return playground_url(serving, config)
+
+
+def playground_url(serving: ServingConfig, config: HttpConfig) -> str:
+    return f"http://127.0.0.1:{serving.http_port}{config.route_prefix.rstrip('/')}/"

@@ -1,0 +1,86 @@
+"""The HTTP face's contracts, without a server: one status for every gRPC code, derived from the
+one error table, and JSON bodies that carry exactly the proto messages' fields."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from proto import common_pb2, generator_pb2, training_pb2
+from serving.http.errors import HTTP_STATUS, error_body, http_status
+from serving.http.schemas import ConceptOut, GenerateBody, GenerateResult, TimingsOut, TrainingJobOut
+from shared import errors
+from shared.grpc_status import STATUS_BY_ERROR
+
+
+def test_every_grpc_status_has_an_http_status() -> None:
+    assert set(HTTP_STATUS) == set(grpc.StatusCode)
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (errors.InvalidArgument, 400),
+        (errors.InvalidArtifact, 400),
+        (errors.IncompatibleBase, 400),
+        (errors.Conflict, 400),
+        (errors.Unauthenticated, 401),
+        (errors.PermissionDenied, 403),
+        (errors.NotFound, 404),
+        (errors.TooLarge, 413),
+        (errors.CapacityExceeded, 429),
+        (errors.Cancelled, 499),
+        (errors.Unavailable, 503),
+        (errors.DeadlineExceeded, 504),
+    ],
+)
+def test_each_error_gets_the_http_status_of_its_grpc_status(error: type[errors.CdserveError], status: int) -> None:
+    assert http_status(error("m")) == status
+    if error is not errors.TooLarge:  # the one refinement: HTTP tells a too-large body from an overload
+        assert status == HTTP_STATUS[STATUS_BY_ERROR[error]]
+
+
+def test_every_error_class_is_in_the_table() -> None:
+    assert {cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.CdserveError)} - {
+        errors.CdserveError
+    } <= set(STATUS_BY_ERROR)
+
+
+def test_an_unexpected_exception_is_internal_and_says_no_more_than_its_type() -> None:
+    assert http_status(KeyError("secret")) == 500
+    assert error_body(KeyError("secret")) == {"reason": "INTERNAL", "field": "", "message": "internal error: KeyError"}
+
+
+def names(message: type) -> set[str]:
+    return {field.name for field in message.DESCRIPTOR.fields}
+
+
+def test_json_bodies_carry_exactly_the_proto_fields() -> None:
+    assert set(GenerateBody.model_fields) == names(generator_pb2.GenerateRequest)
+    assert set(GenerateResult.model_fields) == names(generator_pb2.GenerateResponse)
+    assert set(TimingsOut.model_fields) == names(generator_pb2.Timings)
+    assert set(ConceptOut.model_fields) - {"ref", "preview_url", "header"} == names(common_pb2.ConceptInfo) - {
+        "header_json"
+    }
+    assert set(TrainingJobOut.model_fields) == names(training_pb2.TrainingJob)
+
+
+def test_a_generate_body_becomes_the_same_request_as_over_grpc() -> None:
+    body = GenerateBody(prompt="a <x> dog", concepts=["x@2", "y"], multi_concept="naive_sum", steps=7, seed=3, width=64)
+    assert body.to_proto() == generator_pb2.GenerateRequest(
+        prompt="a <x> dog", concepts=["x@2", "y"], multi_concept=generator_pb2.NAIVE_SUM, steps=7, seed=3, width=64
+    )
+    assert not GenerateBody(prompt="p").to_proto().HasField("seed")
+
+
+def test_a_training_job_converts_with_its_state_error_and_spec() -> None:
+    job = training_pb2.TrainingJob(
+        job_id="j", state=training_pb2.FAILED, published=["a@1"], error=common_pb2.ErrorDetail(reason="R", message="m"),
+        spec=training_pb2.TrainingSpec(concepts=[training_pb2.ConceptSpec(concept_id="a", category="dog")]),
+    )  # fmt: skip
+    out = TrainingJobOut.of(job)
+    assert (
+        out.state == "FAILED" and out.published == ["a@1"] and out.error == {"reason": "R", "field": "", "message": "m"}
+    )
+    assert out.spec == {"concepts": [{"concept_id": "a", "category": "dog"}]}
+    assert TrainingJobOut.of(training_pb2.TrainingJob(job_id="k")).error is None
