@@ -11,6 +11,7 @@ import grpc
 
 from proto import common_pb2, training_pb2, training_pb2_grpc
 from shared.auth import current_caller
+from shared.errors import InvalidArgument
 from training.service.service import JobView, TrainingService
 
 
@@ -63,8 +64,8 @@ class TrainingServicer(training_pb2_grpc.TrainingServicer):
     async def List(  # noqa: N802
         self, request: training_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
     ) -> training_pb2.ListJobsResponse:
-        state = training_pb2.JobState.Name(request.state) if request.state else None
         tenant = current_caller().require_tenant(READS)
+        state = _state_filter(request.state)
         views, token = await self._service.list(
             tenant, state=state, page_size=request.page_size, page_token=request.page_token
         )
@@ -80,3 +81,13 @@ class TrainingServicer(training_pb2_grpc.TrainingServicer):
     ) -> AsyncIterator[training_pb2.TrainingJob]:
         async for view in self._service.watch(current_caller().require_tenant(READS), request.job_id):
             yield job_message(view)
+
+
+def _state_filter(number: int) -> str | None:
+    """List's state filter by name; proto3 enums are open, so a number the proto does not name
+    arrives too, and is the caller's mistake."""
+    if number == training_pb2.JOB_STATE_UNSPECIFIED:
+        return None
+    if number not in training_pb2.JobState.values():
+        raise InvalidArgument(f"state {number} is not a JobState", field="state")
+    return training_pb2.JobState.Name(number)
