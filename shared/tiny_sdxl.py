@@ -49,23 +49,32 @@ def sdxl_scheduler() -> EulerDiscreteScheduler:
 
 
 def build_tiny_sdxl_pipeline(
-    seed: int = 0, *, text_dim: int = 32, projection_dim: int = 32
+    seed: int = 0,
+    *,
+    text_dims: tuple[int, int] = (32, 48),
+    projection_dim: int = 32,
+    text_encoder_2_layers: int = 3,
 ) -> StableDiffusionXLPipeline:
-    """A tiny SDXL pipeline: 16×16 images, 8×8 latents, (text_dim + text_dim)-d features, 8 cross-attention layers."""
+    """A tiny SDXL pipeline: 16×16 images, 8×8 latents, 8 cross-attention layers over the two
+    encoders' features concatenated (`text_dims`: unequal like SDXL's 768 and 1280, so that a mixed-up
+    split shows, and so that diffusers tells the encoders apart in a single file).
+
+    diffusers recognises an SDXL single-file checkpoint by its second encoder's tenth layer: a
+    pipeline meant to be written as one needs `text_encoder_2_layers` ≥ 10."""
     tokenizer = tiny_tokenizer()
     tokenizer_2 = load_clip_tokenizer(TINY_TOKENIZER_DIR, model_max_length=TINY_MAX_LENGTH)
     time_embed_dim = 8
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        text_encoder = clip_text_encoder(tokenizer, hidden=text_dim, layers=2, heads=4, mlp_ratio=2)
+        text_encoder = clip_text_encoder(tokenizer, hidden=text_dims[0], layers=2, heads=4, mlp_ratio=2)
         text_encoder_2 = CLIPTextModelWithProjection(
             CLIPTextConfig(
                 vocab_size=len(tokenizer_2),
-                hidden_size=text_dim,
-                intermediate_size=2 * text_dim,
+                hidden_size=text_dims[1],
+                intermediate_size=2 * text_dims[1],
                 projection_dim=projection_dim,
-                num_hidden_layers=3,
+                num_hidden_layers=text_encoder_2_layers,
                 num_attention_heads=4,
                 hidden_act="gelu",
                 max_position_embeddings=int(tokenizer_2.model_max_length),
@@ -84,7 +93,7 @@ def build_tiny_sdxl_pipeline(
             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
             transformer_layers_per_block=(1, 2),
             attention_head_dim=(2, 4),
-            cross_attention_dim=2 * text_dim,
+            cross_attention_dim=sum(text_dims),
             use_linear_projection=True,
             addition_embed_type="text_time",
             addition_time_embed_dim=time_embed_dim,

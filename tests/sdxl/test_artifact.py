@@ -17,14 +17,14 @@ from shared.synthetic import random_concept
 
 def test_sdxl_spec_names_the_family_and_both_embedding_widths(sdxl_base):
     spec = sdxl_base.spec
-    assert (spec.family, spec.token_dims, spec.token_dim) == ("sdxl", (32, 32), 64)
-    assert {layer.in_features for layer in spec.layers} == {64}
+    assert (spec.family, spec.token_dims, spec.token_dim) == ("sdxl", (32, 48), 80)
+    assert {layer.in_features for layer in spec.layers} == {80}
     assert type(spec).from_json(spec.to_json()) == spec
 
 
 def test_sdxl_artifact_round_trips_both_embeddings(sdxl_base, tmp_path):
     header, delta = random_concept(sdxl_base.spec, "dog-xl", seed=3, rank=2)
-    assert (header.base_family, header.token_dims) == ("sdxl", [32, 32])
+    assert (header.base_family, header.token_dims) == ("sdxl", [32, 48])
     loaded = artifact.load(artifact.save(header, delta, tmp_path / "dog.safetensors"), base=sdxl_base.spec)
     assert loaded.header.base_family == "sdxl"
     assert torch.equal(loaded.delta.token_embeddings["<dog-xl>"], delta.token_embeddings["<dog-xl>"])
@@ -67,6 +67,6 @@ def test_an_artifact_from_before_families_is_taken_as_sd1_or_sd2(tiny_base, sdxl
 
 def test_a_wrong_token_split_is_named(sdxl_base, tmp_path):
     header, delta = random_concept(sdxl_base.spec, "dog-xl", seed=1)
-    path = artifact.save(header.model_copy(update={"token_dims": [16, 48]}), delta, tmp_path / "split.safetensors")
+    path = artifact.save(header.model_copy(update={"token_dims": [48, 32]}), delta, tmp_path / "split.safetensors")
     with pytest.raises(InvalidArtifact, match=r"token_dims|split"):
         artifact.load(path, base=sdxl_base.spec)

@@ -48,7 +48,7 @@ def _sample(pipe, prompt: str) -> np.ndarray:
 
 def test_token_file_holds_clip_l_and_clip_g(exported, sdxl_base, concept):
     state = load_file(str(exported / token_file_name(TOKEN)))
-    assert {name: tuple(t.shape) for name, t in state.items()} == {"clip_l": (32,), "clip_g": (32,)}
+    assert {name: tuple(t.shape) for name, t in state.items()} == {"clip_l": (32,), "clip_g": (48,)}
     torch.testing.assert_close(torch.cat([state["clip_l"], state["clip_g"]]), concept.delta.token_embeddings[TOKEN])
 
 
@@ -81,7 +81,7 @@ def test_exported_sdxl_concept_runs_in_stock_diffusers_and_matches_the_engine(ex
 def test_sdxl_import_round_trip_recovers_delta_and_both_embeddings(exported, sdxl_base, concept):
     header, delta = import_diffusers(exported, sdxl_base, concept_id="dog-imported")
     loaded = artifact.from_bytes(artifact.to_bytes(header, delta), base=sdxl_base.spec)
-    assert (loaded.header.base_family, loaded.header.token_dims) == ("sdxl", [32, 32])
+    assert (loaded.header.base_family, loaded.header.token_dims) == ("sdxl", [32, 48])
     for name, layer in concept.delta.layers.items():
         for projection, weight in layer.items():
             torch.testing.assert_close(
@@ -95,7 +95,7 @@ def test_foreign_sdxl_folder_imports_with_its_family(exported, sdxl_base, tmp_pa
         if path.suffix == ".safetensors":
             (tmp_path / path.name).write_bytes(path.read_bytes())
     header, _ = import_diffusers(tmp_path, sdxl_base, concept_id="foreign", categories=["dog"])
-    assert (header.base_family, header.token_dims, header.modifier_tokens) == ("sdxl", [32, 32], [TOKEN])
+    assert (header.base_family, header.token_dims, header.modifier_tokens) == ("sdxl", [32, 48], [TOKEN])
 
 
 def test_single_encoder_token_file_is_refused_on_sdxl(exported, sdxl_base, tmp_path):

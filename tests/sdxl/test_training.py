@@ -48,7 +48,7 @@ def test_sdxl_training_writes_a_low_rank_sdxl_artifact_that_serves(tmp_path, sdx
     result = train(config, base=sdxl_base, show_bar=False)
     concept_artifact = artifact.load(result.path, base=sdxl_base.spec)
     header = concept_artifact.header
-    assert (header.base_family, header.token_dims, header.delta_kind) == ("sdxl", [32, 32], "lowrank")
+    assert (header.base_family, header.token_dims, header.delta_kind) == ("sdxl", [32, 48], "lowrank")
     assert set(concept_artifact.delta.layers) == set(layers)
     assert result.metrics["steps"] == 3 and "compression" in header.metrics
     assert all(torch.equal(v, base_unet[k]) for k, v in sdxl_base.pipeline.unet.state_dict().items())

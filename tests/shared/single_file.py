@@ -1,10 +1,11 @@
 """Test helper: write a diffusers SD pipeline as an original (LDM / CompVis) single-file checkpoint.
 
 The exact reverse of diffusers' `convert_ldm_unet_checkpoint`, `convert_ldm_vae_checkpoint` and
-`convert_ldm_clip_checkpoint` (`diffusers/loaders/single_file_utils.py`), for SD 1.x-style pipelines
-(`UNet2DConditionModel` with conv `proj_in`, `AutoencoderKL`, `CLIPTextModel`):
+`convert_ldm_clip_checkpoint` (`diffusers/loaders/single_file_utils.py`), for SD pipelines
+(`UNet2DConditionModel`, `AutoencoderKL`, `CLIPTextModel`; SDXL's second encoder: `tests/sdxl/single_file.py`):
 
-- UNet -> `model.diffusion_model.*` (`input_blocks`, `middle_block`, `output_blocks`, `time_embed`, `out`),
+- UNet -> `model.diffusion_model.*` (`input_blocks`, `middle_block`, `output_blocks`, `time_embed`, `out`,
+  SDXL's `label_emb`),
 - VAE -> `first_stage_model.*` (`encoder.down.{i}.block.{j}`, `decoder.up.{n-1-i}`, `mid.block_1/attn_1`,
   1x1-conv attention projections),
 - CLIP -> `cond_stage_model.transformer.text_model.*`.
@@ -29,6 +30,8 @@ _UNET_TOP = {
     "conv_in.": "input_blocks.0.0.",
     "conv_norm_out.": "out.0.",
     "conv_out.": "out.2.",
+    "add_embedding.linear_1.": "label_emb.0.0.",  # SDXL's text_time embedding
+    "add_embedding.linear_2.": "label_emb.0.2.",
 }
 _UNET_RESNET = {
     "norm1.": "in_layers.0.",
@@ -59,8 +62,6 @@ def unet_to_ldm(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:
     per_block = unet.config.layers_per_block
     if not isinstance(per_block, int):
         raise ValueError("only an int layers_per_block is supported")
-    if unet.config.use_linear_projection:
-        raise ValueError("only conv proj_in/proj_out (SD 1.x) is supported")
     has_attention = {
         i: any(k.startswith(f"up_blocks.{i}.attentions.") for k in unet.state_dict())
         for i in range(len(unet.up_blocks))
