@@ -161,7 +161,8 @@ def build_api(backend: Backend, *, config: HttpConfig, registry_address: str) ->
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     def limit_for(scope: Scope) -> int:
-        uploads = scope["method"] == "POST" and scope["path"].rstrip("/").endswith("/v1/trainings")
+        path = scope["path"].rstrip("/")
+        uploads = scope["method"] == "POST" and path.endswith(("/v1/trainings", "/v1/concepts"))
         return config.max_upload_bytes if uploads else config.max_body_bytes
 
     api.add_middleware(BodyLimit, limit_for=limit_for)

@@ -8,14 +8,40 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 
 from serving.http.api import Context, Identity
 from serving.http.schemas import ConceptList, ConceptOut
+from shared.errors import InvalidArgument
 from shared.registry_client import RegistryClient
+
+BOOLEANS = {"true": True, "false": False}
+PUBLISH_FORM = {
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "required": ["artifact"],
+            "properties": {
+                "artifact": {"type": "string", "format": "binary", "description": "a concept .safetensors"},
+                "concept_id": {"type": "string", "description": "'' : the id in the artifact's header"},
+                "public": {"type": "string", "enum": ["true", "false"], "default": "false"},
+            },
+        }
+    }
+}
+
+
+class Published(BaseModel):
+    concept: ConceptOut
+    deduplicated: bool = Field(description="the same bytes were already stored")
+
+
+class Deleted(BaseModel):
+    deleted: list[ConceptOut]
 
 
 class ConceptFilters(BaseModel):
@@ -54,6 +80,37 @@ def router(context: Context, identity: Any) -> APIRouter:
                 return list(client.list(**filters.model_dump()))
 
         return ConceptList(concepts=[ConceptOut.of(info) for info in await run_in_threadpool(read)])
+
+    @routes.post(
+        "", response_model=Published, openapi_extra={"requestBody": {"required": True, "content": PUBLISH_FORM}}
+    )
+    async def publish_concept(request: Request, who: Identity = identity) -> Published:
+        """Publish: an artifact (multipart `artifact`) as the next version of its id, owned by the
+        caller's tenant; the registry validates it whole before anything becomes visible."""
+        async with request.form(max_files=1) as form:
+            artifact, concept_id, public = form.get("artifact"), form.get("concept_id", ""), form.get("public", "false")
+            if not isinstance(artifact, UploadFile):
+                raise InvalidArgument("the form needs an 'artifact' file: a concept .safetensors", field="artifact")
+            if not isinstance(concept_id, str) or public not in BOOLEANS:
+                raise InvalidArgument("'concept_id' is text and 'public' is 'true' or 'false'", field="public")
+            data = await artifact.read()
+
+        def publish() -> Published:
+            with registry(who) as client:
+                result = client.publish(data, concept_id=concept_id, public=BOOLEANS[public])
+            return Published(concept=ConceptOut.of(result.concept), deduplicated=result.deduplicated)
+
+        return await run_in_threadpool(publish)
+
+    @routes.delete("/{ref}", response_model=Deleted)
+    async def delete_concept(ref: str, who: Identity = identity) -> Deleted:
+        """Delete "id@N", or every version of "id" (the caller's own; the operator's any)."""
+
+        def delete() -> Deleted:
+            with registry(who) as client:
+                return Deleted(deleted=[ConceptOut.of(info) for info in client.delete(ref)])
+
+        return await run_in_threadpool(delete)
 
     @routes.get("/{ref}", response_model=ConceptOut)
     async def show_concept(ref: str, who: Identity = identity) -> ConceptOut:

@@ -15,6 +15,8 @@ import requests
 from PIL import Image
 
 from serving.client import GeneratorClient
+from shared.artifact import to_bytes
+from shared.synthetic import random_concept
 from tests.http.conftest import MAX_UPLOAD_BYTES, HttpStack
 from tests.training.conftest import write_images
 
@@ -60,7 +62,8 @@ def test_openapi_describes_every_route(http_stack: HttpStack) -> None:
         "/v1/generate", "/v1/generate/stream", "/v1/concepts", "/v1/concepts/{ref}", "/v1/concepts/{ref}/preview",
         "/v1/trainings", "/v1/trainings/{job_id}", "/v1/trainings/{job_id}/events", "/v1/trainings/{job_id}:cancel",
     }  # fmt: skip
-    assert set(paths["/v1/trainings/{job_id}"]) == {"get", "delete"}
+    assert set(paths["/v1/trainings/{job_id}"]) == set(paths["/v1/concepts/{ref}"]) == {"get", "delete"}
+    assert set(paths["/v1/concepts"]) == set(paths["/v1/trainings"]) == {"get", "post"}
     assert "multipart/form-data" in paths["/v1/trainings"]["post"]["requestBody"]["content"]
     assert "404" in paths["/v1/concepts/{ref}"]["get"]["responses"]
 
@@ -222,6 +225,45 @@ def test_a_preview_is_drawn_once_and_kept(http_stack: HttpStack) -> None:
     again = http_stack.call("GET", "v1/concepts/beta-cat@1/preview", token="tok-acme")
     assert again.content == first.content and time.perf_counter() - started < drawn_s
     assert again.headers["cache-control"] == "private, max-age=86400" and first.headers["cache-control"] == "no-cache"
+
+
+def test_a_concept_file_is_published_seen_by_its_tenant_only_and_deleted(http_stack: HttpStack) -> None:
+    header, delta = random_concept(http_stack.training.spec, "acme-owl", seed=9, modifier_token="<acme-owl>")
+    artifact = {"artifact": ("acme-owl.safetensors", to_bytes(header, delta), "application/octet-stream")}
+    expect_error(http_stack.call("POST", "v1/concepts", files=artifact), 401, "UNAUTHENTICATED")
+    reply = http_stack.call("POST", "v1/concepts", token="tok-acme", files=artifact, data={"public": "false"})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["concept"]["ref"] == "acme-owl@1" and reply.json()["concept"]["tenant"] == "acme"
+    assert "acme-owl@1" in listed(http_stack, "tok-acme") and "acme-owl@1" not in listed(http_stack, "tok-beta")
+    expect_error(http_stack.call("DELETE", "v1/concepts/acme-owl", token="tok-beta"), 404, "NOT_FOUND")
+    deleted = http_stack.call("DELETE", "v1/concepts/acme-owl", token="tok-acme").json()["deleted"]
+    assert [concept["ref"] for concept in deleted] == ["acme-owl@1"]
+    expect_error(http_stack.call("GET", "v1/concepts/acme-owl", token="tok-acme"), 404, "NOT_FOUND")
+
+
+@pytest.mark.parametrize(
+    ("files", "data", "reason", "field"),
+    [
+        (
+            {"artifact": ("x.safetensors", b"not a safetensors file", "application/octet-stream")},
+            {},
+            "INVALID_ARTIFACT",
+            None,
+        ),
+        ({"other": ("x.txt", b"x", "text/plain")}, {}, "INVALID_ARGUMENT", "artifact"),
+        (
+            {"artifact": ("x.safetensors", b"x", "application/octet-stream")},
+            {"public": "yes"},
+            "INVALID_ARGUMENT",
+            "public",
+        ),
+    ],
+    ids=["not an artifact", "no artifact", "public not a boolean"],
+)
+def test_bad_concept_files_are_refused(
+    http_stack: HttpStack, files: dict[str, Any], data: dict[str, str], reason: str, field: str | None
+) -> None:
+    expect_error(http_stack.call("POST", "v1/concepts", token="tok-acme", files=files, data=data), 400, reason, field)
 
 
 # -- trainings ----------------------------------------------------------------------------------

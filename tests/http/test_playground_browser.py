@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from shared.artifact import to_bytes
+from shared.synthetic import random_concept
 from tests.http.conftest import HttpStack
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -54,6 +56,12 @@ def test_the_playground_generates_with_a_concept_and_compares_merge_with_naive_s
     expect(preview).to_have_attribute("src", re.compile("^blob:"), timeout=30_000)  # fetched with the token
     preview.evaluate("img => img.decode()")
     assert preview.evaluate("img => img.naturalWidth") > 0
+
+    artifact = tmp_path / "acme-hat.safetensors"  # a concept file added through the page
+    artifact.write_bytes(to_bytes(*random_concept(http_stack.training.spec, "acme-hat", seed=4)))
+    page.set_input_files("#artifact", str(artifact))
+    page.click("#publish")
+    expect(page.locator("li[data-concept=acme-hat]")).to_be_visible()
 
     page.fill("#prompt", "a ")
     page.locator("#prompt").evaluate("p => p.setSelectionRange(p.value.length, p.value.length)")

@@ -144,6 +144,24 @@ function renderChips() {
                    onclick: () => { state.chosen = state.chosen.filter((r) => r !== ref); renderChips(); } }, "×"))));
 }
 
+async function publish(event) {
+  event.preventDefault();
+  const form = new FormData();
+  form.append("artifact", $("artifact").files[0]);
+  form.append("public", String($("artifact-public").checked));
+  $("publish").disabled = true;
+  showError($("publish-error"), null);
+  try {
+    await api("v1/concepts", { method: "POST", body: form });
+    $("publish-form").reset();
+    await loadConcepts();
+  } catch (error) {
+    showError($("publish-error"), error);
+  } finally {
+    $("publish").disabled = false;
+  }
+}
+
 // ---- generate -----------------------------------------------------------------------------
 
 function generateBody(mode) {
@@ -337,6 +355,7 @@ async function start() {
   $("token-form").addEventListener("submit", useToken);
   $("refresh-concepts").addEventListener("click", () => loadConcepts().catch((e) => showError($("generate-error"), e)));
   $("generate-form").addEventListener("submit", generate);
+  $("publish-form").addEventListener("submit", publish);
   $("train-form").addEventListener("submit", train);
   $("folder").addEventListener("change", describeFolder);
   $("cancel-training").addEventListener("click", cancelTraining);
