@@ -10,6 +10,7 @@ from serving.engine import GenerationRequest, create_engine
 from shared import artifact
 from shared.basemodel import cross_attention_layers
 from tests.training.conftest import concept, small_config
+from training.checkpoint import load_state, save_state
 from training.loop import build_trainer, train
 
 RESOLUTION = 16
@@ -68,3 +69,19 @@ def test_sdxl_training_writes_a_low_rank_sdxl_artifact_that_serves(tmp_path, sdx
         .images
     )
     assert image.shape == (1, RESOLUTION, RESOLUTION, 3) and bool(torch.isfinite(torch.from_numpy(image)).all())
+
+
+def test_sdxl_run_resumes_exactly_from_a_checkpoint(tmp_path, sdxl_base):
+    config = small_config(tmp_path, [concept(tmp_path, "dog-xl", "dog")], steps=3, batch_size=2,
+                          resolution=RESOLUTION, learning_rate=1e-3)  # fmt: skip
+    straight, first = build_trainer(config, sdxl_base), build_trainer(config, sdxl_base)
+    for _ in range(3):
+        straight.train_step()
+    for _ in range(2):
+        first.train_step()
+    save_state(first.state(), tmp_path / "ckpt")
+    resumed = build_trainer(config, sdxl_base)
+    resumed.restore(load_state(tmp_path / "ckpt"))
+    resumed.train_step()
+    for name, tensor in straight.trainable_tensors().items():
+        assert torch.equal(tensor, resumed.trainable_tensors()[name]), name
