@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     timings: dict[str, float] = {}
     config = ServingConfig(limits={"max_steps": 100})
     print("starting the local stack (registry, Ray + Serve, training service) …", flush=True)
-    with LocalStack(config, out / "data") as endpoints:
+    with LocalStack(config, out / "data", image_roots=[EXAMPLES]) as endpoints:
         timings["start_s"] = time.perf_counter() - started
         print(endpoints.describe(), flush=True)
         trained = _train(endpoints, args.steps, timings)
@@ -75,7 +75,9 @@ def _train(endpoints, steps: int | None, timings: dict[str, float]) -> str:
         print(f"training job {job.job_id} submitted: {len(spec.concepts)} concept, {steps} steps", flush=True)
         for job in client.watch(job.job_id):
             name = training_pb2.JobState.Name(job.state)
-            print(f"  {name:10s} step {job.step:4d}/{job.total_steps} loss {job.loss:.4f} eta {job.eta_s:4.0f}s", flush=True)
+            restarted = f" (attempt {job.attempt}, resumed at step {job.resumed_from_step})" if job.attempt > 1 else ""
+            print(f"  {name:10s} step {job.step:4d}/{job.total_steps} loss {job.loss:.4f} eta {job.eta_s:4.0f}s"
+                  f"{restarted}", flush=True)  # fmt: skip
     if job.state != training_pb2.SUCCEEDED:
         raise SystemExit(f"training failed: {job.error.message or training_pb2.JobState.Name(job.state)}")
     timings["train_s"] = time.perf_counter() - started
@@ -105,7 +107,7 @@ def _generate(endpoints, trained: str, shipped: str, timings: dict[str, float]) 
     ]  # fmt: skip
     rows = []
     started = time.perf_counter()
-    with GeneratorClient(endpoints.generator, application=endpoints.application) as client:
+    with GeneratorClient(endpoints.generator, application=endpoints.application, token=endpoints.token) as client:
         for label, prompt, concepts in plan:
             responses = [
                 client.generate(GeneratorClient.request(prompt, concepts=concepts, seed=seed, steps=20, guidance_scale=4.0))

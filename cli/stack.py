@@ -1,23 +1,41 @@
 """The whole system on one machine: a concept registry, a local Ray with the Serve application
 (Generator over gRPC) and the training service (jobs as Ray Jobs), from one ServingConfig.
 
-Used by `cdserve up` and the demo. The registry and training service run in this process on one
-asyncio loop in a background thread; Ray runs its own processes.
+Used by `cdserve up` and the demo. The registry and the training service each run as their own
+process, started and restarted by a `Supervisor` (`cdserve registry`, `cdserve training serve`,
+from config files written into the data folder); Ray runs its own processes, started by this one.
+Everything binds `host` (127.0.0.1 unless told otherwise); Ray's dashboard, which accepts jobs,
+always stays on 127.0.0.1.
 """
 
 from __future__ import annotations
 
-import asyncio
+import json
 import logging
-import secrets
-import threading
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from cli import serve_grpc_host
+from cli.credentials import StackCredentials
+from cli.supervisor import ServiceSpec, Supervisor
 from serving.config import ServingConfig
+from shared.spec import BaseSpec
 
 logger = logging.getLogger(__name__)
+LOOPBACK = "127.0.0.1"
+SHUTDOWN_GRACE_S = 2.0
+"""How long a service's stop lets calls in flight finish: short, a local stack stops when told."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +45,8 @@ class Endpoints:
     registry: str
     training: str
     token: str
+    """The operator token (sees and may do everything); each tenant uses its own from --tokens."""
+    tokens: str
     metrics: tuple[str, ...]
     base_model: Path
     fingerprint: str
@@ -36,113 +56,245 @@ class Endpoints:
             f"  generator (gRPC, Serve proxy): {self.generator}  application={self.application}\n"
             f"  registry  (gRPC):              {self.registry}\n"
             f"  training  (gRPC):              {self.training}\n"
-            f"  operator token:                {self.token}\n"
+            f"  tokens:                        {self.tokens}\n"
             + "".join(f"  metrics   (Prometheus):        {url}\n" for url in self.metrics)
             + f"  base model:                    {self.base_model} (fingerprint {self.fingerprint})"
         )
 
 
-class LocalStack:
-    """Start with `start()` (or `with LocalStack(...) as endpoints:`); `stop()` undoes everything."""
+@dataclass(frozen=True)
+class Ports:
+    """Fixed for the life of the stack, so that a restarted service is found where it was."""
 
-    def __init__(self, config: ServingConfig, data_dir: Path, *, num_cpus: int | None = None) -> None:
+    registry: int
+    registry_metrics: int
+    training: int
+    training_metrics: int
+
+
+class LocalStack:
+    """Start with `start()` (or `with LocalStack(...) as endpoints:`); `stop()` undoes everything.
+
+    `tokens_file`: the tenants' tokens (`tokens: {<token>: <tenant>}`); the stack adds its own
+    operator token, made once and kept in the data folder. `image_roots`: server folders training
+    jobs may name images in (else images come by upload only)."""
+
+    def __init__(
+        self,
+        config: ServingConfig,
+        data_dir: Path,
+        *,
+        num_cpus: int | None = None,
+        host: str = LOOPBACK,
+        tokens_file: Path | None = None,
+        image_roots: Sequence[Path] = (),
+        training_port: int = 0,
+    ) -> None:
         self._config = config
         self._data = data_dir.resolve()
         self._num_cpus = num_cpus
-        self._loop = asyncio.new_event_loop()
-        self._handles: list[Any] = []
-        self._ray_started = False
+        self._host = host
+        self._tokens_file = tokens_file.resolve() if tokens_file else None
+        self._image_roots = [Path(root).resolve() for root in image_roots]
+        self._training_port = training_port
+        self._ray_temp_dir: str | None = None
+        self.supervisor: Supervisor | None = None
 
     def __enter__(self) -> Endpoints:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _await(self, coroutine: Any, timeout_s: float = 120) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=timeout_s)
-
     def start(self) -> Endpoints:
         from serving.app import run_app
         from serving.basemodels import default_model_dir
-        from serving.registry.config import RegistryConfig
-        from serving.registry.server import load_base_spec, start_registry
+        from serving.registry.server import load_base_spec
         from shared.basemodel import load_base_model
         from shared.spec import SPEC_FILE
-        from training.service.config import TrainingServiceConfig
-        from training.service.server import start_training_service
 
-        threading.Thread(target=self._loop.run_forever, name="cdserve-stack", daemon=True).start()
-        config = self._config
-        model_dir = Path(config.base_model.path or default_model_dir()).resolve()
-        token = config.registry.token or secrets.token_urlsafe(24)
+        self._data.mkdir(parents=True, exist_ok=True)
+        credentials = StackCredentials.load(self._data / "secrets", self._tokens_file)
+        model_dir = Path(self._config.base_model.path or default_model_dir()).resolve()
         spec_file = model_dir / SPEC_FILE
         spec = load_base_spec(spec_file) if spec_file.exists() else load_base_model(model_dir).spec
-
-        host, _, port = config.registry.address.rpartition(":")
-        registry = self._await(start_registry(
-            RegistryConfig(data_dir=self._data / "registry", host=host, port=int(port), metrics_port=0),
-            base_specs=[spec], tokens={token: "*"},
-        ))  # fmt: skip
-        self._handles.append(registry)
-        config = config.model_validate({
-            **config.model_dump(),
-            "base_model": {**config.base_model.model_dump(), "path": model_dir},
-            "registry": {**config.registry.model_dump(), "token": token},
-            "cache": {**config.cache.model_dump(), "disk_dir": config.cache.disk_dir or self._data / "concepts",
-                      "reg_cache_dir": config.cache.reg_cache_dir or self._data / "merge"},
+        registry_port = int(self._config.registry.address.rpartition(":")[2])
+        ports = Ports(registry_port or _free_port(), _free_port(), self._training_port or _free_port(), _free_port())
+        registry = f"{LOOPBACK}:{ports.registry}"
+        config = self._config.model_validate({
+            **self._config.model_dump(),
+            "base_model": {**self._config.base_model.model_dump(), "path": model_dir},
+            "registry": {**self._config.registry.model_dump(), "address": registry, "token": None,
+                         "token_file": credentials.operator_token_file},
+            "auth": {**self._config.auth.model_dump(), "tokens_file": credentials.tokens_file},
+            "cache": {**self._config.cache.model_dump(),
+                      "disk_dir": self._config.cache.disk_dir or self._data / "concepts",
+                      "reg_cache_dir": self._config.cache.reg_cache_dir or self._data / "merge"},
         })  # fmt: skip
 
-        # The dashboard hosts Ray's job-submission API, which the training service uses.
-        _init_ray(num_cpus=self._num_cpus, include_dashboard=True, log_to_driver=False,
-                  _metrics_export_port=config.metrics_export_port)  # fmt: skip
-        self._ray_started = True
+        dashboard = self._start_ray(config)
+        services = self.services(model_dir, spec, ports, credentials, dashboard)
+        self.supervisor = Supervisor(services, log_dir=self._data / "logs")
+        self.supervisor.start()
         run_app(config)
-        training = self._await(start_training_service(
-            TrainingServiceConfig(data_dir=self._data / "training", base_model=str(model_dir),
-                                  registry=config.registry.address),
-            tokens={token: "*"},
-        ))  # fmt: skip
-        self._handles.append(training)
+        shown = self._host if self._host != "0.0.0.0" else socket.gethostname()
         return Endpoints(
-            generator=f"127.0.0.1:{config.grpc_port}",
+            generator=f"{shown}:{config.grpc_port}",
             application=config.app_name,
-            registry=config.registry.address,
-            training=f"127.0.0.1:{training.port}",
-            token=token,
+            registry=f"{shown}:{ports.registry}",
+            training=f"{shown}:{ports.training}",
+            token=credentials.operator_token,
+            tokens=(f"{self._tokens_file} (+ operator token in {credentials.operator_token_file})" if self._tokens_file
+                    else f"operator {credentials.operator_token} (kept in {credentials.operator_token_file})"),
             metrics=(
-                f"http://127.0.0.1:{config.metrics_export_port}/metrics (Ray, Serve, replicas)",
-                f"http://127.0.0.1:{registry.metrics_port}/metrics (registry)",
-                f"http://127.0.0.1:{training.metrics_port}/metrics (training)",
+                f"http://{shown}:{config.metrics_export_port}/metrics (Ray, Serve, replicas)",
+                f"http://{shown}:{ports.registry_metrics}/metrics (registry)",
+                f"http://{shown}:{ports.training_metrics}/metrics (training)",
             ),
             base_model=model_dir,
             fingerprint=spec.fingerprint,
-        )
+        )  # fmt: skip
+
+    def services(
+        self, model_dir: Path, spec: BaseSpec, ports: Ports, credentials: StackCredentials, dashboard: str
+    ) -> list[ServiceSpec]:
+        """The supervised services, in start order; each reads a config file written here. (The
+        HTTP face joins them here as one more service.)"""
+        run = self._data / "run"
+        run.mkdir(parents=True, exist_ok=True)
+        spec_file = run / "base_spec.json"
+        spec_file.write_text(spec.to_json())
+        registry = _write_config(run / "registry.yaml", {
+            "data_dir": self._data / "registry", "host": self._host, "port": ports.registry,
+            "metrics_port": ports.registry_metrics, "tokens_file": credentials.tokens_file,
+            "job_token_key_file": credentials.job_token_key_file, "base_spec_files": [spec_file],
+            "shutdown_grace_s": SHUTDOWN_GRACE_S,
+        })  # fmt: skip
+        training = _write_config(run / "training.yaml", {
+            "data_dir": self._data / "training", "base_model": model_dir, "host": self._host,
+            "port": ports.training, "metrics_port": ports.training_metrics, "ray_address": dashboard,
+            "registry": f"{LOOPBACK}:{ports.registry}", "tokens_file": credentials.tokens_file,
+            "job_token_key_file": credentials.job_token_key_file, "allowed_image_roots": self._image_roots,
+            "shutdown_grace_s": SHUTDOWN_GRACE_S,
+        })  # fmt: skip
+        cdserve = [sys.executable, "-m", "cli.child", str(os.getpid())]
+        return [
+            ServiceSpec("registry", [*cdserve, "registry", "--config", str(registry)],
+                        ready=lambda: grpc_serving(f"{LOOPBACK}:{ports.registry}")),
+            ServiceSpec("training", [*cdserve, "training", "serve", "--config", str(training)],
+                        ready=lambda: grpc_serving(f"{LOOPBACK}:{ports.training}")),
+        ]  # fmt: skip
+
+    def _start_ray(self, config: ServingConfig) -> str:
+        """Start Ray; returns its dashboard's URL. A private temp dir: Ray Jobs' drivers find this
+        cluster through it (not another one on the machine), and `stop()` knows which processes
+        are this stack's."""
+        import ray
+
+        self._ray_temp_dir = tempfile.mkdtemp(prefix="cdserve-ray-", dir="/tmp")  # short: Ray's sockets live in it
+        # The dashboard hosts Ray's job-submission API, which the training service uses.
+        context = _init_ray(num_cpus=self._num_cpus, include_dashboard=True, dashboard_host=LOOPBACK,
+                            log_to_driver=False, _metrics_export_port=config.metrics_export_port,
+                            _temp_dir=self._ray_temp_dir,
+                            runtime_env=serve_grpc_host.runtime_env(self._host))  # fmt: skip
+        ray._private.utils.write_ray_address(context.address_info["gcs_address"], self._ray_temp_dir)
+        return f"http://{context.dashboard_url}"
 
     def stop(self) -> None:
-        if self._ray_started:
-            import ray
-            from ray import serve
+        """Stop the services, then Ray (Serve with it: the cluster is this stack's alone), then any
+        process left from this stack's Ray (e.g. a training job's driver): what `ray stop` does,
+        for this cluster only."""
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor = None
+        if self._ray_temp_dir is None:
+            return
+        import ray
 
-            serve.shutdown()
+        if ray.is_initialized():
             ray.shutdown()
-            self._ray_started = False
-        for handle in reversed(self._handles):
-            self._await(handle.stop(), timeout_s=30)
-        self._handles.clear()
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        kill_processes_mentioning(self._ray_temp_dir)
+        shutil.rmtree(self._ray_temp_dir, ignore_errors=True)
+        self._ray_temp_dir = None
 
 
-def _init_ray(**options: object) -> None:
+def grpc_serving(target: str, timeout_s: float = 1.0) -> bool:
+    """Whether the gRPC server at `target` answers its health check with SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout_s)
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Ids of this user's processes whose command line or environment contains `text` (Linux)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if text.encode() in (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:  # gone, or another user's
+            continue
+    return found
+
+
+def kill_processes_mentioning(text: str, *, grace_s: float = 5.0) -> None:
+    pids = processes_mentioning(text)
+    if pids:
+        logger.info("stopping %d leftover Ray process(es) of this stack", len(pids))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while (pids := [pid for pid in pids if _alive(pid)]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not pids:
+            return
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie is dead; its parent reaps it
+
+
+def _write_config(path: Path, fields: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(json.loads(json.dumps(fields, default=str))))
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
+def _init_ray(**options: object) -> Any:
     """`ray.init`, once more if the dashboard's start loses a race with its own log file: Ray 2.60
     raised "Failed to read dashboard.err" in 1 of ~10 demo runs here, and a second start succeeds."""
     import ray
 
     try:
-        ray.init(**options)
+        return ray.init(**options)
     except Exception as error:
         if "dashboard" not in str(error):
             raise
         logger.warning("ray.init failed (%s); starting Ray once more", error)
         ray.shutdown()
-        ray.init(**options)
+        return ray.init(**options)
