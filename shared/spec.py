@@ -66,10 +66,13 @@ class BaseSpec:
     def from_json(text: str) -> BaseSpec:
         raw = json.loads(text)
         layers = tuple(CrossAttentionLayer(**layer) for layer in raw["layers"])
+        token_dim = int(raw["token_dim"])
+        # Spec files from before families were recorded are SD 1.x or 2.x, told apart by width.
+        legacy_family = "sd2" if token_dim == 1024 else "sd1"
         return BaseSpec(
             fingerprint=raw["fingerprint"],
             layers=layers,
-            token_dim=int(raw["token_dim"]),
-            family=raw.get("family", "sd1"),
+            token_dim=token_dim,
+            family=raw.get("family", legacy_family),
             token_dims=tuple(int(d) for d in raw.get("token_dims", ())),
         )

@@ -4,6 +4,7 @@ fingerprint over both text encoders, and a clear FAILED_PRECONDITION across fami
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from shared import artifact
 from shared.basemodel import fingerprint
 from shared.errors import IncompatibleBase, InvalidArtifact
 from shared.grpc_status import status_for
+from shared.spec import BaseSpec
 from shared.synthetic import random_concept
 
 
@@ -70,3 +72,11 @@ def test_a_wrong_token_split_is_named(sdxl_base, tmp_path):
     path = artifact.save(header.model_copy(update={"token_dims": [48, 32]}), delta, tmp_path / "split.safetensors")
     with pytest.raises(InvalidArtifact, match=r"token_dims|split"):
         artifact.load(path, base=sdxl_base.spec)
+
+
+def test_a_spec_file_from_before_families_reads_as_sd1_or_sd2_by_width(tiny_base):
+    raw = json.loads(tiny_base.spec.to_json())
+    del raw["family"], raw["token_dims"]
+    assert BaseSpec.from_json(json.dumps(raw)) == tiny_base.spec
+    wide = {**raw, "token_dim": 1024}
+    assert BaseSpec.from_json(json.dumps(wide)).family == "sd2"
