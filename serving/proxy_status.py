@@ -24,13 +24,14 @@ moves these functions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve._private import proxy
-from ray.serve._private.proxy_request_response import ResponseStatus
+from ray.serve._private.proxy_request_response import ResponseStatus, gRPCStreamingType
 from ray.serve.exceptions import gRPCStatusError
 
 from proto import generator_pb2_grpc
@@ -53,7 +54,31 @@ class DetailedStatus(ResponseStatus):
 def add_to_proxy(servicer: Any, server: Any) -> None:
     """A `grpc_servicer_functions` entry: the Generator service, answered by our status table."""
     install()
+    server.service_handler_factory = errors_without_a_message(server.service_handler_factory)
     generator_pb2_grpc.add_GeneratorServicer_to_server(servicer, server)
+
+
+def errors_without_a_message(factory: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+    """Serve's unary handler answers a failure with its status *and* an empty message, so the
+    client receives response headers and gRPC counts the call as answered: a retry policy (ours
+    retries UNAVAILABLE) never repeats it. Aborting instead sends the status alone, with the same
+    code, details and trailers."""
+
+    def make(service_method: str, streaming_type: Any) -> Any:
+        handler = factory(service_method, streaming_type)
+        if streaming_type is not gRPCStreamingType.UNARY_UNARY:
+            return handler
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            response = await handler(request, context)
+            code = context.code()
+            if code is not None and code != grpc.StatusCode.OK:
+                await context.abort(code, context.details() or "", context.trailing_metadata() or ())
+            return response
+
+        return unary_unary
+
+    return make
 
 
 def install() -> None:

@@ -221,7 +221,8 @@ def test_calls_on_a_killed_replica_get_unavailable_then_its_replacement_serves(
     gen: GeneratorClient, live_serve: LiveServe
 ) -> None:
     """kill -9 of the replica while streams and unary calls are on it: each gets UNAVAILABLE with a
-    clean message (read by a plain gRPC client without retries), then Serve's new replica answers."""
+    clean message (read by a plain gRPC client without retries), then Serve's new replica answers;
+    the project's client, which lets gRPC retry UNAVAILABLE, gets its answer from the new replica."""
     import ray
 
     replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if f"SERVE_REPLICA::{APP}#" in a["name"]]
@@ -232,13 +233,15 @@ def test_calls_on_a_killed_replica_get_unavailable_then_its_replacement_serves(
     busy = request("in flight", steps=100, width=32, height=32)
     stepping = [threading.Event(), threading.Event()]
     try:
-        with ThreadPoolExecutor(4) as pool:
+        with ThreadPoolExecutor(5) as pool:
             calls = [pool.submit(raw.stream, busy, OPERATOR, lambda _, seen=seen: seen.set()) for seen in stepping]
             calls += [pool.submit(raw.generate, busy, OPERATOR) for _ in range(2)]
+            retried = pool.submit(gen.generate, busy)
             assert all(seen.wait(timeout=60) for seen in stepping)  # the replica is denoising them
             ray.kill(victim, no_restart=True)
             killed_at = time.monotonic()
             answers = [c.result() for c in calls]
+            assert retried.result().replica != before
         for answer in answers:
             assert answer.code == grpc.StatusCode.UNAVAILABLE, answer
             assert answer.details == REPLICA_STOPPED and answer.detail is not None
