@@ -23,7 +23,7 @@ from serving.concepts.store import ConceptStore, TierBudgets
 from serving.concepts.watcher import RegistryWatcher
 from serving.basemodels import default_model_dir
 from serving.config import RegistryLink, ServingConfig
-from serving.engine import DeltaEngine, GenerationRequest, GenerationResult
+from serving.engine import DeltaEngine, GenerationRequest, GenerationResult, create_engine
 from serving.validation import GenerateParams, validate_request
 from shared.auth import Caller
 from shared.basemodel import load_base_model, reg_captions_path
@@ -194,7 +194,7 @@ def build_replica(config: ServingConfig, *, replica: str = "", observer: CacheOb
     model_dir = config.base_model.path or default_model_dir()
     device, dtype = resolve_device(config)
     base = load_base_model(model_dir, device=device, dtype=dtype, single_file_config=config.base_model.single_file_config)
-    engine = DeltaEngine(base)
+    engine = create_engine(base, compile=config.base_model.compile)
     stats = CacheStats()
     observers: CacheObserver = stats if observer is None else Observers(stats, observer)
     registry = connect_registry(config.registry)
