@@ -440,34 +440,46 @@ def test_cluster_launcher_config_passes_rays_own_validation() -> None:
 
 
 # -- TLS front of the Generator ------------------------------------------------------------------------
-# Envoy cannot be installed here, so its config is checked for structure and cross-references only
-# (every typed config a known v3 type, files mounted, ports and addresses agreeing), not run.
+# Envoy cannot be installed here, so its config is not run: it is parsed with Envoy's own API
+# protos (xds-protos: field names, types, enums, every typed config) and its cross-references are
+# checked (mounted certificate files, ports, the upstream Service).
 
-ENVOY_TYPES = {
-    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-    "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
-    "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-}
-
-
-def typed_configs(node: Any) -> list[dict[str, Any]]:
-    """Every mapping with an "@type" anywhere in an Envoy config."""
-    if isinstance(node, list):
-        return [found for item in node for found in typed_configs(item)]
-    if not isinstance(node, dict):
-        return []
-    own = [node] if "@type" in node else []
-    return own + [found for value in node.values() for found in typed_configs(value)]
+ENVOY_TYPED_CONFIGS = (
+    "envoy.extensions.transport_sockets.tls.v3.tls_pb2",
+    "envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2",
+    "envoy.extensions.filters.http.router.v3.router_pb2",
+    "envoy.extensions.upstreams.http.v3.http_protocol_options_pb2",
+)
 
 
-def test_the_generator_tls_front_terminates_tls_and_forwards_http2_to_the_serve_grpc_proxy() -> None:
+def generator_tls_front() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(pod template, Envoy container, Envoy config) of the Generator's TLS front."""
     template = find("Deployment", "cdserve-generator-tls")["spec"]["template"]
     c = container(template)
     config_path = c["args"][c["args"].index("--config-path") + 1]
-    envoy = yaml.safe_load(file_behind(template, c, config_path))
+    return template, c, yaml.safe_load(file_behind(template, c, config_path))
+
+
+def test_the_envoy_config_is_a_valid_envoy_bootstrap() -> None:
+    import importlib
+
+    bootstrap_pb2 = pytest.importorskip("envoy.config.bootstrap.v3.bootstrap_pb2")
+    from google.protobuf.json_format import ParseDict, ParseError
+
+    for module in ENVOY_TYPED_CONFIGS:  # registers the "@type"s the config may name
+        importlib.import_module(module)
+    _, _, envoy = generator_tls_front()
+    ParseDict(envoy, bootstrap_pb2.Bootstrap())
+    typo = yaml.safe_load(yaml.safe_dump(envoy))
+    (cluster,) = typo["static_resources"]["clusters"]
+    cluster["conect_timeout"] = cluster.pop("connect_timeout")
+    with pytest.raises(ParseError, match="conect_timeout"):  # the parser is strict
+        ParseDict(typo, bootstrap_pb2.Bootstrap())
+
+
+def test_the_generator_tls_front_terminates_tls_and_forwards_http2_to_the_serve_grpc_proxy() -> None:
+    template, c, envoy = generator_tls_front()
     assert set(envoy) == {"static_resources"}, "no admin listener: its endpoints would be open to the cluster"
-    assert {t["@type"] for t in typed_configs(envoy)} <= ENVOY_TYPES
 
     (listener,) = envoy["static_resources"]["listeners"]
     assert listener["address"]["socket_address"]["port_value"] == port(c, "grpc-tls")
