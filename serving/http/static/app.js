@@ -46,6 +46,7 @@ async function* events(response) {
         if (line.startsWith("event:")) name = line.slice(6).trim();
         else if (line.startsWith("data:")) data += line.slice(5).trim();
       }
+      if (!data) continue; // a keep-alive comment
       const payload = JSON.parse(data);
       if (name === "error") throw new ApiError(payload.status, payload);
       yield { name, payload };
