@@ -48,16 +48,19 @@ def test_read_visibility(server, published, token, visible):
                     read("private-dog")
 
 
+@pytest.mark.bad_input("unknown bearer token, even for a read", service="Registry/Get", code="UNAUTHENTICATED")
 def test_an_unknown_token_is_refused_even_for_reads(server, published):
     with server.client("not-a-token") as client, pytest.raises(Unauthenticated):
         client.get("public-dog")
 
 
+@pytest.mark.bad_input("delete of another tenant's private concept", service="Registry/Delete", code="NOT_FOUND")
 def test_deleting_another_tenants_private_concept_does_not_reveal_it(server, published):
     with server.client("tok-beta") as beta, pytest.raises(NotFound):
         beta.delete("private-dog")
 
 
+@pytest.mark.bad_input("publish under an id another tenant holds", service="Registry/Publish", code="PERMISSION_DENIED")
 def test_another_tenant_cannot_take_over_an_id(server, published, make_artifact):
     with server.client("tok-beta") as beta, pytest.raises(PermissionDenied, match="not available to you"):
         beta.publish(make_artifact("private-dog", seed=9), concept_id="private-dog")

@@ -69,6 +69,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.bad_input(service="Registry/Publish", code=lambda p: EXPECTED.get(p["case"], Code.INVALID_ARGUMENT))
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_bad_upload_is_refused_and_leaves_no_trace(server, earlier, make_artifact, spec, case):
     messages = CASES[case](make_artifact("dog"), spec)
@@ -81,6 +82,7 @@ def test_a_bad_upload_is_refused_and_leaves_no_trace(server, earlier, make_artif
         assert client.fetch("earlier") == earlier
 
 
+@pytest.mark.bad_input("upload larger than max_upload_bytes", service="Registry/Publish", code="RESOURCE_EXHAUSTED")
 def test_an_upload_over_the_configured_limit_is_refused(server_factory, make_artifact):
     server = server_factory(max_upload_bytes=10_000)
     before = store_snapshot(server)
@@ -122,7 +124,14 @@ def wait_for_staged_upload(server) -> None:
         (lambda stub: stub.List(registry_pb2.ListConceptsRequest(page_token="garbage")), Code.INVALID_ARGUMENT),
         (lambda stub: list(stub.Fetch(registry_pb2.FetchRequest(ref="earlier", offset=10**9))), Code.INVALID_ARGUMENT),
     ],
+    ids=[
+        "Get ref 'unknown'", "Fetch ref 'unknown@1'", "Delete ref 'unknown'", "Get ref 'Bad Id'",
+        "Get ref 'earlier@0'", "Get ref 'earlier@x'", "Get ref 'earlier@1@2'", "Get empty ref",
+        "List page_token 'garbage'", "Fetch offset beyond the artifact's end",
+    ],
 )
+@pytest.mark.bad_input(service=lambda p: "Registry/" + p["_id"].split()[0], case=lambda p: p["_id"].split(" ", 1)[1],
+                       code=lambda p: p["code"])  # fmt: skip
 def test_bad_references_get_precise_statuses(server, earlier, call, code):
     before = store_snapshot(server)
     with grpc.insecure_channel(server.target) as channel:

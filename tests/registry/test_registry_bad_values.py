@@ -78,6 +78,7 @@ READS = {
 }
 
 
+@pytest.mark.bad_input(service="Registry/{method}", code="INVALID_ARGUMENT")
 @pytest.mark.parametrize("method", list(READS))
 @pytest.mark.parametrize("ref", list(BAD_REFS.values()), ids=list(BAD_REFS))
 def test_a_bad_ref_is_invalid_argument_with_a_short_message(server, earlier, method, ref):
@@ -89,6 +90,7 @@ def test_a_bad_ref_is_invalid_argument_with_a_short_message(server, earlier, met
     assert store_snapshot(server) == before
 
 
+@pytest.mark.bad_input("ref dog@٣ (Arabic-Indic three) beside dog@3", service="Registry/Get", code="INVALID_ARGUMENT")
 def test_a_non_ascii_digit_never_pins_a_version(server, make_artifact):
     with server.client("tok-acme") as client:
         for seed in range(3):
@@ -109,6 +111,7 @@ BAD_PAGE_TOKENS = {
 }
 
 
+@pytest.mark.bad_input(service="Registry/List", code="INVALID_ARGUMENT")
 @pytest.mark.parametrize("token", list(BAD_PAGE_TOKENS.values()), ids=list(BAD_PAGE_TOKENS))
 def test_a_crafted_page_token_is_invalid_argument(server, earlier, token):
     answer = call(server, lambda stub, kw: stub.List(registry_pb2.ListConceptsRequest(page_token=token), **kw))
@@ -123,6 +126,7 @@ def test_a_page_token_the_registry_issued_still_continues_the_listing(server, ma
         assert [c.concept_id for c in client.list(page_size=1)] == ["a", "b", "c"]
 
 
+@pytest.mark.bad_input("page_size 2^32-1 (above the limit)", service="Registry/List", code="INVALID_ARGUMENT")
 def test_a_page_size_above_the_limit_is_invalid_argument(server):
     request = registry_pb2.ListConceptsRequest(page_size=2**32 - 1)
     answer = call(server, lambda stub, kw: stub.List(request, **kw))
@@ -134,6 +138,7 @@ def test_a_page_size_above_the_limit_is_invalid_argument(server):
     [("id_prefix", "a" * 100_000), ("category", "d" * 100_000), ("tenant", "t" * 100_000)],
     ids=["100,000-character id_prefix filter", "100,000-character category filter", "100,000-character tenant filter"],
 )
+@pytest.mark.bad_input(service="Registry/List", code="INVALID_ARGUMENT")
 def test_an_overlong_list_filter_is_invalid_argument(server, field, value):
     answer = call(server, lambda stub, kw: stub.List(registry_pb2.ListConceptsRequest(**{field: value}), **kw))
     assert answer.code == Code.INVALID_ARGUMENT and len(answer.details) <= MAX_DETAILS_CHARS
@@ -148,11 +153,13 @@ def test_an_overlong_list_filter_is_invalid_argument(server, field, value):
     ],
     ids=["Watch after_sequence 2^63", "Watch after_sequence 2^64-1", "Watch heartbeat_s 2^32-1"],
 )
+@pytest.mark.bad_input(service="Registry/Watch", code="INVALID_ARGUMENT")
 def test_an_out_of_range_watch_request_is_invalid_argument(server, request_):
     answer = call(server, lambda stub, kw: stub.Watch(request_, **kw))
     assert answer.code == Code.INVALID_ARGUMENT, answer
 
 
+@pytest.mark.bad_input("offset 2^64-1", service="Registry/Fetch", code="INVALID_ARGUMENT")
 def test_a_huge_fetch_offset_is_invalid_argument(server, earlier):
     request = registry_pb2.FetchRequest(ref="earlier", offset=2**64 - 1)
     assert call(server, lambda stub, kw: stub.Fetch(request, **kw)).code == Code.INVALID_ARGUMENT
@@ -188,6 +195,7 @@ def artifact_with(spec, concept_id: str = "dog", token: str = "<dog>") -> bytes:
         "Publish sha256 ending in a newline",
     ],
 )
+@pytest.mark.bad_input(service="Registry/Publish", code="INVALID_ARGUMENT")
 def test_a_value_with_a_trailing_newline_or_of_huge_length_is_refused(server, earlier, make_artifact, spec, make):
     before = store_snapshot(server)
     answer = call(server, publish_call(make(spec, make_artifact("dog"))))

@@ -36,6 +36,7 @@ def with_extra_metadata(data: bytes, **extra: str) -> bytes:
     return len(text).to_bytes(8, "little") + text + data[8 + length :]
 
 
+@pytest.mark.bad_input("100 KB of extra safetensors metadata", service="Registry/Publish", code="INVALID_ARGUMENT")
 def test_extra_safetensors_metadata_is_refused(server, make_artifact):
     """100 KB beside the cdserve header would be stored and served but covered by no digest."""
     data = with_extra_metadata(make_artifact("dog"), notes="x" * 100_000)
@@ -46,6 +47,7 @@ def test_extra_safetensors_metadata_is_refused(server, make_artifact):
     assert store_snapshot(server) == before
 
 
+@pytest.mark.bad_input("artifact header beyond max_header_bytes", service="Registry/Publish", code="INVALID_ARGUMENT")
 def test_a_header_beyond_the_limit_is_refused_naming_it(server_factory):
     server = server_factory(max_header_bytes=4096, max_message_bytes=4096 + 128 * 1024)
     header_, delta = random_concept(server.specs[0], "dog")
@@ -66,6 +68,7 @@ BAD_LABELS = {
 }
 
 
+@pytest.mark.bad_input(service="Registry/Publish", code="INVALID_ARGUMENT")
 @pytest.mark.parametrize("labels", list(BAD_LABELS.values()), ids=list(BAD_LABELS))
 def test_labels_beyond_the_limits_are_refused(server_factory, make_artifact, labels):
     server = server_factory(max_message_bytes=8 * 2**20)
@@ -140,6 +143,7 @@ def test_a_large_upload_is_never_held_in_memory(tmp_path, wide_spec):
         server.close()
 
 
+@pytest.mark.bad_input("upload beyond max_concurrent_uploads", service="Registry/Publish", code="RESOURCE_EXHAUSTED")
 def test_uploads_beyond_the_concurrency_limit_are_refused_then_accepted_again(server_factory, make_artifact):
     server = server_factory(max_concurrent_uploads=1)
     first, second = make_artifact("first"), make_artifact("second")

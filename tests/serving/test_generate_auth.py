@@ -17,6 +17,7 @@ from shared.auth import Caller
 from shared.basemodel import BaseSpec
 from shared.errors import NotFound
 from shared.synthetic import random_concept
+from tests.bad_inputs import shown
 from tests.registry.conftest import ServerThread
 from tests.serving.conftest import OPERATOR_TOKEN, LiveServe
 from tests.serving.rawgrpc import OK, RawGenerator
@@ -25,6 +26,7 @@ APP = "authz"
 ACME, BETA = "tok-acme", "tok-beta"
 NOT_FOUND, UNAUTHENTICATED = grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
+RPCS = {"generate": "Generator/Generate", "stream": "Generator/GenerateStream"}
 
 
 def bearer(token: str) -> str:
@@ -65,6 +67,11 @@ PRIVATE_EXPECTED = {
 }  # fmt: skip
 
 
+@pytest.mark.bad_input("made-up bearer token", service=lambda p: RPCS[p["method"]], code="UNAUTHENTICATED")
+@pytest.mark.bad_input("'Basic' credentials instead of a bearer token", service=lambda p: RPCS[p["method"]],
+                       code="UNAUTHENTICATED")  # fmt: skip
+@pytest.mark.bad_input("another tenant's private concept, or no token", service=lambda p: RPCS[p["method"]],
+                       code="NOT_FOUND")  # fmt: skip
 @pytest.mark.parametrize("method", ["generate", "stream"])
 @pytest.mark.parametrize("ref", ["gate-private", "gate-private@1"])
 def test_a_private_concept_generates_for_its_tenant_and_the_operator_only(
@@ -79,6 +86,9 @@ def test_a_private_concept_generates_for_its_tenant_and_the_operator_only(
         assert "tok-" not in answers[who].details  # a token is never echoed
 
 
+@pytest.mark.bad_input(
+    "another tenant's private concept (answered like an unknown one)", service=lambda p: RPCS[p["method"]], code="NOT_FOUND"
+)
 @pytest.mark.parametrize("method", ["generate", "stream"])
 def test_another_tenants_concept_answers_exactly_like_an_unknown_one(raw: RawGenerator, method: str) -> None:
     call = getattr(raw, method)
@@ -124,6 +134,7 @@ def test_without_anonymous_access_a_call_without_token_is_unauthenticated(live_s
         serve.delete("authz-closed")
 
 
+@pytest.mark.bad_input(service=lambda p: RPCS[p["method"]], case=lambda p: shown(p["options"]), code="INVALID_ARGUMENT")
 @pytest.mark.parametrize("method", ["generate", "stream"])
 @pytest.mark.parametrize(
     ("options", "field_name"),

@@ -95,6 +95,7 @@ BAD_SUBMISSIONS = {
 }
 
 
+@pytest.mark.bad_input(service="Training/Submit", code="INVALID_ARGUMENT")
 @pytest.mark.parametrize("name", list(BAD_SUBMISSIONS))
 def test_invalid_submissions_are_rejected_naming_the_field(name, acme, stack):
     spec, uploads, field = BAD_SUBMISSIONS[name]
@@ -129,6 +130,8 @@ def refusal(client: TrainingClient, uri: str) -> tuple[str, str, str]:
     return type(error.value).__name__, error.value.field, error.value.message
 
 
+@pytest.mark.bad_input("image_uris outside the allowed roots (directly, by '..', by a symlink) or missing: one answer",
+                       service="Training/Submit", code="INVALID_ARGUMENT")  # fmt: skip
 def test_server_paths_outside_the_allowed_roots_and_missing_ones_get_one_answer(stack, acme, tmp_path):
     """No existence oracle: whether a path is outside the roots (directly, by '..' or through a
     symlink) or missing inside them, the caller gets the same code, field and message."""
@@ -164,6 +167,12 @@ def test_a_server_path_inside_a_root_is_copied_into_the_job(tmp_path):
         Submission(tmp_path / "job2", LIMITS).accept(training_pb2.SubmitRequest(spec=spec_of(dog(image_uris=uris))))
 
 
+@pytest.mark.bad_input("no token", service="Training/Submit", code="UNAUTHENTICATED")
+@pytest.mark.bad_input("no token (the message says the job is private, not that the call writes)", service="Training/Get",
+                       code="UNAUTHENTICATED")  # fmt: skip
+@pytest.mark.bad_input("no token", service="Training/Watch", code="UNAUTHENTICATED")
+@pytest.mark.bad_input("unknown bearer token", service="Training/List", code="UNAUTHENTICATED")
+@pytest.mark.bad_input("unknown job id", service="Training/Get", code="NOT_FOUND")
 def test_calls_need_a_known_token_and_see_only_their_tenant(stack, acme):
     target = f"127.0.0.1:{stack.service.port}"
     with TrainingClient(target) as anonymous:
