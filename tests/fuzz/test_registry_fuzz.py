@@ -19,7 +19,7 @@ from shared.artifact import to_bytes
 from shared.basemodel import BaseModel
 from shared.synthetic import random_concept
 from tests.fuzz.conftest import CALL_TIMEOUT_S, TOKENS, fuzz_settings, metadata, outcome, serving
-from tests.fuzz.messages import messages
+from tests.fuzz.messages import messages, one_field_changed
 from tests.registry.conftest import TOKENS as REGISTRY_TOKENS
 from tests.registry.conftest import ServerThread, store_snapshot
 
@@ -62,7 +62,14 @@ def hints(artifact: bytes) -> dict[str, st.SearchStrategy]:
 def requests_of(name: str, artifact: bytes) -> st.SearchStrategy:
     method = registry_pb2.DESCRIPTOR.services_by_name["Registry"].methods_by_name[name]
     one = messages(getattr(registry_pb2, method.input_type.name), hints(artifact))
-    return st.lists(one, max_size=4) if method.client_streaming else one
+    if not method.client_streaming:
+        return one
+    valid = registry_pb2.PublishHeader(concept_id="fuzz-dog", total_bytes=len(artifact),
+                                       sha256=hashlib.sha256(artifact).hexdigest())  # fmt: skip
+    header_off = one_field_changed(valid, hints(artifact)).map(
+        lambda header: [registry_pb2.PublishRequest(header=header), registry_pb2.PublishRequest(data=artifact)]
+    )
+    return st.one_of(st.lists(one, max_size=4), header_off)
 
 
 def check_call(server: ServerThread, stub, name: str, request, token: str | None) -> None:

@@ -20,6 +20,7 @@ from PIL import Image
 from proto import training_pb2, training_pb2_grpc
 from serving.basemodels import materialize_tiny
 from tests.fuzz.conftest import CALL_TIMEOUT_S, TOKENS, fuzz_settings, metadata, outcome, serving
+from tests.fuzz.messages import messages, one_field_changed
 from tests.registry.conftest import TOKENS as SERVICE_TOKENS
 from tests.training.conftest import LoopThread
 from training.client import TrainingClient
@@ -115,12 +116,35 @@ def hints(service: Service, job_id: str) -> dict[str, st.SearchStrategy]:
     }
 
 
-def requests_of(name: str, service: Service, job_id: str) -> st.SearchStrategy:
-    from tests.fuzz.messages import messages
+def valid_spec(service: Service) -> training_pb2.TrainingSpec:
+    return training_pb2.TrainingSpec(
+        concepts=[training_pb2.ConceptSpec(concept_id="fuzz-dog", category="dog", regularization=training_pb2.NONE,
+                                           image_uris=[str(service.images / "one.png")])],
+        recipe=training_pb2.Recipe(steps=1),
+    )  # fmt: skip
 
+
+def submissions(service: Service, job_id: str) -> st.SearchStrategy[list[training_pb2.SubmitRequest]]:
+    """Any stream of Submit messages, or a valid submission with one field of the spec, of its
+    concept or of its recipe changed."""
+    known = hints(service, job_id)
+    spec = valid_spec(service)
+    as_stream = lambda s: [training_pb2.SubmitRequest(spec=s)]  # noqa: E731
+    with_concept = lambda c: training_pb2.TrainingSpec(concepts=[c], recipe=spec.recipe)  # noqa: E731
+    with_recipe = lambda r: training_pb2.TrainingSpec(concepts=spec.concepts, recipe=r)  # noqa: E731
+    return st.one_of(
+        st.lists(messages(training_pb2.SubmitRequest, known), max_size=4),
+        one_field_changed(spec, known).map(as_stream),
+        one_field_changed(spec.concepts[0], known).map(with_concept).map(as_stream),
+        one_field_changed(spec.recipe, known).map(with_recipe).map(as_stream),
+    )
+
+
+def requests_of(name: str, service: Service, job_id: str) -> st.SearchStrategy:
+    if name == "Submit":
+        return submissions(service, job_id)
     method = training_pb2.DESCRIPTOR.services_by_name["Training"].methods_by_name[name]
-    one = messages(getattr(training_pb2, method.input_type.name), hints(service, job_id))
-    return st.lists(one, max_size=4) if method.client_streaming else one
+    return messages(getattr(training_pb2, method.input_type.name), hints(service, job_id))
 
 
 @pytest.mark.parametrize("name", ["Submit", "Get", "List", "Cancel", "Watch"])
@@ -142,3 +166,14 @@ def test_any_request_is_answered_cleanly_and_a_refused_one_changes_nothing(servi
                 assert service.snapshot() == before, f"{name} answered {answer.code.name} and changed the jobs"
 
         run()
+
+
+@pytest.mark.bad_input(service="Training/List", code="INVALID_ARGUMENT")
+@pytest.mark.parametrize("state", [-(2**31), 7, 2**31 - 1], ids=lambda n: f"state {n} (not a JobState)")
+def test_a_state_filter_the_proto_does_not_name_is_invalid_argument(service: Service, state: int) -> None:
+    """Found by the fuzzer: such a filter was INTERNAL (proto3 enums are open, any number arrives)."""
+    with grpc.insecure_channel(service.target) as channel:
+        stub = training_pb2_grpc.TrainingStub(channel)
+        request = training_pb2.ListJobsRequest(state=state)
+        answer = outcome(lambda: stub.List(request, metadata=metadata("tok-acme"), timeout=CALL_TIMEOUT_S))
+    assert answer.code == grpc.StatusCode.INVALID_ARGUMENT and "state" in answer.details
