@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="run cdserve end to end on the embedded default model")
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="folder for the contact sheet and report")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the world recipe's)")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the stack running afterwards, for the playground, until Ctrl-C")  # fmt: skip
     parser.set_defaults(handler=run)
 
 
@@ -47,13 +49,28 @@ def run(args: argparse.Namespace) -> int:
         trained = _train(endpoints, args.steps, timings)
         shipped = _publish_shipped(endpoints)
         rows = _generate(endpoints, trained, shipped, timings)
-    timings["total_s"] = time.perf_counter() - started
-    report = _report(rows, timings, trained, shipped)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    _contact_sheet(rows, out / "contact_sheet.png")
-    print(json.dumps(report, indent=2))
-    print(f"contact sheet: {out / 'contact_sheet.png'}\nreport: {out / 'report.json'}")
+        timings["total_s"] = time.perf_counter() - started
+        report = _report(rows, timings, trained, shipped)
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        _contact_sheet(rows, out / "contact_sheet.png")
+        print(json.dumps(report, indent=2))
+        print(f"contact sheet: {out / 'contact_sheet.png'}\nreport: {out / 'report.json'}")
+        if args.keep:
+            _wait_for_stop(endpoints)
     return 0
+
+
+def _wait_for_stop(endpoints) -> None:
+    """--keep: both concepts stay published and the stack up, so a newcomer can open the page."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    print(f"the stack stays up: open {endpoints.playground} with the operator token {endpoints.token}\n"
+          "Ctrl-C (or SIGTERM) stops everything.", flush=True)  # fmt: skip
+    stop.wait()
 
 
 def _train(endpoints, steps: int | None, timings: dict[str, float]) -> str:

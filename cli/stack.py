@@ -30,6 +30,7 @@ from cli import serve_grpc_host
 from cli.credentials import StackCredentials
 from cli.supervisor import ServiceSpec, Supervisor
 from serving.config import ServingConfig
+from serving.http.config import HttpConfig
 from shared.spec import BaseSpec
 
 logger = logging.getLogger(__name__)
@@ -50,9 +51,12 @@ class Endpoints:
     metrics: tuple[str, ...]
     base_model: Path
     fingerprint: str
+    playground: str
+    """The browser playground, and the HTTP/JSON API under it at v1/ (OpenAPI at openapi.json)."""
 
     def describe(self) -> str:
         return (
+            f"  playground (browser, HTTP):    {self.playground}\n"
             f"  generator (gRPC, Serve proxy): {self.generator}  application={self.application}\n"
             f"  registry  (gRPC):              {self.registry}\n"
             f"  training  (gRPC):              {self.training}\n"
@@ -113,6 +117,7 @@ class LocalStack:
     def start(self) -> Endpoints:
         from serving.app import run_app
         from serving.basemodels import default_model_dir
+        from serving.http.app import run_http_app
         from serving.registry.server import load_base_spec
         from shared.basemodel import load_base_model
         from shared.spec import SPEC_FILE
@@ -141,6 +146,7 @@ class LocalStack:
         self.supervisor = Supervisor(services, log_dir=self._data / "logs")
         self.supervisor.start()
         run_app(config)
+        playground = run_http_app(config, self._http_config(model_dir, ports))
         shown = self._host if self._host != "0.0.0.0" else socket.gethostname()
         return Endpoints(
             generator=f"{shown}:{config.grpc_port}",
@@ -157,7 +163,21 @@ class LocalStack:
             ),
             base_model=model_dir,
             fingerprint=spec.fingerprint,
+            playground=playground,
         )  # fmt: skip
+
+    def _http_config(self, model_dir: Path, ports: Ports) -> HttpConfig:
+        """The HTTP face: trainings go to this stack's training service; on the embedded model the
+        playground fills in the toy world's recipe."""
+        from serving.basemodels import default_model_dir
+        from training.world.recipe import WORLD_RECIPE
+
+        embedded = model_dir == Path(default_model_dir()).resolve()
+        return HttpConfig(
+            training_address=f"{LOOPBACK}:{ports.training}",
+            preview={"cache_dir": self._data / "previews"},
+            training_recipe=dict(WORLD_RECIPE) if embedded else {},
+        )
 
     def services(
         self, model_dir: Path, spec: BaseSpec, ports: Ports, credentials: StackCredentials, dashboard: str
