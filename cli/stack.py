@@ -4,8 +4,10 @@
 Used by `cdserve up` and the demo. The registry and the training service each run as their own
 process, started and restarted by a `Supervisor` (`cdserve registry`, `cdserve training serve`,
 from config files written into the data folder); Ray runs its own processes, started by this one.
-Everything binds `host` (127.0.0.1 unless told otherwise); Ray's dashboard, which accepts jobs,
-always stays on 127.0.0.1.
+Our services and the Serve gRPC proxy bind `host` (127.0.0.1 unless told otherwise); Ray's
+dashboard, which accepts jobs, always stays on 127.0.0.1. Ray's own other ports (its metrics export,
+its internal RPC) cannot be narrowed in Ray 2.60: it turns a loopback node address into the
+machine's address (`services.resolve_ip_for_localhost`), so a firewall must guard them.
 """
 
 from __future__ import annotations

@@ -1,16 +1,19 @@
-"""The Training service's job lifecycle over real gRPC, Ray and SQLite: Cancel (running, pending,
-finished, unknown, another tenant's), Watch and List semantics (paging, state filter, tenants),
-and `cdserve train … --watch` end to end.
+"""The Training service's job lifecycle over real gRPC, Ray and SQLite: a training worker killed
+and resumed from its checkpoint, Cancel (running, pending, finished, unknown, another tenant's),
+Watch and List semantics (paging, state filter, tenants), and `cdserve train … --watch` end to end.
 
 Ray jobs are expensive here (~25 s each before the first step), so the module runs two real
-trainings (one cancelled mid-run, one the CLI's) and one job cancelled before it starts; module
-fixtures run each once and the tests read what they recorded, in any order.
+trainings (one whose worker is killed, then cancelled mid-run; one the CLI's) and one job cancelled
+before it starts; module fixtures run each once and the tests read what they recorded, in any order.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from .test_service import dog, spec_of, upload
 TOKENS = {"tok-acme": "acme", "tok-beta": "beta", "tok-ops": "*"}
 LONG_STEPS = 2000  # far more than the test waits for: the job is surely still training when cancelled
 WAIT_S = 240
+CHECKPOINT_EVERY = 2
 
 
 @pytest.fixture(scope="module")
@@ -88,19 +92,66 @@ def live_placement_groups(stack, ray_job_hex: str) -> list[str]:
     return [g.placement_group_id for g in list_placement_groups(address=stack.dashboard, filters=filters)]
 
 
-def long_spec(concept_id: str) -> training_pb2.TrainingSpec:
-    return spec_of(dog(concept_id=concept_id), steps=LONG_STEPS, batch_size=2, checkpoint_every=LONG_STEPS)
+def long_spec(concept_id: str, checkpoint_every: int = LONG_STEPS) -> training_pb2.TrainingSpec:
+    return spec_of(dog(concept_id=concept_id), steps=LONG_STEPS, batch_size=2, checkpoint_every=checkpoint_every)
+
+
+def refreshed(stack) -> None:
+    """Returns once the service has re-read every job's state twice (one pass may have begun before)."""
+    service = stack.service.service
+    target = service.refresh_passes + 2
+    wait_for(lambda: service.refresh_passes >= target, timeout_s=30, every_s=0.05, what="two refresh passes")
+
+
+def kill_worker(stack, ray_job_hex: str) -> int:
+    """SIGKILL the job's Ray Train worker process, as a crash or an OOM kill would."""
+    from ray.util.state import list_actors
+
+    filters = [("job_id", "=", ray_job_hex), ("state", "=", "ALIVE")]
+    actors = list_actors(address=stack.dashboard, filters=filters, detail=True)
+    workers = [a for a in actors if "Worker" in a.class_name]
+    assert len(workers) == 1, workers
+    os.kill(workers[0].pid, signal.SIGKILL)
+    return workers[0].pid
+
+
+class WatchRecorder:
+    """A Watch stream read in a background thread, every message kept."""
+
+    def __init__(self, stack, token: str, job_id: str) -> None:
+        self.messages: list[training_pb2.TrainingJob] = []
+        self._client = client(stack, token)
+        self._thread = threading.Thread(target=self._follow, args=(job_id,), daemon=True)
+        self._thread.start()
+
+    def _follow(self, job_id: str) -> None:
+        with self._client:
+            self.messages.extend(self._client.watch(job_id, timeout_s=WAIT_S * 2))
+
+    def join(self) -> list[training_pb2.TrainingJob]:
+        self._thread.join(timeout=60)
+        assert not self._thread.is_alive(), "the Watch did not end with the job"
+        return self.messages
 
 
 @pytest.fixture(scope="module")
 def cancelled_while_training(stack):
-    """A job cancelled once its workers have trained a step; what each party saw along the way."""
+    """A job whose worker is killed once it has a checkpoint, left to resume from it, then cancelled;
+    what each party saw along the way."""
     seen = {}
     with client(stack, "tok-acme") as acme, client(stack, "tok-beta") as beta:
-        job = acme.submit(long_spec("long-dog"), [upload()])
-        running = wait_for(lambda: (j := acme.get(job.job_id)).state == training_pb2.RUNNING and j.step >= 1 and j,
-                           what="the job to train a step")  # fmt: skip
-        ray_job_hex = stack.jobs.get_job_info(running.ray_job_id).job_id
+        job = acme.submit(long_spec("long-dog", checkpoint_every=CHECKPOINT_EVERY), [upload()])
+        watch = WatchRecorder(stack, "tok-acme", job.job_id)
+        seen["before_kill"] = wait_for(
+            lambda: (j := acme.get(job.job_id)).state == training_pb2.RUNNING and j.step > CHECKPOINT_EVERY and j,
+            what="the job to train past its first checkpoint",
+        )
+        ray_job_hex = stack.jobs.get_job_info(job.ray_job_id).job_id
+        kill_worker(stack, ray_job_hex)
+        running = seen["resumed"] = wait_for(
+            lambda: (j := acme.get(job.job_id)).attempt == 2 and j.step > j.resumed_from_step and j,
+            what="the workers to resume from the checkpoint and train on",
+        )
         seen["actors_before"] = live_actors(stack, ray_job_hex)
         seen["groups_before"] = live_placement_groups(stack, ray_job_hex)
         with pytest.raises(NotFound) as seen["beta_cancel"]:
@@ -111,10 +162,11 @@ def cancelled_while_training(stack):
         wait_for(lambda: not live_actors(stack, ray_job_hex), timeout_s=60, what="the job's actors to die")
         wait_for(lambda: not live_placement_groups(stack, ray_job_hex), timeout_s=60, what="its placement group")
         seen["progress_at_stop"] = ProgressFile(Path(stack.root) / "training" / "jobs" / job.job_id).read()
-        time.sleep(1.0)  # a few refresh cycles: nothing may revive the job
+        refreshed(stack)  # nothing may revive the job
         seen["get"] = acme.get(job.job_id)
         seen["watch"] = list(acme.watch(job.job_id, timeout_s=30))
         seen["cancel_again"] = acme.cancel(job.job_id)
+    seen["watch_throughout"] = watch.join()
     seen["job"], seen["running"] = job, running
     return seen
 
@@ -125,7 +177,7 @@ def cancelled_before_start(stack):
         job = acme.submit(long_spec("early-dog"), [upload()])
         reply = acme.cancel(job.job_id)
         status = ray_job_ended(stack, job.ray_job_id)
-        time.sleep(1.0)
+        refreshed(stack)
         return {"job": job, "cancel_reply": reply, "ray_status": status, "get": acme.get(job.job_id)}
 
 
@@ -153,6 +205,21 @@ def test_unknown_jobs_are_not_found_for_cancel_and_watch(stack):
             acme.list(page_token="not-a-token")
     assert cancel_error.value.field == watch_error.value.field == "job_id"
     assert page_error.value.field == "page_token"
+
+
+def test_a_killed_worker_resumes_from_its_checkpoint_and_watch_shows_the_restart(cancelled_while_training):
+    seen = cancelled_while_training
+    before, resumed = seen["before_kill"], seen["resumed"]
+    assert (before.attempt, before.resumed_from_step) == (1, 0)
+    assert resumed.attempt == 2 and resumed.resumed_from_step > 0
+    assert resumed.resumed_from_step % CHECKPOINT_EVERY == 0  # a checkpoint's step: training went back to it
+    running = [m for m in seen["watch_throughout"] if m.state == training_pb2.RUNNING and m.attempt]
+    attempts = [m.attempt for m in running]
+    assert attempts == sorted(attempts) and set(attempts) == {1, 2}, attempts  # the restart is in the stream
+    first_of_second = next(m for m in running if m.attempt == 2)
+    assert first_of_second.resumed_from_step == resumed.resumed_from_step
+    assert all(m.step >= first_of_second.resumed_from_step for m in running if m.attempt == 2)
+    assert seen["watch_throughout"][-1].state == training_pb2.CANCELLED
 
 
 def test_cancelling_a_running_job_stops_it_and_publishes_nothing(stack, cancelled_while_training):
