@@ -4,12 +4,18 @@ Files are the registry's own bytes (validated again on every load, so a corrupte
 they survive a replica restart, and the index is rebuilt from the folder, oldest access first.
 Temporary files of writes that a crash cut short are deleted then, once old enough not to belong
 to a write still in progress in another replica sharing the folder.
+
+Thread-safe on its own (unlike the memory tiers, which the store's lock guards): requests load
+different concepts at once, and the store reads and writes files outside its lock. The index has
+a lock of its own, held while a file is renamed into place or deleted, not while bytes are read or
+written.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -40,6 +46,7 @@ class DiskTier:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self._index: ByteLRU[ConceptKey, Path] = ByteLRU(max_bytes)
+        self._lock = threading.Lock()
         self._delete_stale_partials()
         files = sorted(directory.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_atime)
         for path in files:
@@ -49,19 +56,24 @@ class DiskTier:
 
     @property
     def resident_bytes(self) -> int:
-        return self._index.resident_bytes
+        with self._lock:
+            return self._index.resident_bytes
 
     def __contains__(self, key: ConceptKey) -> bool:
-        return key in self._index
+        with self._lock:
+            return key in self._index
 
     def read(self, key: ConceptKey) -> bytes | None:
-        path = self._index.get(key)
+        with self._lock:
+            path = self._index.get(key)
         if path is None:
             return None
         try:
             return path.read_bytes()
-        except FileNotFoundError:  # removed behind our back: a miss, not an error
-            self._index.pop(key)
+        except FileNotFoundError:  # evicted or removed meanwhile: a miss, not an error
+            with self._lock:
+                if self._index.get(key) == path and not path.exists():
+                    self._index.pop(key)
             return None
 
     def write(self, key: ConceptKey, data: bytes) -> list[ConceptKey]:
@@ -69,15 +81,17 @@ class DiskTier:
         path = self.directory / file_name(key)
         with tempfile.NamedTemporaryFile(dir=self.directory, suffix=PARTIAL_SUFFIX, delete=False) as tmp:
             tmp.write(data)
-        os.replace(tmp.name, path)
-        evicted = self._index.put(key, path, len(data))
-        self._delete(evicted)
+        with self._lock:  # the rename, the index and the files it evicts change together
+            os.replace(tmp.name, path)
+            evicted = self._index.put(key, path, len(data))
+            self._delete(evicted)
         return [k for k, _ in evicted]
 
     def remove(self, key: ConceptKey) -> bool:
-        path = self._index.pop(key)
-        if path is not None:
-            path.unlink(missing_ok=True)
+        with self._lock:
+            path = self._index.pop(key)
+            if path is not None:
+                path.unlink(missing_ok=True)
         return path is not None
 
     def _delete_stale_partials(self) -> None:

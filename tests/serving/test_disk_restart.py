@@ -68,3 +68,24 @@ def test_stale_partial_writes_are_deleted_at_start_and_fresh_ones_kept(make_stor
     os.utime(stale, (an_hour_ago, an_hour_ago))
     make_store(disk_dir=tier)
     assert not stale.exists() and fresh.exists()
+
+
+def test_concurrent_loads_and_evictions_keep_the_disk_index_consistent(tmp_path: Path) -> None:
+    """Requests load different concepts at once; the store writes and reads files outside its lock."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.concepts.disk import DiskTier
+
+    tier = DiskTier(tmp_path / "tier", max_bytes=10 * 100)  # ten files of 100 bytes
+
+    def churn(worker: int) -> None:
+        for i in range(300):
+            key = (f"k{(worker * 7 + i) % 40}", 1)
+            data = tier.read(key)
+            assert data is None or data == bytes([int(key[0][1:])]) * 100
+            tier.write(key, bytes([int(key[0][1:])]) * 100)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(churn, range(8)))
+    assert tier.resident_bytes <= 1000
+    assert len(list((tmp_path / "tier").glob("*.safetensors"))) == tier.resident_bytes // 100
