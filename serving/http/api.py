@@ -137,6 +137,8 @@ def build_api(backend: Backend, *, config: HttpConfig, registry_address: str) ->
     from serving.http import concepts, generate, trainings
 
     api = FastAPI(
+        docs_url=None,  # FastAPI's documentation pages load their scripts from the internet
+        redoc_url=None,
         title="cdserve",
         summary="Stable Diffusion with Custom Diffusion concepts: the HTTP/JSON face of the gRPC services",
         version="1",

@@ -4,10 +4,10 @@ handle to the Generator deployment and the same authenticator the gRPC methods u
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import cast
 
 from fastapi import FastAPI
 from ray import serve
+from ray.serve.handle import DeploymentResponseGenerator
 
 from proto import generator_pb2
 from serving.auth import GenerateAuthenticator
@@ -39,8 +39,14 @@ class HttpIngress:
     async def generate(self, request: generator_pb2.GenerateRequest, caller: Caller) -> generator_pb2.GenerateResponse:
         return await self._generator.generate_as.remote(request, caller)
 
-    def generate_stream(
+    async def generate_stream(
         self, request: generator_pb2.GenerateRequest, caller: Caller
     ) -> AsyncIterator[generator_pb2.GenerateProgress]:
-        stream = self._generator.options(stream=True).generate_stream_as.remote(request, caller)
-        return cast(AsyncIterator[generator_pb2.GenerateProgress], stream)
+        stream: DeploymentResponseGenerator = self._generator.options(stream=True).generate_stream_as.remote(
+            request, caller
+        )  # type: ignore[assignment]  # stream=True makes it a generator
+        try:
+            async for event in stream:
+                yield event
+        finally:
+            stream.cancel()  # a caller that went away stops the replica's work (a no-op once it ended)

@@ -62,6 +62,6 @@ def router(context: Context, identity: Any) -> APIRouter:
     async def generate_stream(body: GenerateBody, who: Identity = identity) -> Any:
         """GenerateStream as server-sent events."""
         events = backend.generate_stream(body.to_proto(), who.caller)
-        return await event_stream(events.__aiter__(), encode_progress)
+        return await event_stream(aiter(events), encode_progress)
 
     return routes

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi.responses import StreamingResponse
@@ -26,14 +26,26 @@ def frame(event: str, data: dict[str, Any]) -> str:
 
 
 async def event_stream(
-    events: AsyncIterator[Any], encode: Encode, *, on_close: Callable[[], Awaitable[None]] | None = None
+    events: AsyncIterator[Any], encode: Encode, *, on_close: Callable[[], None] | None = None
 ) -> StreamingResponse:
-    """`events` as an SSE response; `on_close` runs once the stream ends, fails or is abandoned."""
+    """`events` as an SSE response. Once the stream ends, fails or the client goes away, `on_close`
+    runs (e.g. closing the channel `events` reads from) and `events` is closed, so the work behind
+    it stops with the response."""
+
+    async def close(pending: asyncio.Future[Any] | None) -> None:
+        if on_close is not None:
+            on_close()  # first: closing a channel unblocks a read in progress
+        if pending is not None:
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
     try:
         first = await anext(events)
     except BaseException:
-        if on_close is not None:
-            await on_close()
+        await close(None)
         raise
 
     async def body() -> AsyncIterator[str]:
@@ -53,10 +65,7 @@ async def event_stream(
         except Exception as e:  # noqa: BLE001 - the status is already sent: report the error in-band
             yield frame("error", {"status": http_status(e), **error_body(e)})
         finally:
-            if pending is not None:
-                pending.cancel()
-            if on_close is not None:
-                await on_close()
+            await close(pending)
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)

@@ -129,11 +129,7 @@ def router(context: Context, identity: Any) -> APIRouter:
     async def watch_training(job_id: str, who: Identity = identity) -> Any:
         """Watch as server-sent events: step, loss and state as they change (a loss curve)."""
         client = training(who)
-
-        async def close() -> None:
-            client.close()
-
-        return await event_stream(iterate_in_threadpool(client.watch(job_id)), encode_job, on_close=close)
+        return await event_stream(iterate_in_threadpool(client.watch(job_id)), encode_job, on_close=client.close)
 
     @routes.post("/{job_id}:cancel", response_model=TrainingJobOut)
     async def cancel_training(job_id: str, who: Identity = identity) -> TrainingJobOut:
