@@ -39,11 +39,12 @@ def interleaved_medians(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def write_result(name: str, payload: dict, *, table: str | None = None) -> Path:
-    """results/NAME.json, and with `table` its Markdown beside it (results/NAME.md)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def write_result(name: str, payload: dict, *, table: str | None = None, folder: Path | None = None) -> Path:
+    """FOLDER/NAME.json (default folder: bench/results), and with `table` its Markdown beside it."""
+    folder = folder or RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     if table is not None:
-        (RESULTS / f"{name}.md").write_text(table)
+        (folder / f"{name}.md").write_text(table)
     return path

@@ -68,7 +68,7 @@ class BatchQueue(Generic[T, R]):
             batch = [self._waiting.popleft() for _ in range(min(self.max_batch_size, len(self._waiting)))]
             try:
                 results = await loop.run_in_executor(self._executor, self._run, [item for item, _, _ in batch])
-            except Exception as e:  # the whole run failed: every caller of the batch learns why
+            except Exception as e:  # noqa: BLE001 - the whole run failed: every caller of the batch learns why
                 for _, future, _ in batch:
                     if not future.done():
                         future.set_exception(e)

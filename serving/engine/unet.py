@@ -78,7 +78,9 @@ def _pad_conditioning(conditioning: BatchConditioning, size: int) -> BatchCondit
 
     return BatchConditioning(
         kv={name: (_pad(k, size), _pad(v, size)) for name, (k, v) in conditioning.kv.items()},
-        row_deltas={name: {p: pad_delta(d) for p, d in deltas.items()} for name, deltas in conditioning.row_deltas.items()},
+        row_deltas={
+            name: {p: pad_delta(d) for p, d in deltas.items()} for name, deltas in conditioning.row_deltas.items()
+        },
     )
 
 

@@ -24,7 +24,9 @@ def test_buckets_are_the_next_power_of_two() -> None:
 @pytest.fixture(scope="module")
 def concepts(tiny_base, device):
     spec = tiny_base.spec
-    made = [random_concept(spec, f"switch-{i}", seed=100 + i, rank=None if i % 3 == 0 else 1 + i % 4)[1] for i in range(12)]
+    made = [
+        random_concept(spec, f"switch-{i}", seed=100 + i, rank=None if i % 3 == 0 else 1 + i % 4)[1] for i in range(12)
+    ]
     return [delta.to(device) for delta in made]
 
 
@@ -40,8 +42,14 @@ def test_many_concept_switches_compile_nothing_new_and_match_eager(tiny_base, co
     def batch(size: int, seed: int) -> list[GenerationRequest]:
         chosen = [rng.choice([None, *concepts]) for _ in range(size)]
         return [
-            GenerationRequest(f"a {next(iter(d.token_embeddings)) if d else 'plain'} dog", delta=d,
-                              steps=2, height=16, width=16, seed=seed + i)  # fmt: skip
+            GenerationRequest(
+                f"a {next(iter(d.token_embeddings)) if d else 'plain'} dog",
+                delta=d,
+                steps=2,
+                height=16,
+                width=16,
+                seed=seed + i,
+            )
             for i, d in enumerate(chosen)
         ]
 
@@ -54,6 +62,6 @@ def test_many_concept_switches_compile_nothing_new_and_match_eager(tiny_base, co
         requests = batch(rng.choice([1, 3, 4]), seed=1000 + switch)  # 4 fills bucket 8, 3 pads it
         got = compiled.generate(requests)
         if switch % 20 == 0:  # spot checks against eager (the batch padding must change nothing)
-            for result, expected in zip(got, eager.generate(requests)):
+            for result, expected in zip(got, eager.generate(requests), strict=True):
                 np.testing.assert_allclose(result.images, expected.images, atol=1e-4, rtol=0)
     assert counter.frame_count == compiles_after_warm_up

@@ -15,9 +15,10 @@ MAX_BATCH = 4
 
 def test_a_backlog_runs_in_batches_of_the_configured_maximum(live_serve: LiveServe) -> None:
     live_serve.deploy(
-        APP, batching={"max_batch_size": MAX_BATCH, "batch_wait_timeout_s": 0.0},
+        APP,
+        batching={"max_batch_size": MAX_BATCH, "batch_wait_timeout_s": 0.0},
         queue={"max_ongoing_requests": 4 * MAX_BATCH, "max_queued_requests": 64},
-    )  # fmt: skip
+    )
     with live_serve.client(APP) as client:
         running = threading.Event()
         with ThreadPoolExecutor(2 * MAX_BATCH + 1) as pool:

@@ -58,7 +58,9 @@ def test_a_corrupted_disk_copy_is_dropped_and_fetched_again(
     assert path.read_bytes() != bytes(data)  # replaced by the registry's copy
 
 
-def test_stale_partial_writes_are_deleted_at_start_and_fresh_ones_kept(make_store: Callable[..., ConceptStore], tmp_path: Path) -> None:
+def test_stale_partial_writes_are_deleted_at_start_and_fresh_ones_kept(
+    make_store: Callable[..., ConceptStore], tmp_path: Path
+) -> None:
     tier = tmp_path / "tier"
     tier.mkdir()
     stale, fresh = tier / "tmpold.part", tier / "tmpnew.part"

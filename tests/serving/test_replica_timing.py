@@ -27,7 +27,9 @@ def reg_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def replica(registry: ServerThread, model_dir: Path, reg_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replica]:
+def replica(
+    registry: ServerThread, model_dir: Path, reg_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Replica]:
     config = ServingConfig(
         base_model={"path": model_dir},
         registry={"address": registry.target, "token": OPERATOR_TOKEN},
