@@ -16,11 +16,9 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ import yaml
 
 from cli import serve_grpc_host
 from cli.credentials import StackCredentials
+from cli.processes import kill_processes_mentioning
 from cli.supervisor import ServiceSpec, Supervisor
 from serving.config import ServingConfig
 from serving.http.config import HttpConfig
@@ -130,7 +129,7 @@ class LocalStack:
         spec_file = model_dir / SPEC_FILE
         spec = load_base_spec(spec_file) if spec_file.exists() else load_base_model(model_dir).spec
         registry_port = int(self._config.registry.address.rpartition(":")[2])
-        ports = Ports(registry_port or _free_port(), _free_port(), self._training_port or _free_port(), _free_port())
+        ports = Ports(registry_port or free_port(), free_port(), self._training_port or free_port(), free_port())
         registry = f"{LOOPBACK}:{ports.registry}"
         config = self._config.model_validate({
             **self._config.model_dump(),
@@ -257,51 +256,12 @@ def grpc_serving(target: str, timeout_s: float = 1.0) -> bool:
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def processes_mentioning(text: str) -> list[int]:
-    """Ids of this user's processes whose command line or environment contains `text` (Linux)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if text.encode() in (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes():
-                found.append(int(entry.name))
-        except OSError:  # gone, or another user's
-            continue
-    return found
-
-
-def kill_processes_mentioning(text: str, *, grace_s: float = 5.0) -> None:
-    pids = processes_mentioning(text)
-    if pids:
-        logger.info("stopping %d leftover Ray process(es) of this stack", len(pids))
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace_s
-        while (pids := [pid for pid in pids if _alive(pid)]) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if not pids:
-            return
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"  # a zombie is dead; its parent reaps it
-
-
 def _write_config(path: Path, fields: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(json.loads(json.dumps(fields, default=str))))
     return path
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((LOOPBACK, 0))
         return probe.getsockname()[1]

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from cli.credentials import StackCredentials
-from cli.stack import LocalStack, Ports, _free_port, grpc_serving
+from cli.processes import alive
+from cli.stack import LocalStack, Ports, free_port, grpc_serving
 from cli.supervisor import Backoff, ServiceSpec, Supervisor
 from serving.config import ServingConfig
 from shared.artifact import to_bytes
@@ -23,14 +24,6 @@ from shared.synthetic import random_concept
 from training.client import TrainingClient
 
 READY_S = 120  # a child's Python start and imports, on a busy 2-core machine
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def wait_until(condition, *, timeout_s: float, what: str) -> None:
@@ -56,7 +49,7 @@ def services(tmp_path_factory, tiny_model_dir, tiny_base):
     data = tmp_path_factory.mktemp("stack")
     stack = LocalStack(ServingConfig(), data)
     credentials = StackCredentials.load(data / "secrets", None)
-    ports = Ports(_free_port(), _free_port(), _free_port(), _free_port())
+    ports = Ports(free_port(), free_port(), free_port(), free_port())
     services = stack.services(tiny_model_dir, tiny_base.spec, ports, credentials, "http://127.0.0.1:1")
     supervisor = Supervisor(services, log_dir=data / "logs", backoff=Backoff(initial_s=0.2))
     supervisor.start(ready_timeout_s=READY_S)
@@ -155,7 +148,7 @@ def test_credentials_are_made_once_private_and_merge_the_tenants_tokens(tmp_path
 
 
 def test_grpc_serving_is_false_where_nothing_listens():
-    assert grpc_serving(f"127.0.0.1:{_free_port()}", timeout_s=0.5) is False
+    assert grpc_serving(f"127.0.0.1:{free_port()}", timeout_s=0.5) is False
 
 
 def test_a_child_ends_when_its_supervisor_is_killed(tmp_path):

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cli.stack import _free_port, grpc_serving, processes_mentioning
+from cli.processes import processes_mentioning
+from cli.stack import free_port, grpc_serving
 from serving.client import GeneratorClient
 from shared.artifact import to_bytes
 from shared.registry_client import RegistryClient
@@ -51,10 +52,10 @@ def up(tmp_path_factory):
     data = tmp_path_factory.mktemp("up")
     tenants = data / "tenants.yaml"
     tenants.write_text("tokens: {tok-acme: acme}\n")
-    grpc_port, registry_port, metrics_port = _free_port(), _free_port(), _free_port()
+    grpc_port, registry_port, metrics_port = free_port(), free_port(), free_port()
     config = data / "serving.yaml"
     config.write_text(f"registry: {{address: '127.0.0.1:{registry_port}'}}\nmetrics_export_port: {metrics_port}\n"
-                      f"http_port: {_free_port()}\n")  # fmt: skip
+                      f"http_port: {free_port()}\n")  # fmt: skip
     process = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "up", "--data", str(data), "--config", str(config), "--grpc-port",
          str(grpc_port), "--num-cpus", "2", "--tokens", str(tenants)],
