@@ -39,13 +39,28 @@ def _register_server(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, help="gRPC port (0: any free port, logged at start)")
     parser.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0: any free port)")
     parser.add_argument("--no-metrics", action="store_true", help="serve no /metrics endpoint")
-    parser.add_argument("--base-spec", type=Path, action="append", default=[], dest="base_spec_files",
-                        help="cdserve_base_spec.json of an accepted base model (repeatable)")  # fmt: skip
-    parser.add_argument("--base-model", type=Path, action="append", default=[],
-                        help="accepted base model directory; its cdserve_base_spec.json is used when "
-                             "present, else the model is loaded once to compute it (repeatable)")  # fmt: skip
-    parser.add_argument("--tokens", type=Path, dest="tokens_file",
-                        help=f"YAML/JSON 'tokens: {{<token>: <tenant>}}'; ${TOKENS_ENV} may hold the same text")  # fmt: skip
+    parser.add_argument(
+        "--base-spec",
+        type=Path,
+        action="append",
+        default=[],
+        dest="base_spec_files",
+        help="cdserve_base_spec.json of an accepted base model (repeatable)",
+    )
+    parser.add_argument(
+        "--base-model",
+        type=Path,
+        action="append",
+        default=[],
+        help="accepted base model directory; its cdserve_base_spec.json is used when "
+        "present, else the model is loaded once to compute it (repeatable)",
+    )
+    parser.add_argument(
+        "--tokens",
+        type=Path,
+        dest="tokens_file",
+        help=f"YAML/JSON 'tokens: {{<token>: <tenant>}}'; ${TOKENS_ENV} may hold the same text",
+    )
     parser.add_argument("--tls-cert", type=Path, dest="tls_cert_file", help="PEM certificate chain (enables TLS)")
     parser.add_argument("--tls-key", type=Path, dest="tls_key_file", help="PEM private key")
     parser.add_argument("--max-upload-bytes", type=int, help="largest artifact accepted")
@@ -55,7 +70,9 @@ def _register_server(subparsers: argparse._SubParsersAction) -> None:
     verbs = parser.add_subparsers(dest="registry_command")
     spec = verbs.add_parser("spec", help="write the base spec of a base model, so a registry needs no model")
     spec.add_argument("--base-model", type=Path, required=True, dest="spec_model", help="diffusers dir or checkpoint")
-    spec.add_argument("--single-file-config", type=Path, help="diffusers dir with configs, for a single-file checkpoint")
+    spec.add_argument(
+        "--single-file-config", type=Path, help="diffusers dir with configs, for a single-file checkpoint"
+    )
     spec.add_argument("--out", type=Path, help="output file (default: <base-model dir>/cdserve_base_spec.json)")
     spec.set_defaults(handler=_write_spec)
 
@@ -70,7 +87,16 @@ def _serve(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level)
     base = load_yaml(RegistryConfig, args.config).model_dump(exclude_unset=True) if args.config else {}
-    flags = ("data_dir", "host", "port", "metrics_port", "tokens_file", "tls_cert_file", "tls_key_file", "max_upload_bytes")
+    flags = (
+        "data_dir",
+        "host",
+        "port",
+        "metrics_port",
+        "tokens_file",
+        "tls_cert_file",
+        "tls_key_file",
+        "max_upload_bytes",
+    )
     overrides: dict[str, Any] = {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
     if args.base_spec_files:
         overrides["base_spec_files"] = [*base.get("base_spec_files", []), *args.base_spec_files]
@@ -120,8 +146,11 @@ def _write_spec(args: argparse.Namespace) -> int:
 
 def _register_concepts(subparsers: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--registry", default=os.environ.get(REGISTRY_ENV, DEFAULT_REGISTRY),
-                        help=f"host:port (default ${REGISTRY_ENV} or {DEFAULT_REGISTRY})")  # fmt: skip
+    common.add_argument(
+        "--registry",
+        default=os.environ.get(REGISTRY_ENV, DEFAULT_REGISTRY),
+        help=f"host:port (default ${REGISTRY_ENV} or {DEFAULT_REGISTRY})",
+    )
     common.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"bearer token (default ${TOKEN_ENV})")
     common.add_argument("--tls-ca", type=Path, help="PEM bundle to trust; enables TLS")
 
@@ -203,9 +232,13 @@ def _publish(client: Any, args: argparse.Namespace) -> None:
     labels = dict(label.split("=", 1) for label in args.label)
     bar, progress = _progress_bar(f"publish {args.file.name}")
     with bar:
-        result = client.publish(args.file, concept_id=args.concept_id, public=args.public, labels=labels, progress=progress)
+        result = client.publish(
+            args.file, concept_id=args.concept_id, public=args.public, labels=labels, progress=progress
+        )
     note = " (same content as an earlier version)" if result.deduplicated else ""
-    print(f"published {_ref(result.concept)} sha256={result.concept.sha256[:16]}… {result.concept.size_bytes} bytes{note}")
+    print(
+        f"published {_ref(result.concept)} sha256={result.concept.sha256[:16]}… {result.concept.size_bytes} bytes{note}"
+    )
 
 
 def _list(client: Any, args: argparse.Namespace) -> None:
@@ -220,8 +253,10 @@ def _list(client: Any, args: argparse.Namespace) -> None:
     print(f"{'REF':32} {'TENANT':12} {'PUBLIC':6} {'KIND':8} {'SIZE':>10} {'TOKENS'}")
     for concept in concepts:
         ref = _ref(concept) + (" (deleted)" if concept.deleted else "")
-        print(f"{ref:32} {concept.tenant:12} {str(concept.public).lower():6} {concept.delta_kind:8} "
-              f"{concept.size_bytes:>10} {' '.join(concept.modifier_tokens)}")  # fmt: skip
+        print(
+            f"{ref:32} {concept.tenant:12} {str(concept.public).lower():6} {concept.delta_kind:8} "
+            f"{concept.size_bytes:>10} {' '.join(concept.modifier_tokens)}"
+        )
 
 
 def _show(client: Any, args: argparse.Namespace) -> None:

@@ -34,9 +34,7 @@ class EventHub:
         """True once an event after `cursor` exists (or the hub closed); False after `timeout_s`."""
         async with self._changed:
             try:
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self._latest > cursor or self._closed), timeout_s
-                )
+                await asyncio.wait_for(self._changed.wait_for(lambda: self._latest > cursor or self._closed), timeout_s)
             except TimeoutError:
                 return False
         return True

@@ -33,9 +33,15 @@ class Page:
 def encoded_size_bound(record: ConceptRecord) -> int:
     """An upper bound of the bytes `record` takes as one ConceptInfo inside a repeated field."""
     strings = (
-        record.concept_id, record.tenant, record.sha256, record.base_fingerprint, record.delta_kind,
-        record.header_json, *record.modifier_tokens, *record.category_words,
-    )  # fmt: skip
+        record.concept_id,
+        record.tenant,
+        record.sha256,
+        record.base_fingerprint,
+        record.delta_kind,
+        record.header_json,
+        *record.modifier_tokens,
+        *record.category_words,
+    )
     size = sum(len(text.encode()) + FIELD_OVERHEAD_BYTES for text in strings)
     size += sum(len(k.encode()) + len(v.encode()) + 3 * FIELD_OVERHEAD_BYTES for k, v in record.labels.items())
     return size + SCALAR_FIELDS_BYTES + FIELD_OVERHEAD_BYTES

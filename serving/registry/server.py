@@ -34,7 +34,9 @@ def load_base_spec(path: str | Path) -> BaseSpec:
     try:
         return BaseSpec.from_json(Path(path).read_text())
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InvalidArgument(f"base spec {str(path)!r} is unreadable or not a BaseSpec JSON ({e})", field="base_spec") from e
+        raise InvalidArgument(
+            f"base spec {str(path)!r} is unreadable or not a BaseSpec JSON ({e})", field="base_spec"
+        ) from e
 
 
 @dataclass
@@ -100,8 +102,15 @@ async def start_registry(
     )
     log.info(
         "registry.started",
-        extra={"fields": {"port": port, "metrics_port": handle.metrics_port, "data_dir": str(config.data_dir),
-                          "tls": config.tls_cert_file is not None, "base_fingerprints": registry.accepted_fingerprints,
-                          "tenants": sorted(set(all_tokens.values()))}},
-    )  # fmt: skip
+        extra={
+            "fields": {
+                "port": port,
+                "metrics_port": handle.metrics_port,
+                "data_dir": str(config.data_dir),
+                "tls": config.tls_cert_file is not None,
+                "base_fingerprints": registry.accepted_fingerprints,
+                "tenants": sorted(set(all_tokens.values())),
+            }
+        },
+    )
     return handle

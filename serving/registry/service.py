@@ -8,10 +8,11 @@ worker threads so the event loop keeps serving other calls and watch streams.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from serving.registry.config import RegistryConfig
@@ -166,9 +167,16 @@ class Registry:
         record = result.concept
         log.info(
             "published",
-            extra={"fields": {"concept_id": record.concept_id, "version": record.version, "tenant": tenant,
-                              "size_bytes": record.size_bytes, "deduplicated": result.deduplicated}},
-        )  # fmt: skip
+            extra={
+                "fields": {
+                    "concept_id": record.concept_id,
+                    "version": record.version,
+                    "tenant": tenant,
+                    "size_bytes": record.size_bytes,
+                    "deduplicated": result.deduplicated,
+                }
+            },
+        )
         return result
 
     async def _receive(
@@ -312,15 +320,17 @@ class Registry:
 
     async def fetch(
         self, caller: Caller, ref: str, offset: int, chunk_bytes: int
-    ) -> tuple[ConceptRecord, AsyncIterator[tuple[int, bytes]]]:
+    ) -> tuple[ConceptRecord, AsyncGenerator[tuple[int, bytes]]]:
         """The concept and its file from `offset` as (offset, data) chunks of at most `chunk_bytes`."""
         record = await self.get(caller, ref)
         if offset > record.size_bytes:
-            raise InvalidArgument(f"offset {offset} is past the end of the {record.size_bytes}-byte file", field="offset")
+            raise InvalidArgument(
+                f"offset {offset} is past the end of the {record.size_bytes}-byte file", field="offset"
+            )
         chunk_bytes = min(chunk_bytes or self._config.fetch_chunk_bytes, self._config.fetch_chunk_bytes)
         blob = await asyncio.to_thread(self._blobs.open, record.sha256)
 
-        async def chunks() -> AsyncIterator[tuple[int, bytes]]:
+        async def chunks() -> AsyncGenerator[tuple[int, bytes]]:
             position = offset
             try:
                 await asyncio.to_thread(blob.seek, offset)
@@ -359,20 +369,22 @@ class Registry:
 
     # -- delete --------------------------------------------------------------------------------
 
-    async def delete(self, caller: Caller, ref: str) -> list[ConceptRecord]:
+    async def delete(self, caller: Caller, ref: str) -> builtins.list[ConceptRecord]:
         """Soft-delete one version ("id@N") or all ("id"); blobs nothing live references are removed."""
         tenant = caller.require_tenant("deleting changes the registry")
         concept_id, version = parse_ref(ref)
         target = await self.get(caller, ref)
         if target.tenant != tenant and not caller.sees_all:
-            raise PermissionDenied(f"concept {concept_id!r} belongs to another tenant; you may not delete it", field="ref")
+            raise PermissionDenied(
+                f"concept {concept_id!r} belongs to another tenant; you may not delete it", field="ref"
+            )
         deleted = await asyncio.shield(self._delete(concept_id, version))  # completes even if the caller leaves
         if not deleted:
             raise NotFound(f"{ref!r} was deleted meanwhile", field="ref")
         log.info("deleted", extra={"fields": {"ref": ref, "versions": [r.version for r in deleted], "tenant": tenant}})
         return deleted
 
-    async def _delete(self, concept_id: str, version: int | None) -> list[ConceptRecord]:
+    async def _delete(self, concept_id: str, version: int | None) -> builtins.list[ConceptRecord]:
         async with self._commit_lock:
             deleted = await asyncio.to_thread(self._metadata.mark_deleted, concept_id, version)
             await asyncio.to_thread(self._collect, {record.sha256 for record, _ in deleted})
@@ -393,7 +405,7 @@ class Registry:
 
     async def watch(
         self, caller: Caller, after_sequence: int, heartbeat_s: float
-    ) -> AsyncIterator[ConceptEventRecord | Heartbeat]:
+    ) -> AsyncGenerator[ConceptEventRecord | Heartbeat]:
         """Every event after the cursor that the caller may see, in order, then new ones as they
         commit; a `Heartbeat` after `heartbeat_s` of quiet. Ends when the registry closes."""
         if heartbeat_s > self._config.max_watch_heartbeat_s:

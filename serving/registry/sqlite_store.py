@@ -7,6 +7,7 @@ connection, which WAL lets run beside a write.
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
@@ -145,13 +146,24 @@ class SqliteMetadataStore:
                 self._writer.execute(
                     f"INSERT INTO concepts ({_COLUMNS}) VALUES ({', '.join('?' * 16)})",
                     (
-                        concept.concept_id, version, concept.tenant, int(concept.public), concept.sha256,
-                        concept.size_bytes, concept.base_fingerprint, json.dumps(list(concept.modifier_tokens)),
-                        json.dumps(list(concept.category_words)), concept.delta_kind, concept.max_rank,
-                        concept.num_layers, concept.created_ms, None, concept.header_json,
+                        concept.concept_id,
+                        version,
+                        concept.tenant,
+                        int(concept.public),
+                        concept.sha256,
+                        concept.size_bytes,
+                        concept.base_fingerprint,
+                        json.dumps(list(concept.modifier_tokens)),
+                        json.dumps(list(concept.category_words)),
+                        concept.delta_kind,
+                        concept.max_rank,
+                        concept.num_layers,
+                        concept.created_ms,
+                        None,
+                        concept.header_json,
                         json.dumps(concept.labels, sort_keys=True),
                     ),
-                )  # fmt: skip
+                )
                 sequence = self._append_event(PUBLISHED, concept.concept_id, version, concept.created_ms)
                 self._writer.execute("COMMIT")
             except BaseException:
@@ -164,7 +176,8 @@ class SqliteMetadataStore:
             "INSERT INTO events (kind, concept_id, version, time_ms) VALUES (?, ?, ?, ?)",
             (kind, concept_id, version, time_ms),
         )
-        return int(cursor.lastrowid)
+        assert cursor.lastrowid is not None  # set by every INSERT that succeeded
+        return cursor.lastrowid
 
     def find(self, concept_id: str, version: int | None, query: ConceptQuery) -> ConceptRecord | None:
         visible, params = _visible(query, "c")
@@ -207,7 +220,7 @@ class SqliteMetadataStore:
         )
         return [_record(row) for row in self._read(sql, [*params, query.limit])]
 
-    def mark_deleted(self, concept_id: str, version: int | None) -> list[tuple[ConceptRecord, int]]:
+    def mark_deleted(self, concept_id: str, version: int | None) -> builtins.list[tuple[ConceptRecord, int]]:
         now = _now_ms()
         sql = f"SELECT {_COLUMNS} FROM concepts WHERE concept_id = ? AND deleted_ms IS NULL"
         params: list[Any] = [concept_id]
@@ -232,7 +245,7 @@ class SqliteMetadataStore:
                 raise
         return [(replace(record, deleted=True), seq) for record, seq in deleted]
 
-    def events_after(self, sequence: int, limit: int) -> list[ConceptEventRecord]:
+    def events_after(self, sequence: int, limit: int) -> builtins.list[ConceptEventRecord]:
         columns = ", ".join(f"c.{name.strip()}" for name in _COLUMNS.split(","))
         rows = self._read(
             f"SELECT e.sequence, e.kind, e.time_ms, {columns} FROM events e "

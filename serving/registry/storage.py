@@ -7,6 +7,7 @@ Both are synchronous: the domain calls them from worker threads (`asyncio.to_thr
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
@@ -88,10 +89,10 @@ class MetadataStore(Protocol):
     def list(self, query: ConceptQuery) -> list[ConceptRecord]:
         """Up to `query.limit` rows ordered by (concept_id, version descending), after the cursor."""
 
-    def mark_deleted(self, concept_id: str, version: int | None) -> list[tuple[ConceptRecord, int]]:
+    def mark_deleted(self, concept_id: str, version: int | None) -> builtins.list[tuple[ConceptRecord, int]]:
         """Soft-delete one live version or all of them, appending a DELETED event for each."""
 
-    def events_after(self, sequence: int, limit: int) -> list[ConceptEventRecord]:
+    def events_after(self, sequence: int, limit: int) -> builtins.list[ConceptEventRecord]:
         """Events with a sequence above `sequence`, oldest first."""
 
     def latest_sequence(self) -> int: ...

@@ -18,9 +18,9 @@ from proto import registry_pb2
 from serving.registry.config import RegistryConfig
 from serving.registry.server import RegistryHandle, start_registry
 from shared.artifact import to_bytes
-from shared.spec import BaseSpec
 from shared.registry_client import RegistryClient
 from shared.rpc_client import RetryPolicy
+from shared.spec import BaseSpec
 from shared.synthetic import random_concept
 
 T = TypeVar("T")
@@ -87,7 +87,12 @@ def server_factory(tmp_path: Path, spec: BaseSpec) -> Iterator[Callable[..., Ser
     servers: list[ServerThread] = []
 
     def start(**config: Any) -> ServerThread:
-        settings = {"data_dir": tmp_path / f"data{len(servers)}", "shutdown_grace_s": 0.0, "metrics_port": None, **config}
+        settings = {
+            "data_dir": tmp_path / f"data{len(servers)}",
+            "shutdown_grace_s": 0.0,
+            "metrics_port": None,
+            **config,
+        }
         servers.append(ServerThread(RegistryConfig(**settings), [spec], dict(TOKENS)))
         return servers[-1]
 
@@ -122,7 +127,9 @@ def store_snapshot(server: ServerThread) -> tuple[list[tuple[str, int, bool]], l
     """Everything a publish could leave behind: rows, blobs, staged files, event sequence."""
     data_dir = server.config.data_dir
     with server.client("tok-ops") as operator:
-        rows = sorted((c.concept_id, c.version, c.deleted) for c in operator.list(all_versions=True, include_deleted=True))
+        rows = sorted(
+            (c.concept_id, c.version, c.deleted) for c in operator.list(all_versions=True, include_deleted=True)
+        )
     blobs = sorted(p.name for p in (data_dir / "sha256").glob("*/*"))
     staged = sorted(p.name for p in (data_dir / "staging").iterdir())
     return rows, blobs, staged, server.handle.registry.latest_sequence

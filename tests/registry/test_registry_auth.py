@@ -22,7 +22,10 @@ def published(server, make_artifact):
 )
 def test_write_access(server, published, token, error):
     with server.client(token) as client:
-        for write in (lambda: client.delete("public-dog@1"), lambda: client.publish(published, concept_id="public-dog")):
+        for write in (
+            lambda: client.delete("public-dog@1"),
+            lambda: client.publish(published, concept_id="public-dog"),
+        ):
             if error is None:
                 write()
             else:

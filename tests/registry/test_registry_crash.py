@@ -28,8 +28,19 @@ class RegistryProcess:
     def __init__(self, data_dir: Path, spec_file: Path, *, port: int = 0, tokens: dict[str, str] | None = None) -> None:
         tokens = tokens or {"tok-acme": "acme"}
         env = {**os.environ, "CDSERVE_REGISTRY_TOKENS": json.dumps({"tokens": tokens})}
-        command = [sys.executable, "-m", "cli.main", "registry", "--data", str(data_dir), "--port", str(port),
-                   "--base-spec", str(spec_file), "--no-metrics"]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "registry",
+            "--data",
+            str(data_dir),
+            "--port",
+            str(port),
+            "--base-spec",
+            str(spec_file),
+            "--no-metrics",
+        ]
         self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
         self.port = self._wait_started()
 

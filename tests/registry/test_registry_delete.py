@@ -35,7 +35,10 @@ def test_deleting_an_id_deletes_every_version_softly(server, acme, make_artifact
         with pytest.raises(NotFound):
             acme.get(ref)
     assert list(acme.list()) == []
-    assert [(c.version, c.deleted) for c in acme.list(all_versions=True, include_deleted=True)] == [(2, True), (1, True)]
+    assert [(c.version, c.deleted) for c in acme.list(all_versions=True, include_deleted=True)] == [
+        (2, True),
+        (1, True),
+    ]
     assert blob_count(server) == 0
     with pytest.raises(NotFound):
         acme.delete("dog")

@@ -12,8 +12,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from prometheus_client.parser import text_string_to_metric_families
 
 from cli.main import main as cdserve
-from shared.spec import SPEC_FILE, BaseSpec
 from shared.errors import NotFound, Unavailable
+from shared.spec import SPEC_FILE, BaseSpec
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -11,8 +11,11 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 from proto import registry_pb2, registry_pb2_grpc
 
-PROBE_TOKENS = {"no token": (), "unknown token": (("authorization", "Bearer nope"),),
-                "malformed authorization": (("authorization", "Basic eHl6"),)}  # fmt: skip
+PROBE_TOKENS = {
+    "no token": (),
+    "unknown token": (("authorization", "Bearer nope"),),
+    "malformed authorization": (("authorization", "Basic eHl6"),),
+}
 
 
 @pytest.mark.parametrize("metadata", list(PROBE_TOKENS.values()), ids=list(PROBE_TOKENS))
@@ -41,11 +44,17 @@ def reflect(server, version: str, request, metadata) -> reflection_pb2.ServerRef
 def test_reflection_v1_and_v1alpha_need_no_token(server, version, metadata):
     listed = reflect(server, version, reflection_pb2.ServerReflectionRequest(list_services=""), metadata)
     names = {service.name for service in listed.list_services_response.service}
-    assert {"cdserve.v1.Registry", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
-            "grpc.reflection.v1alpha.ServerReflection"} <= names  # fmt: skip
+    assert {
+        "cdserve.v1.Registry",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= names
 
-    for symbol, file_name in (("cdserve.v1.Registry", "proto/registry.proto"),
-                              (f"grpc.reflection.{version}.ServerReflection", None)):  # fmt: skip
+    for symbol, file_name in (
+        ("cdserve.v1.Registry", "proto/registry.proto"),
+        (f"grpc.reflection.{version}.ServerReflection", None),
+    ):
         request = reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol)
         found = reflect(server, version, request, metadata).file_descriptor_response.file_descriptor_proto
         files = [descriptor_pb2.FileDescriptorProto.FromString(serialized) for serialized in found]

@@ -77,7 +77,7 @@ def test_concurrent_publishes_of_one_id_get_distinct_versions(server, make_artif
     assert sorted(versions) == [1, 2, 3, 4, 5, 6]
     with server.client("tok-acme") as client:
         stored = {c.version: c.sha256 for c in client.list(all_versions=True)}
-        for version, data in zip(versions, artifacts):
+        for version, data in zip(versions, artifacts, strict=True):
             assert client.fetch(f"dog@{version}") == data
     assert len(stored) == 6
 
@@ -89,7 +89,10 @@ def test_list_pages_and_filters(acme, make_artifact):
     acme.publish(make_artifact("cat", seed=1, category="cat"))
 
     assert [c.concept_id for c in acme.list(page_size=2)] == ["cat", *(f"dog-{i}" for i in range(5))]
-    assert [(c.concept_id, c.version) for c in acme.list(id_prefix="cat", all_versions=True)] == [("cat", 2), ("cat", 1)]
+    assert [(c.concept_id, c.version) for c in acme.list(id_prefix="cat", all_versions=True)] == [
+        ("cat", 2),
+        ("cat", 1),
+    ]
     assert len(list(acme.list(category="dog"))) == 5
     assert [c.concept_id for c in acme.list(tenant="beta")] == []
     assert list(acme.list(base_fingerprint="0" * 32)) == []
