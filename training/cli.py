@@ -114,6 +114,8 @@ def _describe(job: Any) -> str:
     from proto import training_pb2
 
     line = f"{training_pb2.JobState.Name(job.state):10s} step {job.step}/{job.total_steps} loss {job.loss:.4f} eta {job.eta_s:.0f}s"
+    if job.attempt > 1:  # the workers restarted: the step went back to a checkpoint
+        line += f" (attempt {job.attempt}, resumed at step {job.resumed_from_step})"
     if job.published:
         line += f" published {', '.join(job.published)}"
     if job.error.message:

@@ -252,3 +252,13 @@ def test_a_job_whose_launch_was_interrupted_fails_at_the_next_start(tmp_path, st
     finally:
         loop.run(service.stop(0))
         loop.close()
+
+
+def test_the_cli_watch_line_shows_a_restart_of_the_workers():
+    from training.cli import _describe
+
+    first = training_pb2.TrainingJob(state=training_pb2.RUNNING, step=144, total_steps=400, attempt=1)
+    resumed = training_pb2.TrainingJob(state=training_pb2.RUNNING, step=104, total_steps=400, attempt=2,
+                                       resumed_from_step=100)  # fmt: skip
+    assert "attempt" not in _describe(first)
+    assert _describe(resumed).endswith("step 104/400 loss 0.0000 eta 0s (attempt 2, resumed at step 100)")
