@@ -16,6 +16,7 @@ from shared.artifact import to_bytes
 from shared.synthetic import random_concept
 from tests.http.conftest import HttpStack
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
@@ -87,3 +88,30 @@ def test_the_playground_generates_with_a_concept_and_compares_merge_with_naive_s
     expect(page.locator("#results img.generated")).to_have_count(2)
     page.screenshot(path=str(tmp_path / "playground.png"), full_page=True)
     assert (tmp_path / "playground.png").stat().st_size > 0 and not errors
+
+
+def test_the_playground_uploads_a_folder_for_training_and_cancels_it(
+    http_stack: HttpStack, browser: object, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page()  # type: ignore[attr-defined]
+    page.goto(http_stack.url)
+    page.fill("#token", "tok-beta")
+    page.click("#token-form button")
+    page.set_input_files("#folder", str(EXAMPLES / "twotone-star"))  # its targets/ hold captions.txt, reg/ does not
+    expect(page.locator("#folder-summary")).to_have_text("8 images and captions.txt")
+    expect(page.locator("#concept-id")).to_have_value("twotone-star")
+    expect(page.locator("#modifier-token")).to_have_attribute("placeholder", "<cd-twotone-star>")
+    expect(page.locator("#train-steps")).to_have_value("2")  # the deployment's recipe
+    page.fill("#category", "star")
+    page.fill("#train-steps", "50")
+    page.click("#train")
+    expect(page.locator("#job-state")).to_contain_text("PENDING")
+    page.click("#cancel-training")
+    expect(page.locator("#job-state")).to_contain_text("CANCELLED", timeout=30_000)
+    job_id = page.locator("#job-state").inner_text().split()[1].rstrip(":")
+    job = http_stack.call("GET", f"v1/trainings/{job_id}", token="tok-beta").json()
+    assert job["state"] == "CANCELLED" and len(job["spec"]["concepts"]) == 1
+    assert job["spec"]["recipe"]["steps"] == 50 and job["spec"]["concepts"][0]["concept_id"] == "twotone-star"
+    page.screenshot(path=str(tmp_path / "training.png"), full_page=True)

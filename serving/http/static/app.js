@@ -244,6 +244,12 @@ function describeFolder() {
     const top = (files[0].webkitRelativePath || "").split("/")[0].toLowerCase().replace(/[^a-z0-9._-]/g, "-");
     if (top) id.value = top;
   }
+  showDefaultToken();
+}
+
+// An empty token field means the service's default, "<cd-{concept id}>": show which.
+function showDefaultToken() {
+  $("modifier-token").placeholder = `<cd-${$("concept-id").value.trim() || "…"}>`;
 }
 
 async function train(event) {
@@ -359,6 +365,7 @@ async function start() {
   $("publish-form").addEventListener("submit", publish);
   $("train-form").addEventListener("submit", train);
   $("folder").addEventListener("change", describeFolder);
+  $("concept-id").addEventListener("input", showDefaultToken);
   $("cancel-training").addEventListener("click", cancelTraining);
   state.settings = await (await fetch("playground/settings")).json();
   if (state.settings.training_recipe.steps) $("train-steps").value = state.settings.training_recipe.steps;
