@@ -20,7 +20,9 @@ def to_png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def contact_sheet(rows: Sequence[tuple[str, Sequence[np.ndarray]]], *, scale: int = 4, label_width: int = 220) -> Image.Image:
+def contact_sheet(
+    rows: Sequence[tuple[str, Sequence[np.ndarray]]], *, scale: int = 4, label_width: int = 220
+) -> Image.Image:
     """One labelled row per entry; images are upscaled `scale`× with nearest neighbour (tiny models)."""
     cell = max(img.shape[0] for _, images in rows for img in images) * scale
     columns = max(len(images) for _, images in rows)
@@ -30,6 +32,6 @@ def contact_sheet(rows: Sequence[tuple[str, Sequence[np.ndarray]]], *, scale: in
         top = r * (cell + 4)
         draw.text((6, top + cell // 2 - 6), label, fill="black")
         for c, image in enumerate(images):
-            tile = Image.fromarray(to_uint8(image)).resize((cell, cell), Image.NEAREST)
+            tile = Image.fromarray(to_uint8(image)).resize((cell, cell), Image.Resampling.NEAREST)
             sheet.paste(tile, (label_width + c * (cell + 4), top))
     return sheet

@@ -135,8 +135,18 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 yield
             except CdserveError as e:
                 code = status_for(e)
-                log.info("rpc failed", extra={"fields": {"method": method, "code": code.name, "reason": e.reason,
-                                                         "field": e.field, "detail": e.message}})  # fmt: skip
+                log.info(
+                    "rpc failed",
+                    extra={
+                        "fields": {
+                            "method": method,
+                            "code": code.name,
+                            "reason": e.reason,
+                            "field": e.field,
+                            "detail": e.message,
+                        }
+                    },
+                )
                 await context.abort(code, e.message, trailing_metadata(e))
             except (asyncio.CancelledError, GeneratorExit):
                 code = grpc.StatusCode.CANCELLED
@@ -147,7 +157,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             except Exception as e:
                 code = grpc.StatusCode.INTERNAL
                 log.exception("rpc crashed", extra={"fields": {"method": method}})
-                await context.abort(code, f"internal error ({type(e).__name__}); see the server log", trailing_metadata(e))
+                await context.abort(
+                    code, f"internal error ({type(e).__name__}); see the server log", trailing_metadata(e)
+                )
             finally:
                 self._metrics.observe_call(method, code.name, time.perf_counter() - start)
 

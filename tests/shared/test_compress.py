@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 import torch
 
@@ -22,8 +24,8 @@ def test_error_decreases_monotonically_with_rank(dense_concept):
         _, report = compress(dense_concept[1], rank=rank)
         errors.append(report.overall_relative_error)
         sizes.append(report.bytes_after)
-    assert all(a > b for a, b in zip(errors, errors[1:]))
-    assert all(a < b for a, b in zip(sizes, sizes[1:]))
+    assert all(a > b for a, b in pairwise(errors))
+    assert all(a < b for a, b in pairwise(sizes))
     assert errors[-1] < 1e-5  # rank 32 = full rank of the 32-wide tiny layers
 
 
@@ -40,7 +42,7 @@ def test_low_rank_delta_is_recovered_exactly(tiny_base):
         layers={n: {p: type(w)(dense=w.to_dense()) for p, w in layer.items()} for n, layer in low_rank.layers.items()},
         token_embeddings=low_rank.token_embeddings,
     )
-    compressed, report = compress(densified, energy=0.9999)
+    _, report = compress(densified, energy=0.9999)
     assert report.max_rank == 2
     assert report.max_relative_error < 1e-5
     assert report.ratio > 1

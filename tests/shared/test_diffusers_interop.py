@@ -45,10 +45,12 @@ def _install_custom_diffusion(pipe, folder):
         if k is None:
             processors[name] = existing
             continue
-        processor = CustomDiffusionAttnProcessor(train_kv=True, train_q_out=False, hidden_size=k.shape[0],
-                                                 cross_attention_dim=k.shape[1])
-        processor.load_state_dict({key.removeprefix(f"{name}."): v for key, v in state.items()
-                                   if key.startswith(f"{name}.")})
+        processor = CustomDiffusionAttnProcessor(
+            train_kv=True, train_q_out=False, hidden_size=k.shape[0], cross_attention_dim=k.shape[1]
+        )
+        processor.load_state_dict(
+            {key.removeprefix(f"{name}."): v for key, v in state.items() if key.startswith(f"{name}.")}
+        )
         processors[name] = processor
     pipe.unet.set_attn_processor(processors)
 
@@ -64,13 +66,31 @@ def test_exported_concept_runs_in_stock_diffusers_and_matches_the_engine(tiny_ba
     export_diffusers(concept, tiny_base, tmp_path)
     pipe = _stock_with_exported(tiny_base, tmp_path)
     prompt = "a photo of a <dog-x> dog"
-    stock = pipe(prompt, num_inference_steps=STEPS, guidance_scale=5.0, height=SIZE, width=SIZE, output_type="np",
-                 generator=torch.Generator().manual_seed(1)).images
+    stock = pipe(
+        prompt,
+        num_inference_steps=STEPS,
+        guidance_scale=5.0,
+        height=SIZE,
+        width=SIZE,
+        output_type="np",
+        generator=torch.Generator().manual_seed(1),
+    ).images
     plain = copy.deepcopy(tiny_base.pipeline)(
-        "a photo of a dog", num_inference_steps=STEPS, guidance_scale=5.0, height=SIZE, width=SIZE,
-        output_type="np", generator=torch.Generator().manual_seed(1)).images
-    ours = engine.generate([GenerationRequest(prompt, delta=concept.delta, steps=STEPS, guidance_scale=5.0,
-                                              height=SIZE, width=SIZE, seed=1)])[0].images
+        "a photo of a dog",
+        num_inference_steps=STEPS,
+        guidance_scale=5.0,
+        height=SIZE,
+        width=SIZE,
+        output_type="np",
+        generator=torch.Generator().manual_seed(1),
+    ).images
+    ours = engine.generate(
+        [
+            GenerationRequest(
+                prompt, delta=concept.delta, steps=STEPS, guidance_scale=5.0, height=SIZE, width=SIZE, seed=1
+            )
+        ]
+    )[0].images
     assert np.abs(stock - plain).max() > 1e-2
     assert sum(isinstance(p, CustomDiffusionAttnProcessor) for p in pipe.unet.attn_processors.values()) == 7
     np.testing.assert_allclose(ours, stock, atol=1e-4, rtol=0)
@@ -83,8 +103,9 @@ def test_import_round_trip_recovers_the_delta(tiny_base, concept, tmp_path):
     assert loaded.header.concepts == concept.header.concepts
     for name, layer in concept.delta.layers.items():
         for projection, weight in layer.items():
-            torch.testing.assert_close(loaded.delta.layers[name][projection].to_dense(), weight.to_dense(),
-                                       atol=1e-6, rtol=0)
+            torch.testing.assert_close(
+                loaded.delta.layers[name][projection].to_dense(), weight.to_dense(), atol=1e-6, rtol=0
+            )
     torch.testing.assert_close(loaded.delta.token_embeddings["<dog-x>"], concept.delta.token_embeddings["<dog-x>"])
 
 
@@ -113,10 +134,17 @@ def test_folder_saved_by_stock_diffusers_imports_and_matches(tiny_base, engine, 
             processors[name] = CustomDiffusionAttnProcessor(train_kv=False, train_q_out=False)
             continue
         attn = dict(pipe.unet.named_modules())[name.removesuffix(".processor")]
-        processor = CustomDiffusionAttnProcessor(train_kv=True, train_q_out=False, hidden_size=attn.to_k.out_features,
-                                                 cross_attention_dim=attn.to_k.in_features)
+        processor = CustomDiffusionAttnProcessor(
+            train_kv=True,
+            train_q_out=False,
+            hidden_size=attn.to_k.out_features,
+            cross_attention_dim=attn.to_k.in_features,
+        )
         with torch.no_grad():
-            for own, base in ((processor.to_k_custom_diffusion, attn.to_k), (processor.to_v_custom_diffusion, attn.to_v)):
+            for own, base in (
+                (processor.to_k_custom_diffusion, attn.to_k),
+                (processor.to_v_custom_diffusion, attn.to_v),
+            ):
                 own.weight.copy_(base.weight + 0.1 * torch.randn(base.weight.shape, generator=generator))
         processors[name] = processor
     pipe.unet.set_attn_processor(processors)
@@ -130,8 +158,20 @@ def test_folder_saved_by_stock_diffusers_imports_and_matches(tiny_base, engine, 
     header, delta = import_diffusers(tmp_path, tiny_base, concept_id="from-diffusers", categories=["dog"])
     concept = artifact.from_bytes(artifact.to_bytes(header, delta), base=tiny_base.spec)
     prompt = "a photo of a <new1> dog"
-    stock = pipe(prompt, num_inference_steps=STEPS, guidance_scale=5.0, height=SIZE, width=SIZE, output_type="np",
-                 generator=torch.Generator().manual_seed(2)).images
-    ours = engine.generate([GenerationRequest(prompt, delta=concept.delta, steps=STEPS, guidance_scale=5.0,
-                                              height=SIZE, width=SIZE, seed=2)])[0].images
+    stock = pipe(
+        prompt,
+        num_inference_steps=STEPS,
+        guidance_scale=5.0,
+        height=SIZE,
+        width=SIZE,
+        output_type="np",
+        generator=torch.Generator().manual_seed(2),
+    ).images
+    ours = engine.generate(
+        [
+            GenerationRequest(
+                prompt, delta=concept.delta, steps=STEPS, guidance_scale=5.0, height=SIZE, width=SIZE, seed=2
+            )
+        ]
+    )[0].images
     np.testing.assert_allclose(ours, stock, atol=1e-4, rtol=0)

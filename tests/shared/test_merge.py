@@ -45,8 +45,9 @@ def test_merge_satisfies_constraints_and_keeps_generic_outputs(setup):
         for projection in ("to_k", "to_v"):
             w0 = getattr(attn, projection).weight.double()
             ours = report.regularization_residual[f"{name}.{projection}"]
-            assert ours == pytest.approx(_generic_change(merged.layers[name][projection].to_dense().double(), w0,
-                                                         stats.gram), rel=1e-6)
+            assert ours == pytest.approx(
+                _generic_change(merged.layers[name][projection].to_dense().double(), w0, stats.gram), rel=1e-6
+            )
             baseline = _generic_change(summed.layers[name][projection].to_dense().double(), w0, stats.gram)
             assert ours < 0.35 * baseline
     assert set(merged.token_embeddings) == {"<dog>", "<cat>"}
@@ -59,9 +60,7 @@ def test_merge_satisfies_constraints_and_keeps_generic_outputs(setup):
 def test_merge_is_the_optimum_among_weights_meeting_the_constraints(setup):
     """Moving the merged weights along any direction that keeps W Cᵀ fixed only increases the objective."""
     encoder, layers, stats, concepts = setup
-    merged, report = closed_form_merge(concepts, encoder, layers, stats, ridge=0.0)
-    dog_header, dog_delta = concepts[0]
-    cat_header, cat_delta = concepts[1]
+    merged, _ = closed_form_merge(concepts, encoder, layers, stats, ridge=0.0)
     rows = []
     for header, delta in concepts:
         tokenized = encoder.tokenize(header.concepts[0].captions[0], list(delta.token_embeddings))
@@ -69,7 +68,7 @@ def test_merge_is_the_optimum_among_weights_meeting_the_constraints(setup):
         position = tokenized.token_positions[0][0]
         rows.append(features[position : tokenized.length])
     targets = torch.cat(rows)
-    null_space = torch.linalg.svd(targets, full_matrices=True).Vh[targets.shape[0]:]  # rows ⟂ every target
+    null_space = torch.linalg.svd(targets, full_matrices=True).Vh[targets.shape[0] :]  # rows ⟂ every target
     name = next(iter(layers))
     w0 = layers[name].to_k.weight.double()
     best = merged.layers[name]["to_k"].to_dense().double()
@@ -82,7 +81,7 @@ def test_merge_is_the_optimum_among_weights_meeting_the_constraints(setup):
 
 def test_naive_sum_breaks_the_constraints_the_merge_keeps(setup):
     encoder, layers, stats, concepts = setup
-    merged, report = closed_form_merge(concepts, encoder, layers, stats)
+    merged, _ = closed_form_merge(concepts, encoder, layers, stats)
     summed = naive_sum(concepts)
     name = next(iter(layers))
     dog_header, dog_delta = concepts[0]
@@ -96,7 +95,7 @@ def test_naive_sum_breaks_the_constraints_the_merge_keeps(setup):
 
 
 def test_regularization_stats_are_cached_on_disk(setup, tmp_path):
-    encoder, _, stats, _ = setup
+    encoder, *_ = setup
     cache = RegularizationCache(tmp_path)
     captions = load_captions()[:50]
     first = cache.get("fp", encoder, captions)
@@ -118,8 +117,10 @@ def test_query_deltas_cannot_be_merged(setup):
     header, delta = concepts[0]
     name = next(iter(delta.layers))
     weight = delta.layers[name]["to_k"]
-    crossattn = type(delta)(layers={name: {"to_q": DeltaWeight(dense=torch.zeros(weight.shape[0], 32))}},
-                            token_embeddings=delta.token_embeddings)
+    crossattn = type(delta)(
+        layers={name: {"to_q": DeltaWeight(dense=torch.zeros(weight.shape[0], 32))}},
+        token_embeddings=delta.token_embeddings,
+    )
     with pytest.raises(InvalidArgument, match="to_q"):
         closed_form_merge([(header, crossattn), concepts[1]], encoder, layers, stats)
 
@@ -128,8 +129,13 @@ def test_more_target_tokens_than_text_dimensions_is_logged_as_a_compromise(setup
     """Long captions give more constraint rows than the tiny text space is wide: no exact solution."""
     encoder, layers, stats, _ = setup
     width = tiny_base.pipeline.text_encoder.config.hidden_size
-    tails = ["on a white background", "and a red circle on a pink background", "in the snow", "near a tall tree",
-             "and a small blue square beside a large green star on a black background"]  # fmt: skip
+    tails = [
+        "on a white background",
+        "and a red circle on a pink background",
+        "in the snow",
+        "near a tall tree",
+        "and a small blue square beside a large green star on a black background",
+    ]
     concepts = []
     for seed, (token, category) in enumerate((("<dog>", "dog"), ("<cat>", "cat")), start=5):
         header, delta = random_concept(tiny_base.spec, category, seed=seed, modifier_token=token, category=category)

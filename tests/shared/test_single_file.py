@@ -46,8 +46,13 @@ def saved(original, tmp_path_factory):
 
 def _generate(pipeline) -> np.ndarray:
     return pipeline(
-        "a photo of a dog", num_inference_steps=STEPS, guidance_scale=5.0, height=SIZE, width=SIZE,
-        output_type="np", generator=torch.Generator().manual_seed(7),
+        "a photo of a dog",
+        num_inference_steps=STEPS,
+        guidance_scale=5.0,
+        height=SIZE,
+        width=SIZE,
+        output_type="np",
+        generator=torch.Generator().manual_seed(7),
     ).images
 
 

@@ -16,8 +16,13 @@ def encoder(tiny_base):
 
 @pytest.mark.parametrize(
     "prompt",
-    ["a photo of a <dog-a> dog", "<dog-a> dog", "a <dog-a> and a <cat-b> on the beach", "<dog-a><cat-b>",
-     "a very long caption " * 20 + "<dog-a> dog"],
+    [
+        "a photo of a <dog-a> dog",
+        "<dog-a> dog",
+        "a <dog-a> and a <cat-b> on the beach",
+        "<dog-a><cat-b>",
+        "a very long caption " * 20 + "<dog-a> dog",
+    ],
 )
 def test_ids_match_a_tokenizer_with_added_tokens(tiny_base, encoder, prompt):
     stock = copy.deepcopy(tiny_base.pipeline.tokenizer)
