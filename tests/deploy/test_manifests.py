@@ -373,7 +373,9 @@ def test_rayjob_runs_a_valid_job_spec_from_a_mounted_file() -> None:
         assert volume["persistentVolumeClaim"]["claimName"] == "cdserve-training-data"
     assert spec.train.output_dir.startswith(spec.options.job_dir + "/")
     assert_registry_address(spec.registry)
-    assert any(e["name"] == "CDSERVE_REGISTRY_TOKEN" for e in head["env"]), "the driver publishes with a token"
+    token_volume, _ = mounted_file(template, head, spec.registry_token_file)  # the driver publishes with a token,
+    assert token_volume["secret"]["secretName"] == "cdserve-tokens"  # from a file: Ray shows a job's environment
+    assert not any("TOKEN" in e["name"] and "REGISTRY" in e["name"] for e in head["env"])
 
 
 # -- container file and entry point ------------------------------------------------------------------
