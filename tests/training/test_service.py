@@ -74,6 +74,8 @@ BAD_SUBMISSIONS = {
     "zero steps": (spec_of(dog(), steps=0), [upload()], "spec.recipe.steps"),
     "steps over the service limit": (spec_of(dog(), steps=51), [upload()], "spec.recipe.steps"),
     "unknown mode": (spec_of(dog(), mode="lora"), [upload()], "spec.recipe.mode"),
+    "bench-only mode full": (spec_of(dog(), mode="full"), [upload()], "spec.recipe.mode"),
+    "bench-only mode kv_frozen_token": (spec_of(dog(), mode="kv_frozen_token"), [upload()], "spec.recipe.mode"),
     "negative learning rate": (spec_of(dog(), learning_rate=-1.0), [upload()], "spec.recipe.learning_rate"),
     "stand-in probability above 1": (spec_of(dog(), stand_in_probability=1.5), [upload()],
                                      "spec.recipe.stand_in_probability"),  # fmt: skip

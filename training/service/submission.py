@@ -29,9 +29,20 @@ REGULARIZATION = {
 }
 
 
+SUBMITTED_MODES = ("kv", "crossattn", "token")
+"""What a job may train: the paper's method, its cross-attention variant and the token alone. The
+other `training.config.Mode`s are ablations for the benches (`full` writes UNet weights, which the
+registry cannot hold; `kv_frozen_token` freezes the token the method learns)."""
+
+
 def recipe_from_proto(recipe: training_pb2.Recipe, limits: SubmitLimits) -> Recipe:
     """The paper's recipe with the fields the request set; service limits on top of the model's."""
     raw = {f.name: getattr(recipe, f.name) for f in recipe.DESCRIPTOR.fields if recipe.HasField(f.name)}
+    if "mode" in raw and raw["mode"] not in SUBMITTED_MODES:
+        raise InvalidArgument(
+            f"spec.recipe.mode: {shown(raw['mode'])} is not one of {', '.join(SUBMITTED_MODES)}",
+            field="spec.recipe.mode",
+        )
     result = validated(Recipe, raw, field="spec.recipe")
     if result.steps is not None and result.steps > limits.max_steps:
         raise InvalidArgument(f"spec.recipe.steps: {result.steps} exceeds this service's limit {limits.max_steps}",
@@ -243,6 +254,9 @@ class Submission:
         uri_wordings = [[caption, *more] for caption, more in zip(uri_captions, uri_alternatives)]
         upload_wordings = [[wordings[0] or shared, *wordings[1:]] for _, wordings in uploads]
         captions = uri_wordings + upload_wordings
+        if spec.regularization not in REGULARIZATION:  # proto3 enums are open: any number arrives
+            raise InvalidArgument(f"{field}.regularization: {spec.regularization} is not a RegularizationMode",
+                                  field=f"{field}.regularization")  # fmt: skip
         raw = {
             "concept_id": spec.concept_id,
             "category": spec.category,
