@@ -36,6 +36,7 @@ import yaml
 from PIL import Image, ImageDraw
 
 from bench.common import RESULTS, write_result
+from bench.serving import free_port
 from serving.client import GeneratorClient
 from serving.registry.server import load_base_spec
 from shared.artifact import to_bytes
@@ -57,14 +58,6 @@ class Stack:
     registry: str
     token: str
     data: Path
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def start_stack(work: Path, cache: dict[str, int], log: Path) -> Stack:

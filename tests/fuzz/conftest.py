@@ -1,8 +1,9 @@
 """Fuzzing plumbing: how many examples, how a call's outcome is read, and what a server must still
 do after any request (answer its health check, never INTERNAL or UNKNOWN).
 
-`CDSERVE_FUZZ_EXAMPLES=2000` raises every RPC's example count for a long local run; the default
-keeps the whole folder within the suite's time budget."""
+`CDSERVE_FUZZ_EXAMPLES=2000` raises every RPC's example count for a long local run (the default
+keeps the whole folder within the suite's time budget); `CDSERVE_FUZZ_LOG=FILE` appends each call's
+RPC and status to FILE as it happens."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ NEVER = (Code.INTERNAL, Code.UNKNOWN)
 """A server's own failure, whatever the input: the fuzz tests' one forbidden answer."""
 CALL_TIMEOUT_S = 30.0
 """A unary call that takes longer than this hangs: reported as a failure (DEADLINE_EXCEEDED)."""
+WATCH_S = 0.5
+"""How long a Watch stream is read: it streams until cancelled, so its deadline ends it."""
 SEEN: Counter[tuple[str, str]] = Counter()
 """(RPC, status) of every fuzzed call, shown at the end of the run: what the examples reached."""
 TOKENS = st.sampled_from(["tok-acme", "tok-beta", "tok-ops", None, "tok-made-up", ""])
@@ -46,6 +49,9 @@ class Outcome:
     def check(self, rpc: str, *, may_time_out: bool = False) -> None:
         """Never the server's own failure; a deadline only where the call streams until cancelled."""
         SEEN[rpc, self.code.name] += 1
+        if log := os.environ.get("CDSERVE_FUZZ_LOG"):  # a long run's progress, readable while it runs
+            with open(log, "a") as out:
+                out.write(f"{rpc} {self.code.name}\n")
         assert self.code not in NEVER, f"{self.code.name}: {self.details[:500]}"
         if not may_time_out:
             assert self.code != Code.DEADLINE_EXCEEDED, f"no answer within {CALL_TIMEOUT_S} s"

@@ -7,7 +7,6 @@ validation generate in a fraction of a second on a CPU."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tests.fuzz.conftest import CALL_TIMEOUT_S, TOKENS, fuzz_settings, metadata,
 from tests.fuzz.messages import messages, one_field_changed
 from tests.registry.conftest import TOKENS as SERVICE_TOKENS
 from tests.registry.conftest import ServerThread
+from tests.serving.conftest import free_port
 
 APP = "fuzz"
 PLAIN = generator_pb2.GenerateRequest(prompt="photo of a dog", steps=1, width=32, height=32, seed=1)
@@ -34,12 +34,6 @@ VALID = generator_pb2.GenerateRequest(prompt="photo of a <fuzz-dog> dog", concep
                                       height=32, seed=1, num_images=1, request_id="fuzz")  # fmt: skip
 LIMITS = {"max_steps": 3, "default_steps": 2, "max_width_px": 64, "max_height_px": 64, "max_num_images": 2,
           "max_prompt_chars": 200}  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

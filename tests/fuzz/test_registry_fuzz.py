@@ -18,7 +18,7 @@ from serving.registry.config import RegistryConfig
 from shared.artifact import to_bytes
 from shared.basemodel import BaseModel
 from shared.synthetic import random_concept
-from tests.fuzz.conftest import CALL_TIMEOUT_S, TOKENS, fuzz_settings, metadata, outcome, serving
+from tests.fuzz.conftest import CALL_TIMEOUT_S, TOKENS, WATCH_S, fuzz_settings, metadata, outcome, serving
 from tests.fuzz.messages import messages, one_field_changed
 from tests.registry.conftest import TOKENS as REGISTRY_TOKENS
 from tests.registry.conftest import ServerThread, store_snapshot
@@ -77,7 +77,7 @@ def check_call(server: ServerThread, stub, name: str, request, token: str | None
     method = getattr(stub, name)
     streaming_in = isinstance(request, list)
     answer = outcome(lambda: method(iter(request) if streaming_in else request, metadata=metadata(token),
-                                    timeout=2.0 if name == "Watch" else CALL_TIMEOUT_S))  # fmt: skip
+                                    timeout=WATCH_S if name == "Watch" else CALL_TIMEOUT_S))  # fmt: skip
     answer.check(f"Registry/{name}", may_time_out=name == "Watch")
     with grpc.insecure_channel(server.target) as channel:
         assert serving(channel)

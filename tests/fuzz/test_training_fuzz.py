@@ -8,6 +8,7 @@ that passes every check fails at launch, as it would with Ray down, without trai
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from PIL import Image
 
 from proto import training_pb2, training_pb2_grpc
 from serving.basemodels import materialize_tiny
-from tests.fuzz.conftest import CALL_TIMEOUT_S, TOKENS, fuzz_settings, metadata, outcome, serving
+from tests.fuzz.conftest import CALL_TIMEOUT_S, TOKENS, WATCH_S, fuzz_settings, metadata, outcome, serving
 from tests.fuzz.messages import messages, one_field_changed
 from tests.registry.conftest import TOKENS as SERVICE_TOKENS
 from tests.training.conftest import LoopThread
@@ -54,18 +55,24 @@ class Service:
         self.target = f"127.0.0.1:{self.handle.port}"
 
     def snapshot(self) -> tuple[list[tuple[str, str, int]], list[str]]:
-        """Every job the operator sees (id, tenant, state) and every job folder on disk. A job not
-        yet finished shows as PENDING: its launch moves it on by itself (to FAILED, here)."""
+        """Every job the operator sees (id, tenant, state) and every job folder on disk, once every
+        job has finished: an accepted job's launch moves it on by itself (to FAILED, here)."""
+        deadline = time.monotonic() + 30
+        while True:
+            jobs = self._jobs()
+            if all(state in FINISHED for _, _, state in jobs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        return jobs, sorted(p.name for p in (self.root / "training" / "jobs").iterdir())
+
+    def _jobs(self) -> list[tuple[str, str, int]]:
         with TrainingClient(self.target, token="tok-ops") as operator:
             jobs, token = [], ""
             while True:
                 page = operator.list(page_size=100, page_token=token)
-                jobs += [(job.job_id, job.tenant, job.state if job.state in FINISHED else training_pb2.PENDING)
-                         for job in page.jobs]  # fmt: skip
+                jobs += [(job.job_id, job.tenant, job.state) for job in page.jobs]
                 if not (token := page.next_page_token):
-                    break
-        folders = sorted(p.name for p in (self.root / "training").iterdir() if p.is_dir())
-        return sorted(jobs), folders
+                    return sorted(jobs)
 
     def close(self) -> None:
         self.loop.run(self.handle.stop(0))
@@ -158,7 +165,7 @@ def test_any_request_is_answered_cleanly_and_a_refused_one_changes_nothing(servi
             before = service.snapshot()
             sent = iter(request) if isinstance(request, list) else request
             answer = outcome(
-                lambda: method(sent, metadata=metadata(token), timeout=2.0 if name == "Watch" else CALL_TIMEOUT_S)
+                lambda: method(sent, metadata=metadata(token), timeout=WATCH_S if name == "Watch" else CALL_TIMEOUT_S)
             )
             answer.check(f"Training/{name}", may_time_out=name == "Watch")
             assert serving(channel)
@@ -177,3 +184,18 @@ def test_a_state_filter_the_proto_does_not_name_is_invalid_argument(service: Ser
         request = training_pb2.ListJobsRequest(state=state)
         answer = outcome(lambda: stub.List(request, metadata=metadata("tok-acme"), timeout=CALL_TIMEOUT_S))
     assert answer.code == grpc.StatusCode.INVALID_ARGUMENT and "state" in answer.details
+
+
+@pytest.mark.bad_input(service="Training/Submit", code="INVALID_ARGUMENT")
+@pytest.mark.parametrize("mode", [-(2**31), 4, 2**31 - 1], ids=lambda n: f"regularization {n} (no such mode)")
+def test_a_regularization_mode_the_proto_does_not_name_is_invalid_argument(service: Service, mode: int) -> None:
+    """Found by the fuzzer: such a mode was INTERNAL (a KeyError), and the refusal leaves no job behind."""
+    spec = valid_spec(service)
+    spec.concepts[0].regularization = mode  # type: ignore[assignment]
+    before = service.snapshot()
+    with grpc.insecure_channel(service.target) as channel:
+        stub = training_pb2_grpc.TrainingStub(channel)
+        submission = [training_pb2.SubmitRequest(spec=spec)]
+        answer = outcome(lambda: stub.Submit(iter(submission), metadata=metadata("tok-acme"), timeout=CALL_TIMEOUT_S))
+    assert answer.code == grpc.StatusCode.INVALID_ARGUMENT and "regularization" in answer.details
+    assert service.snapshot() == before
