@@ -24,27 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15proto/generator.proto\x12\ncdserve.v1\"\x9e\x02\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\x10\n\x08\x63oncepts\x18\x03 \x03(\t\x12\x33\n\rmulti_concept\x18\x04 \x01(\x0e\x32\x1c.cdserve.v1.MultiConceptMode\x12\r\n\x05steps\x18\x05 \x01(\r\x12\x16\n\x0eguidance_scale\x18\x06 \x01(\x02\x12\x11\n\x04seed\x18\x07 \x01(\x04H\x00\x88\x01\x01\x12\r\n\x05width\x18\x08 \x01(\r\x12\x0e\n\x06height\x18\t \x01(\r\x12\x12\n\nnum_images\x18\n \x01(\r\x12\x11\n\tscheduler\x18\x0b \x01(\t\x12\x12\n\nrequest_id\x18\x0c \x01(\tB\x07\n\x05_seed\"3\n\x05Image\x12\x0b\n\x03png\x18\x01 \x01(\x0c\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\"\x92\x01\n\x07Timings\x12\x10\n\x08queue_ms\x18\x01 \x01(\x02\x12\x17\n\x0f\x63oncept_load_ms\x18\x02 \x01(\x02\x12\x10\n\x08merge_ms\x18\x03 \x01(\x02\x12\x11\n\tencode_ms\x18\x04 \x01(\x02\x12\x12\n\ndenoise_ms\x18\x05 \x01(\x02\x12\x11\n\tdecode_ms\x18\x06 \x01(\x02\x12\x10\n\x08total_ms\x18\x07 \x01(\x02\"\xb8\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12!\n\x06images\x18\x02 \x03(\x0b\x32\x11.cdserve.v1.Image\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x10\n\x08\x63oncepts\x18\x04 \x03(\t\x12$\n\x07timings\x18\x05 \x01(\x0b\x32\x13.cdserve.v1.Timings\x12\x16\n\x0e\x62\x61tch_requests\x18\x06 \x01(\r\x12\x0f\n\x07replica\x18\x07 \x01(\t\"E\n\x0cStepProgress\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\x13\n\x0btotal_steps\x18\x02 \x01(\r\x12\x12\n\nelapsed_ms\x18\x03 \x01(\x02\"y\n\x10GenerateProgress\x12,\n\x08progress\x18\x01 \x01(\x0b\x32\x18.cdserve.v1.StepProgressH\x00\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1c.cdserve.v1.GenerateResponseH\x00\x42\x07\n\x05\x65vent*P\n\x10MultiConceptMode\x12\"\n\x1eMULTI_CONCEPT_MODE_UNSPECIFIED\x10\x00\x12\t\n\x05MERGE\x10\x01\x12\r\n\tNAIVE_SUM\x10\x02\x32\xa1\x01\n\tGenerator\x12\x45\n\x08Generate\x12\x1b.cdserve.v1.GenerateRequest\x1a\x1c.cdserve.v1.GenerateResponse\x12M\n\x0eGenerateStream\x12\x1b.cdserve.v1.GenerateRequest\x1a\x1c.cdserve.v1.GenerateProgress0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15proto/generator.proto\x12\ncdserve.v1\"\xa1\x03\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\x10\n\x08\x63oncepts\x18\x03 \x03(\t\x12\x33\n\rmulti_concept\x18\x04 \x01(\x0e\x32\x1c.cdserve.v1.MultiConceptMode\x12\r\n\x05steps\x18\x05 \x01(\r\x12\x16\n\x0eguidance_scale\x18\x06 \x01(\x02\x12\x11\n\x04seed\x18\x07 \x01(\x04H\x00\x88\x01\x01\x12\r\n\x05width\x18\x08 \x01(\r\x12\x0e\n\x06height\x18\t \x01(\r\x12\x12\n\nnum_images\x18\n \x01(\r\x12\x11\n\tscheduler\x18\x0b \x01(\t\x12\x12\n\nrequest_id\x18\x0c \x01(\t\x12\x16\n\x0eoriginal_width\x18\r \x01(\r\x12\x17\n\x0foriginal_height\x18\x0e \x01(\r\x12\x10\n\x08\x63rop_top\x18\x0f \x01(\r\x12\x11\n\tcrop_left\x18\x10 \x01(\r\x12\x14\n\x0ctarget_width\x18\x11 \x01(\r\x12\x15\n\rtarget_height\x18\x12 \x01(\rB\x07\n\x05_seed\"3\n\x05Image\x12\x0b\n\x03png\x18\x01 \x01(\x0c\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\"\x92\x01\n\x07Timings\x12\x10\n\x08queue_ms\x18\x01 \x01(\x02\x12\x17\n\x0f\x63oncept_load_ms\x18\x02 \x01(\x02\x12\x10\n\x08merge_ms\x18\x03 \x01(\x02\x12\x11\n\tencode_ms\x18\x04 \x01(\x02\x12\x12\n\ndenoise_ms\x18\x05 \x01(\x02\x12\x11\n\tdecode_ms\x18\x06 \x01(\x02\x12\x10\n\x08total_ms\x18\x07 \x01(\x02\"\xb8\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12!\n\x06images\x18\x02 \x03(\x0b\x32\x11.cdserve.v1.Image\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x10\n\x08\x63oncepts\x18\x04 \x03(\t\x12$\n\x07timings\x18\x05 \x01(\x0b\x32\x13.cdserve.v1.Timings\x12\x16\n\x0e\x62\x61tch_requests\x18\x06 \x01(\r\x12\x0f\n\x07replica\x18\x07 \x01(\t\"E\n\x0cStepProgress\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\x13\n\x0btotal_steps\x18\x02 \x01(\r\x12\x12\n\nelapsed_ms\x18\x03 \x01(\x02\"y\n\x10GenerateProgress\x12,\n\x08progress\x18\x01 \x01(\x0b\x32\x18.cdserve.v1.StepProgressH\x00\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1c.cdserve.v1.GenerateResponseH\x00\x42\x07\n\x05\x65vent*P\n\x10MultiConceptMode\x12\"\n\x1eMULTI_CONCEPT_MODE_UNSPECIFIED\x10\x00\x12\t\n\x05MERGE\x10\x01\x12\r\n\tNAIVE_SUM\x10\x02\x32\xa1\x01\n\tGenerator\x12\x45\n\x08Generate\x12\x1b.cdserve.v1.GenerateRequest\x1a\x1c.cdserve.v1.GenerateResponse\x12M\n\x0eGenerateStream\x12\x1b.cdserve.v1.GenerateRequest\x1a\x1c.cdserve.v1.GenerateProgress0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.generator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MULTICONCEPTMODE']._serialized_start=909
-  _globals['_MULTICONCEPTMODE']._serialized_end=989
+  _globals['_MULTICONCEPTMODE']._serialized_start=1040
+  _globals['_MULTICONCEPTMODE']._serialized_end=1120
   _globals['_GENERATEREQUEST']._serialized_start=38
-  _globals['_GENERATEREQUEST']._serialized_end=324
-  _globals['_IMAGE']._serialized_start=326
-  _globals['_IMAGE']._serialized_end=377
-  _globals['_TIMINGS']._serialized_start=380
-  _globals['_TIMINGS']._serialized_end=526
-  _globals['_GENERATERESPONSE']._serialized_start=529
-  _globals['_GENERATERESPONSE']._serialized_end=713
-  _globals['_STEPPROGRESS']._serialized_start=715
-  _globals['_STEPPROGRESS']._serialized_end=784
-  _globals['_GENERATEPROGRESS']._serialized_start=786
-  _globals['_GENERATEPROGRESS']._serialized_end=907
-  _globals['_GENERATOR']._serialized_start=992
-  _globals['_GENERATOR']._serialized_end=1153
+  _globals['_GENERATEREQUEST']._serialized_end=455
+  _globals['_IMAGE']._serialized_start=457
+  _globals['_IMAGE']._serialized_end=508
+  _globals['_TIMINGS']._serialized_start=511
+  _globals['_TIMINGS']._serialized_end=657
+  _globals['_GENERATERESPONSE']._serialized_start=660
+  _globals['_GENERATERESPONSE']._serialized_end=844
+  _globals['_STEPPROGRESS']._serialized_start=846
+  _globals['_STEPPROGRESS']._serialized_end=915
+  _globals['_GENERATEPROGRESS']._serialized_start=917
+  _globals['_GENERATEPROGRESS']._serialized_end=1038
+  _globals['_GENERATOR']._serialized_start=1123
+  _globals['_GENERATOR']._serialized_end=1284
 # @@protoc_insertion_point(module_scope)

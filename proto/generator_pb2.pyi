@@ -17,7 +17,7 @@ MERGE: MultiConceptMode
 NAIVE_SUM: MultiConceptMode
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("prompt", "negative_prompt", "concepts", "multi_concept", "steps", "guidance_scale", "seed", "width", "height", "num_images", "scheduler", "request_id")
+    __slots__ = ("prompt", "negative_prompt", "concepts", "multi_concept", "steps", "guidance_scale", "seed", "width", "height", "num_images", "scheduler", "request_id", "original_width", "original_height", "crop_top", "crop_left", "target_width", "target_height")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
     CONCEPTS_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,12 @@ class GenerateRequest(_message.Message):
     NUM_IMAGES_FIELD_NUMBER: _ClassVar[int]
     SCHEDULER_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CROP_TOP_FIELD_NUMBER: _ClassVar[int]
+    CROP_LEFT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    TARGET_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     negative_prompt: str
     concepts: _containers.RepeatedScalarFieldContainer[str]
@@ -42,7 +48,13 @@ class GenerateRequest(_message.Message):
     num_images: int
     scheduler: str
     request_id: str
-    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., concepts: _Optional[_Iterable[str]] = ..., multi_concept: _Optional[_Union[MultiConceptMode, str]] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_images: _Optional[int] = ..., scheduler: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    original_width: int
+    original_height: int
+    crop_top: int
+    crop_left: int
+    target_width: int
+    target_height: int
+    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., concepts: _Optional[_Iterable[str]] = ..., multi_concept: _Optional[_Union[MultiConceptMode, str]] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_images: _Optional[int] = ..., scheduler: _Optional[str] = ..., request_id: _Optional[str] = ..., original_width: _Optional[int] = ..., original_height: _Optional[int] = ..., crop_top: _Optional[int] = ..., crop_left: _Optional[int] = ..., target_width: _Optional[int] = ..., target_height: _Optional[int] = ...) -> None: ...
 
 class Image(_message.Message):
     __slots__ = ("png", "width", "height")

@@ -70,7 +70,11 @@ class ReplicaCore:
         the event loop."""
         received = time.perf_counter()
         params = validate_request(
-            message, self.config.limits, default_size=self.engine.default_size, size_multiple=self.engine.size_multiple
+            message,
+            self.config.limits,
+            default_size=self.engine.default_size,
+            size_multiple=self.engine.size_multiple,
+            size_conditioning=self.engine.size_conditioning,
         )
         resolved = self.resolver.resolve(params.concepts, caller, params.mode)
         try:
@@ -90,6 +94,9 @@ class ReplicaCore:
             width=params.width,
             num_images=params.num_images,
             scheduler=params.scheduler,
+            original_size=params.original_size,
+            crop_top_left=params.crop_top_left,
+            target_size=params.target_size,
         )
         return PendingRequest(params, resolved, request, received, time.perf_counter(), on_progress)
 

@@ -36,6 +36,11 @@ REQUEST_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_REQUEST_ID_CHARS}}}")
 MAX_REF_CHARS = 96
 """Longer than any valid "id@version" (a 63-character id, '@', a 20-digit version)."""
 ALLOWED_CONTROLS = frozenset("\t\n\r")
+SIZE_CONDITIONING = ("original_width", "original_height", "crop_top", "crop_left", "target_width", "target_height")
+"""SDXL's micro-conditioning fields: the UNet of other families has no input for them."""
+MAX_SIZE_CONDITIONING_PX = 16384
+"""Bound on each size-conditioning value: beyond any image size SDXL sees, so it refuses only
+numbers that are no size at all."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,11 @@ class GenerateParams:
     num_images: int
     scheduler: str
     request_id: str
+    original_size: tuple[int, int]
+    """SDXL size conditioning as the engine takes it, (height, width) pairs and (top, left); stock
+    diffusers' defaults where the request left the fields 0 (always, on other families)."""
+    crop_top_left: tuple[int, int]
+    target_size: tuple[int, int]
 
 
 def _within(field: str, value: float, low: float, high: float) -> None:
@@ -84,9 +94,28 @@ def _check_request_id(request_id: str) -> None:
         )
 
 
+def _check_size_conditioning(request: generator_pb2.GenerateRequest, *, accepted: bool) -> None:
+    for field in SIZE_CONDITIONING:
+        value = getattr(request, field)
+        if value and not accepted:
+            raise InvalidArgument(
+                f"{field} {value} is size conditioning, which only SDXL base models take; "
+                "this replica serves another family: leave it 0",
+                field=field,
+            )
+        if value > MAX_SIZE_CONDITIONING_PX:
+            raise InvalidArgument(f"{field} {value} exceeds {MAX_SIZE_CONDITIONING_PX} pixels", field=field)
+
+
 def validate_request(
-    request: generator_pb2.GenerateRequest, limits: RequestLimits, *, default_size: int, size_multiple: int
+    request: generator_pb2.GenerateRequest,
+    limits: RequestLimits,
+    *,
+    default_size: int,
+    size_multiple: int,
+    size_conditioning: bool,
 ) -> GenerateParams:
+    """`size_conditioning`: whether the base model takes SDXL's size and crop fields."""
     if not request.prompt.strip():
         raise InvalidArgument("prompt is empty; describe the image to generate", field="prompt")
     for field in ("prompt", "negative_prompt"):
@@ -127,6 +156,7 @@ def validate_request(
         )
     if request.HasField("seed") and request.seed > MAX_SEED:
         raise InvalidArgument(f"seed {request.seed} exceeds {MAX_SEED}", field="seed")
+    _check_size_conditioning(request, accepted=size_conditioning)
     return GenerateParams(
         prompt=request.prompt,
         negative_prompt=request.negative_prompt,
@@ -140,4 +170,7 @@ def validate_request(
         num_images=num_images,
         scheduler=scheduler,
         request_id=request.request_id or secrets.token_hex(8),
+        original_size=(request.original_height or height, request.original_width or width),
+        crop_top_left=(request.crop_top, request.crop_left),
+        target_size=(request.target_height or height, request.target_width or width),
     )

@@ -29,6 +29,9 @@ class DeltaEngine:
     layer and a read-only token-embedding hook (see `shared.text`); both hold no per-call state.
     """
 
+    size_conditioning = False
+    """Whether the UNet takes SDXL's per-request size and crop conditioning (`GenerationRequest.original_size`…)."""
+
     def __init__(self, base: BaseModel, *, compile: bool = False) -> None:
         """`compile`: run the UNet through `torch.compile`, batches padded to buckets (`serving.engine.unet`)."""
         self.base = base

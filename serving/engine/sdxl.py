@@ -21,6 +21,8 @@ from shared.sdxl import DualPromptEncoder, add_time_ids
 class SDXLDeltaEngine(DeltaEngine):
     """`DeltaEngine` for an SDXL base (`StableDiffusionXLPipeline`)."""
 
+    size_conditioning = True
+
     def __init__(self, base: BaseModel, *, compile: bool = False) -> None:
         super().__init__(base, compile=compile)
         pipe = base.pipeline

@@ -41,6 +41,12 @@ class GenerateBody(Body):
     num_images: int = Field(0, ge=0, le=UINT32)
     scheduler: str = ""
     request_id: str = ""
+    original_width: int = Field(0, ge=0, le=UINT32, description="SDXL only: the source size it seems to have; 0: width")
+    original_height: int = Field(0, ge=0, le=UINT32, description="SDXL only; 0: height")
+    crop_top: int = Field(0, ge=0, le=UINT32, description="SDXL only: the crop corner the image seems to have")
+    crop_left: int = Field(0, ge=0, le=UINT32, description="SDXL only")
+    target_width: int = Field(0, ge=0, le=UINT32, description="SDXL only: the size aimed at; 0: width")
+    target_height: int = Field(0, ge=0, le=UINT32, description="SDXL only; 0: height")
 
     def to_proto(self) -> generator_pb2.GenerateRequest:
         fields = self.model_dump()
