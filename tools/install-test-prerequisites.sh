@@ -1,15 +1,18 @@
 #!/bin/sh
-# Installs Debian's `prometheus` package (the server and promtool) unless both are already on PATH.
-# Idempotent; run by `./dev test` before the tests (tests/deploy needs it) and by operators who want
-# to try the monitoring config locally.
-# Needs root (or sudo) and a reachable apt mirror. Exit status: 0 installed/present, 1 impossible.
+# Installs the test suite's prerequisites that pip cannot provide, from Debian's packages, unless
+# they are already on PATH: Prometheus (server + promtool; tests/deploy scrapes the project's
+# metrics with it) and Chromium (tests/http drives the playground in a real headless browser).
+# Idempotent; run by `./dev test` before the tests. Needs root (or password-less sudo) and a
+# reachable apt mirror when something is missing. Exit status: 0 all present, 1 something missing.
 set -eu
 
-if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
-    exit 0
-fi
+missing=""
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
+[ -z "$missing" ] && exit 0
+
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-prometheus: apt-get not found; install Prometheus >= 2.42 (prometheus, promtool) yourself" >&2
+    echo "install-test-prerequisites: apt-get not found; install$missing yourself" >&2
     exit 1
 fi
 SUDO=""
@@ -17,12 +20,12 @@ if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
         SUDO="sudo -n"
     else
-        echo "install-prometheus: not root and no password-less sudo" >&2
+        echo "install-test-prerequisites: not root and no password-less sudo; install$missing yourself" >&2
         exit 1
     fi
 fi
 export DEBIAN_FRONTEND=noninteractive
-# policy-rc.d keeps the package's post-install script from starting a system-wide prometheus service.
+# policy-rc.d keeps the packages' post-install scripts from starting system-wide services.
 POLICY=/usr/sbin/policy-rc.d
 CREATED_POLICY=""
 if [ ! -e "$POLICY" ]; then
@@ -31,12 +34,12 @@ if [ ! -e "$POLICY" ]; then
     CREATED_POLICY=1
 fi
 status=0
-{ $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends prometheus; } >&2 || status=$?
+# shellcheck disable=SC2086 # one word per package
+{ $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends $missing; } >&2 || status=$?
 if [ -n "$CREATED_POLICY" ]; then
     $SUDO rm -f "$POLICY"
 fi
 if [ "$status" -ne 0 ]; then
-    echo "install-prometheus: apt-get failed (status $status)" >&2
+    echo "install-test-prerequisites: apt-get failed (status $status)" >&2
     exit 1
 fi
-command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1

@@ -22,7 +22,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).is_file(), reason="chromium is not installed (apt-get install -y chromium)"
+    not Path(CHROMIUM).is_file(), reason="chromium is not installed (tools/install-test-prerequisites.sh, run by ./dev test, installs it)"
 )
 
 
