@@ -101,7 +101,7 @@ def test_any_request_is_answered_cleanly_and_the_replica_keeps_generating(stub, 
 
     requests = st.one_of(messages(generator_pb2.GenerateRequest, HINTS), one_field_changed(VALID, HINTS))
 
-    @fuzz_settings(default_examples=30)
+    @fuzz_settings(default_examples=20)
     @given(request=requests, token=TOKENS)
     def run(request, token):
         call_metadata = metadata(token, ("application", APP))

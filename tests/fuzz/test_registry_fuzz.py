@@ -23,6 +23,9 @@ from tests.fuzz.messages import messages, one_field_changed
 from tests.registry.conftest import TOKENS as REGISTRY_TOKENS
 from tests.registry.conftest import ServerThread, store_snapshot
 
+# The strategies hold a whole artifact (a hint for `data`); Hypothesis warns when it describes them.
+pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr:hypothesis.errors.HypothesisWarning")
+
 
 @pytest.fixture(scope="module")
 def artifact(tiny_base: BaseModel) -> bytes:
@@ -87,7 +90,7 @@ def check_call(server: ServerThread, stub, name: str, request, token: str | None
 
 @pytest.mark.parametrize("name", ["Publish", "Get", "Fetch", "List", "Delete", "Watch"])
 def test_any_request_is_answered_cleanly_and_a_refused_one_changes_nothing(server, stub, artifact, name):
-    @fuzz_settings(default_examples=40)
+    @fuzz_settings(default_examples=30)
     @given(request=requests_of(name, artifact), token=TOKENS)
     def run(request, token):
         check_call(server, stub, name, request, token)

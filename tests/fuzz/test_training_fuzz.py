@@ -159,7 +159,7 @@ def test_any_request_is_answered_cleanly_and_a_refused_one_changes_nothing(servi
     with grpc.insecure_channel(service.target, options=[("grpc.enable_retries", 0)]) as channel:
         method = getattr(training_pb2_grpc.TrainingStub(channel), name)
 
-        @fuzz_settings(default_examples=30)
+        @fuzz_settings(default_examples=25)
         @given(request=requests_of(name, service, finished_job), token=TOKENS)
         def run(request, token):
             before = service.snapshot()
