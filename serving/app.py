@@ -7,10 +7,10 @@ tests call on a running Ray.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from ray import serve
-from ray.serve import Application
+from ray.serve import Application, Deployment
 from ray.serve.config import gRPCOptions
 
 from serving.config import ServingConfig
@@ -52,7 +52,9 @@ def build_app(config: ServingConfig) -> Application:
     import ray
 
     has_gpu = ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
-    return Generator.options(**deployment_options(config, cluster_has_gpu=has_gpu)).bind(config.model_dump_json())
+    # `@serve.deployment` made the class a Deployment; mypy does not apply class decorators to the name.
+    deployment = cast(Deployment, Generator)
+    return deployment.options(**deployment_options(config, cluster_has_gpu=has_gpu)).bind(config.model_dump_json())
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -37,6 +37,7 @@ class GenerateAuthenticator:
         values = [value for key, value in metadata if key.lower() == AUTHORIZATION]
         if len(values) > 1:
             raise Unauthenticated("send one 'authorization' metadata entry, not several", field=AUTHORIZATION)
-        if values and not isinstance(values[0], str):
+        value = values[0] if values else None
+        if isinstance(value, bytes):
             raise Unauthenticated("the authorization metadata must be text: 'Bearer <token>'", field=AUTHORIZATION)
-        return self.caller(values[0] if values else None)
+        return self.caller(value)

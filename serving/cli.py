@@ -19,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     generate = subparsers.add_parser("generate", help="generate images through the Generator service")
     generate.add_argument("--prompt", required=True)
     generate.add_argument("--negative-prompt", default="")
-    generate.add_argument("--concept", action="append", default=[], dest="concepts", help="'id' or 'id@version' (repeatable)")
+    generate.add_argument(
+        "--concept", action="append", default=[], dest="concepts", help="'id' or 'id@version' (repeatable)"
+    )
     generate.add_argument("--naive-sum", action="store_true", help="combine several concepts by summing (baseline)")
     generate.add_argument("--steps", type=int, default=0)
     generate.add_argument("--guidance-scale", type=float, default=0.0)
@@ -28,8 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     generate.add_argument("--num-images", type=int, default=1)
     generate.add_argument("--scheduler", default="")
     generate.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
-    generate.add_argument("--target", default=os.environ.get(TARGET_ENV, DEFAULT_TARGET),
-                          help=f"Serve gRPC proxy host:port (default ${TARGET_ENV} or {DEFAULT_TARGET})")  # fmt: skip
+    generate.add_argument(
+        "--target",
+        default=os.environ.get(TARGET_ENV, DEFAULT_TARGET),
+        help=f"Serve gRPC proxy host:port (default ${TARGET_ENV} or {DEFAULT_TARGET})",
+    )
     generate.add_argument("--app", default="cdserve", help="Serve application name")
     generate.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"bearer token (default ${TOKEN_ENV})")
     generate.add_argument("--tls-ca", type=Path, help="PEM bundle to trust; enables TLS (to a TLS front of the proxy)")
@@ -42,10 +47,18 @@ def _generate(args: argparse.Namespace) -> int:
     from serving.client import GeneratorClient
 
     request = GeneratorClient.request(
-        args.prompt, concepts=args.concepts, multi_concept="naive_sum" if args.naive_sum else "merge",
-        negative_prompt=args.negative_prompt, steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed,
-        width=args.size, height=args.size, num_images=args.num_images, scheduler=args.scheduler,
-    )  # fmt: skip
+        args.prompt,
+        concepts=args.concepts,
+        multi_concept="naive_sum" if args.naive_sum else "merge",
+        negative_prompt=args.negative_prompt,
+        steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        seed=args.seed,
+        width=args.size,
+        height=args.size,
+        num_images=args.num_images,
+        scheduler=args.scheduler,
+    )
     client = GeneratorClient(args.target, application=args.app, token=args.token, tls_ca_file=args.tls_ca)
     with client, tqdm(desc="denoising", unit="step") as bar:
 

@@ -53,10 +53,19 @@ class GeneratorClient(RpcClient):
     ) -> generator_pb2.GenerateRequest:
         """A GenerateRequest; zeros and empty strings mean the server's defaults."""
         return generator_pb2.GenerateRequest(
-            prompt=prompt, negative_prompt=negative_prompt, concepts=list(concepts), multi_concept=MODES[multi_concept],
-            steps=steps, guidance_scale=guidance_scale, seed=seed, width=width, height=height, num_images=num_images,
-            scheduler=scheduler, request_id=request_id,
-        )  # fmt: skip
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            concepts=list(concepts),
+            multi_concept=MODES[multi_concept],
+            steps=steps,
+            guidance_scale=guidance_scale,
+            seed=seed,
+            width=width,
+            height=height,
+            num_images=num_images,
+            scheduler=scheduler,
+            request_id=request_id,
+        )
 
     def generate(
         self, request: generator_pb2.GenerateRequest, *, timeout_s: float | None = None

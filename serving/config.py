@@ -26,9 +26,7 @@ class BaseModelConfig(StrictModel):
     )
     single_file_config: Path | None = Field(None, description="diffusers configs dir for a single-file checkpoint")
     device: str = Field("auto", description="'auto' (cuda when the replica has a GPU, else cpu), 'cpu', 'cuda:0'…")
-    dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-        "auto", description="'auto': fp16 on cuda, fp32 on cpu"
-    )
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto", description="'auto': fp16 on cuda, fp32 on cpu")
     compile: bool = Field(
         False,
         description="torch.compile the UNet, batches padded to power-of-two buckets; the first batch of each "

@@ -14,7 +14,7 @@ from serving.concepts.observer import Tier
 
 LATENCY_BUCKETS_S = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120]
 LOAD_BUCKETS_S = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10]
-BATCH_BUCKETS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64]
+BATCH_BUCKETS: list[float] = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64]
 
 
 class ServingMetrics:
@@ -22,30 +22,45 @@ class ServingMetrics:
 
     def __init__(self) -> None:
         self.request_latency = metrics.Histogram(
-            "cdserve_request_latency_seconds", "Generate/GenerateStream latency inside the replica",
-            boundaries=LATENCY_BUCKETS_S, tag_keys=("method", "code"),
-        )  # fmt: skip
-        self.queue_time = metrics.Histogram(
-            "cdserve_queue_time_seconds", "Ready to run (concepts loaded or merged) until its batch starts",
+            "cdserve_request_latency_seconds",
+            "Generate/GenerateStream latency inside the replica",
             boundaries=LATENCY_BUCKETS_S,
-        )  # fmt: skip
+            tag_keys=("method", "code"),
+        )
+        self.queue_time = metrics.Histogram(
+            "cdserve_queue_time_seconds",
+            "Ready to run (concepts loaded or merged) until its batch starts",
+            boundaries=LATENCY_BUCKETS_S,
+        )
         self.images = metrics.Counter("cdserve_images", "Images generated (rate() gives images/s)")
         self.batch_size = metrics.Histogram(
             "cdserve_batch_requests", "Requests sharing one UNet batch", boundaries=BATCH_BUCKETS
         )
-        self.cache_hits = metrics.Counter("cdserve_concept_cache_hits", "Concept lookups answered by a tier", tag_keys=("tier",))
-        self.cache_misses = metrics.Counter("cdserve_concept_cache_misses", "Lookups a tier could not answer", tag_keys=("tier",))
-        self.cache_evictions = metrics.Counter("cdserve_concept_cache_evictions", "Entries evicted by a tier", tag_keys=("tier",))
-        self.resident_bytes = metrics.Gauge("cdserve_concept_cache_resident_bytes", "Bytes held by a tier", tag_keys=("tier",))
+        self.cache_hits = metrics.Counter(
+            "cdserve_concept_cache_hits", "Concept lookups answered by a tier", tag_keys=("tier",)
+        )
+        self.cache_misses = metrics.Counter(
+            "cdserve_concept_cache_misses", "Lookups a tier could not answer", tag_keys=("tier",)
+        )
+        self.cache_evictions = metrics.Counter(
+            "cdserve_concept_cache_evictions", "Entries evicted by a tier", tag_keys=("tier",)
+        )
+        self.resident_bytes = metrics.Gauge(
+            "cdserve_concept_cache_resident_bytes", "Bytes held by a tier", tag_keys=("tier",)
+        )
         self.load_latency = metrics.Histogram(
-            "cdserve_concept_load_seconds", "Bringing a concept from a tier to the device",
-            boundaries=LOAD_BUCKETS_S, tag_keys=("tier",),
-        )  # fmt: skip
+            "cdserve_concept_load_seconds",
+            "Bringing a concept from a tier to the device",
+            boundaries=LOAD_BUCKETS_S,
+            tag_keys=("tier",),
+        )
         self.merge_latency = metrics.Histogram(
             "cdserve_concept_merge_seconds", "Computing a merged multi-concept delta", boundaries=LATENCY_BUCKETS_S
         )
         self.merges = metrics.Counter("cdserve_concept_merges", "Merged sets computed (merged-set cache misses)")
-        self._watch_lag = metrics.Gauge("cdserve_registry_watch_lag_seconds", "Registry event commit until applied here")
+        self._watch_lag = metrics.Gauge(
+            "cdserve_registry_watch_lag_seconds", "Registry event commit until applied here"
+        )
 
     # -- requests ------------------------------------------------------------------------------
 

@@ -121,7 +121,9 @@ def validate_request(
     for field in ("prompt", "negative_prompt"):
         length = len(getattr(request, field))
         if length > limits.max_prompt_chars:
-            raise InvalidArgument(f"{field} has {length} characters; the limit is {limits.max_prompt_chars}", field=field)
+            raise InvalidArgument(
+                f"{field} has {length} characters; the limit is {limits.max_prompt_chars}", field=field
+            )
         _check_text(field, getattr(request, field))
     if len(request.concepts) > limits.max_concepts:
         raise InvalidArgument(

@@ -44,7 +44,9 @@ def foreign_spec(spec: BaseSpec) -> BaseSpec:
 
 
 @pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory, spec: BaseSpec, foreign_spec: BaseSpec) -> Iterator[ServerThread]:
+def registry(
+    tmp_path_factory: pytest.TempPathFactory, spec: BaseSpec, foreign_spec: BaseSpec
+) -> Iterator[ServerThread]:
     config = RegistryConfig(data_dir=tmp_path_factory.mktemp("registry"), shutdown_grace_s=0.0, metrics_port=None)
     server = ServerThread(config, [spec, foreign_spec], dict(TOKENS))
     yield server
@@ -74,9 +76,13 @@ def make_store(tmp_path: Path, spec: BaseSpec, operator: RegistryClient) -> Call
     """make_store(device_max_bytes=…, host_max_bytes=…, disk_dir=…) with a fresh CacheStats observer."""
 
     def make(
-        *, device_max_bytes: int = 64 * MiB, host_max_bytes: int = 64 * MiB, disk_max_bytes: int = 64 * MiB,
-        merged_max_bytes: int = 64 * MiB, disk_dir: Path | None = None,
-    ) -> ConceptStore:  # fmt: skip
+        *,
+        device_max_bytes: int = 64 * MiB,
+        host_max_bytes: int = 64 * MiB,
+        disk_max_bytes: int = 64 * MiB,
+        merged_max_bytes: int = 64 * MiB,
+        disk_dir: Path | None = None,
+    ) -> ConceptStore:
         budgets = TierBudgets(device_max_bytes, host_max_bytes, disk_max_bytes, merged_max_bytes)
         return ConceptStore(spec, operator, budgets, disk_dir or tmp_path / "disk", observer=CacheStats())
 
@@ -134,7 +140,9 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="package")  # Ray is released before other packages' tests start their own
-def live_serve(registry: ServerThread, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServe]:
+def live_serve(
+    registry: ServerThread, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServe]:
     import ray
     from ray import serve
 
@@ -142,9 +150,12 @@ def live_serve(registry: ServerThread, model_dir: Path, tmp_path_factory: pytest
     tokens_file = tmp_path_factory.mktemp("auth") / "tokens.yaml"
     tokens_file.write_text(yaml.safe_dump({"tokens": TOKENS}))
     ray.init(
-        num_cpus=2, include_dashboard=False, _metrics_export_port=metrics_port, log_to_driver=False,
+        num_cpus=2,
+        include_dashboard=False,
+        _metrics_export_port=metrics_port,
+        log_to_driver=False,
         _system_config={"metrics_report_interval_ms": 500},
-    )  # fmt: skip
+    )
     base = ServingConfig(
         grpc_port=free_port(),
         http_port=free_port(),

@@ -36,10 +36,15 @@ def test_replicas_scale_up_under_a_burst_and_down_after(live_serve: LiveServe) -
         ray_actor_options={"num_cpus": 0.1, "num_gpus": 0},
         batching={"max_batch_size": 1, "batch_wait_timeout_s": 0.0},
         autoscaling={
-            "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 0.5,
-            "downscale_delay_s": 2, "metrics_interval_s": 0.5, "look_back_period_s": 1,
+            "min_replicas": 1,
+            "max_replicas": 2,
+            "target_ongoing_requests": 1,
+            "upscale_delay_s": 0.5,
+            "downscale_delay_s": 2,
+            "metrics_interval_s": 0.5,
+            "look_back_period_s": 1,
         },
-    )  # fmt: skip
+    )
     try:
         assert running_replicas() == 1
         stop = threading.Event()

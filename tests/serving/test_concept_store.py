@@ -45,7 +45,9 @@ def test_a_concept_travels_registry_then_device_then_host_and_back(
     assert s.evictions["device"] == 2 and store.resident_bytes()["device"] == size
 
 
-def test_pinned_concepts_are_not_evicted_while_in_use(make_store: Callable[..., ConceptStore], publish: Publish) -> None:
+def test_pinned_concepts_are_not_evicted_while_in_use(
+    make_store: Callable[..., ConceptStore], publish: Publish
+) -> None:
     a, b = publish("pin-a", seed=3), publish("pin-b", seed=4)
     store = make_store(device_max_bytes=1, host_max_bytes=0)
     with store.acquire([("pin-a", a.version)]):
@@ -56,7 +58,9 @@ def test_pinned_concepts_are_not_evicted_while_in_use(make_store: Callable[..., 
     assert store.resident_bytes()["device"] == 0
 
 
-def test_concurrent_requests_for_a_missing_concept_fetch_it_once(make_store: Callable[..., ConceptStore], publish: Publish) -> None:
+def test_concurrent_requests_for_a_missing_concept_fetch_it_once(
+    make_store: Callable[..., ConceptStore], publish: Publish
+) -> None:
     info = publish("flight", seed=5)
     store = make_store()
     barrier = threading.Barrier(6)
@@ -76,7 +80,9 @@ def test_concurrent_requests_for_a_missing_concept_fetch_it_once(make_store: Cal
     assert stats(store).hits["registry"] == 1
 
 
-def test_the_disk_tier_survives_a_new_store(make_store: Callable[..., ConceptStore], publish: Publish, tmp_path: Any) -> None:
+def test_the_disk_tier_survives_a_new_store(
+    make_store: Callable[..., ConceptStore], publish: Publish, tmp_path: Any
+) -> None:
     info = publish("on-disk", seed=6)
     make_store(disk_dir=tmp_path / "d").acquire([("on-disk", info.version)]).release()
     again = make_store(disk_dir=tmp_path / "d")
@@ -84,7 +90,9 @@ def test_the_disk_tier_survives_a_new_store(make_store: Callable[..., ConceptSto
     assert stats(again).hits == {"disk": 1}
 
 
-def test_unknown_and_foreign_concepts_fail_typed(make_store: Callable[..., ConceptStore], publish: Publish, foreign_spec: Any) -> None:
+def test_unknown_and_foreign_concepts_fail_typed(
+    make_store: Callable[..., ConceptStore], publish: Publish, foreign_spec: Any
+) -> None:
     store = make_store()
     with pytest.raises(NotFound):
         store.resolve("no-such-concept", None)

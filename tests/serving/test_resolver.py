@@ -20,7 +20,9 @@ from shared.synthetic import random_concept
 OPERATOR = Caller(OPERATOR_TENANT)
 
 
-def test_no_concept_is_the_base_model_and_one_is_its_own_delta(resolver: ConceptResolver, publish: Any, spec: Any) -> None:
+def test_no_concept_is_the_base_model_and_one_is_its_own_delta(
+    resolver: ConceptResolver, publish: Any, spec: Any
+) -> None:
     assert resolver.resolve([], OPERATOR).delta is None
     info = publish("res-one", seed=60)
     resolved = resolver.resolve(["res-one"], OPERATOR)
@@ -31,7 +33,9 @@ def test_no_concept_is_the_base_model_and_one_is_its_own_delta(resolver: Concept
     resolved.release()
 
 
-def test_several_concepts_are_merged_once_per_set(resolver: ConceptResolver, publish: Any, spec: Any, tiny_base: BaseModel) -> None:
+def test_several_concepts_are_merged_once_per_set(
+    resolver: ConceptResolver, publish: Any, spec: Any, tiny_base: BaseModel
+) -> None:
     publish("res-a", seed=61)
     publish("res-b", seed=62)
     first = resolver.resolve(["res-a", "res-b"], OPERATOR)
@@ -41,7 +45,9 @@ def test_several_concepts_are_merged_once_per_set(resolver: ConceptResolver, pub
     assert isinstance(stats, CacheStats) and stats.merges == 1 and stats.hits["merged"] == 1
     inputs = [random_concept(spec, c, seed=s) for c, s in (("res-a", 61), ("res-b", 62))]
     regularization = resolver.merger.regularization()
-    expected, _ = closed_form_merge(inputs, DeltaEngine(tiny_base).prompts, DeltaEngine(tiny_base).layers, regularization)
+    expected, _ = closed_form_merge(
+        inputs, DeltaEngine(tiny_base).prompts, DeltaEngine(tiny_base).layers, regularization
+    )
     name = spec.layers[0].name
     got, want = first.delta.layers[name]["to_v"].to_dense(), expected.layers[name]["to_v"].to_dense()
     assert torch.allclose(got, want, atol=1e-5)
@@ -54,8 +60,18 @@ def test_several_concepts_are_merged_once_per_set(resolver: ConceptResolver, pub
 
 @pytest.mark.parametrize(
     "refs",
-    [["Bad Id"], ["dog@0"], ["dog@x"], ["dog", "dog@2"], ["dog@99999999999999999999"], ["dog@9223372036854775808"],
-     ["dog@²"], ["dog@٣"], ["dog\n"], ["dog@1\n"]],
+    [
+        ["Bad Id"],
+        ["dog@0"],
+        ["dog@x"],
+        ["dog", "dog@2"],
+        ["dog@99999999999999999999"],
+        ["dog@9223372036854775808"],
+        ["dog@²"],
+        ["dog@٣"],
+        ["dog\n"],
+        ["dog@1\n"],
+    ],
 )
 def test_malformed_refs_name_the_concepts_field(resolver: ConceptResolver, refs: list[str]) -> None:
     with pytest.raises(InvalidArgument) as caught:

@@ -82,9 +82,11 @@ def test_publish_generate_swap_delete(
     first = gen.generate(request(prompt, ("e2e-dog",)))
     assert list(first.concepts) == ["e2e-dog@1"] and first.seed == 7 and first.replica
     _, delta = random_concept(spec, "e2e-dog", seed=21)
-    direct = DeltaEngine(tiny_base).generate(
-        [GenerationRequest(prompt, delta=delta, steps=STEPS, seed=7, height=16, width=16)]
-    )[0].images[0]
+    direct = (
+        DeltaEngine(tiny_base)
+        .generate([GenerationRequest(prompt, delta=delta, steps=STEPS, seed=7, height=16, width=16)])[0]
+        .images[0]
+    )
     expected = np.asarray(Image.open(io.BytesIO(to_png(direct))), dtype=np.int16)
     assert np.abs(pixels(first) - expected).max() <= 1
     base = gen.generate(request("photo of a dog"))
@@ -123,7 +125,9 @@ def test_concurrent_requests_with_different_concepts_share_one_batch(
 ) -> None:
     for i in range(3):
         publish(f"batch-{i}", seed=40 + i)
-    gen.generate(request("warm <batch-0> <batch-1> <batch-2>", ("batch-0", "batch-1", "batch-2"), multi_concept="naive_sum"))
+    gen.generate(
+        request("warm <batch-0> <batch-1> <batch-2>", ("batch-0", "batch-1", "batch-2"), multi_concept="naive_sum")
+    )
     requests = [request(f"photo of a <batch-{i}> dog", (f"batch-{i}",), seed=i) for i in range(3)]
     requests.append(request("photo of a dog"))
     barrier = threading.Barrier(len(requests))
@@ -177,7 +181,9 @@ def test_invalid_requests_fail_with_invalid_argument_naming_the_field(
     assert re.search(rf"\b{field}\b", caught.value.message), caught.value.message
 
 
-def test_unknown_and_foreign_concepts_fail_with_their_status(gen: GeneratorClient, publish: Publish, foreign_spec: Any) -> None:
+def test_unknown_and_foreign_concepts_fail_with_their_status(
+    gen: GeneratorClient, publish: Publish, foreign_spec: Any
+) -> None:
     with pytest.raises(NotFound):
         gen.generate(request("photo of a dog", ("never-published",)))
     with pytest.raises(NotFound):
@@ -199,8 +205,11 @@ def test_deadlines_are_respected(gen: GeneratorClient) -> None:
 def test_a_full_queue_answers_resource_exhausted(live_serve: LiveServe) -> None:
     from ray import serve
 
-    live_serve.deploy("tight", queue={"max_ongoing_requests": 1, "max_queued_requests": 1},
-                      batching={"max_batch_size": 1, "batch_wait_timeout_s": 0.0})  # fmt: skip
+    live_serve.deploy(
+        "tight",
+        queue={"max_ongoing_requests": 1, "max_queued_requests": 1},
+        batching={"max_batch_size": 1, "batch_wait_timeout_s": 0.0},
+    )
     try:
         with live_serve.client("tight") as client, ThreadPoolExecutor(6) as pool:
             outcomes = list(pool.map(lambda _: _outcome(client, request("busy", steps=30)), range(6)))
