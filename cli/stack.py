@@ -4,7 +4,7 @@
 Used by `cdserve up` and the demo. The registry and the training service each run as their own
 process, started and restarted by a `Supervisor` (`cdserve registry`, `cdserve training serve`,
 from config files written into the data folder); Ray runs its own processes, started by this one.
-Our services and the Serve gRPC proxy bind `host` (127.0.0.1 unless told otherwise); Ray's
+Our services and Serve's gRPC and HTTP proxies bind `host` (127.0.0.1 unless told otherwise); Ray's
 dashboard, which accepts jobs, always stays on 127.0.0.1. Ray's own other ports (its metrics export,
 its internal RPC) cannot be narrowed in Ray 2.60: it turns a loopback node address into the
 machine's address (`services.resolve_ip_for_localhost`), so a firewall must guard them.
@@ -146,9 +146,9 @@ class LocalStack:
         services = self.services(model_dir, spec, ports, credentials, dashboard)
         self.supervisor = Supervisor(services, log_dir=self._data / "logs")
         self.supervisor.start()
-        run_app(config)
-        playground = run_http_app(config, self._http_config(model_dir, ports))
+        run_app(config, host=self._host)
         shown = self._host if self._host != "0.0.0.0" else socket.gethostname()
+        playground = run_http_app(config, self._http_config(model_dir, ports), url_host=shown)
         return Endpoints(
             generator=f"{shown}:{config.grpc_port}",
             application=config.app_name,

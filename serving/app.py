@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from ray import serve
 from ray.serve import Application, Deployment
-from ray.serve.config import gRPCOptions
+from ray.serve.config import HTTPOptions, gRPCOptions
 
 from serving.config import ServingConfig
 from serving.deployment import Generator
@@ -66,7 +66,14 @@ def grpc_options(config: ServingConfig) -> gRPCOptions:
     return gRPCOptions(port=config.grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION])
 
 
-def run_app(config: ServingConfig, *, blocking: bool = False) -> None:
-    """Start Serve's proxies (gRPC on `grpc_port`) and deploy the application on the current Ray."""
-    serve.start(grpc_options=grpc_options(config), http_options={"host": "127.0.0.1", "port": config.http_port})
+def http_options(config: ServingConfig, host: str) -> HTTPOptions:
+    """Serve's HTTP proxy (the HTTP face and playground, `serving.http`) on `host`: the interface the
+    rest of the stack binds, so a stack told to serve other hosts serves its page to them too."""
+    return HTTPOptions(host=host, port=config.http_port)
+
+
+def run_app(config: ServingConfig, *, host: str = "127.0.0.1", blocking: bool = False) -> None:
+    """Start Serve's proxies (gRPC on `grpc_port`, HTTP on `host`:`http_port`) and deploy the
+    application on the current Ray. The gRPC proxy's interface is set apart (`cli.serve_grpc_host`)."""
+    serve.start(grpc_options=grpc_options(config), http_options=http_options(config, host))
     serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix, blocking=blocking)

@@ -34,11 +34,11 @@ def app_builder(args: dict[str, Any]) -> Application:
     )
 
 
-def run_http_app(serving: ServingConfig, config: HttpConfig) -> str:
-    """Deploy the HTTP application; returns the playground's URL."""
+def run_http_app(serving: ServingConfig, config: HttpConfig, *, url_host: str = "127.0.0.1") -> str:
+    """Deploy the HTTP application; returns the playground's URL as seen from `url_host`."""
     serve.run(build_http_app(serving, config), name=config.app_name, route_prefix=config.route_prefix)
-    return playground_url(serving, config)
+    return playground_url(serving, config, url_host)
 
 
-def playground_url(serving: ServingConfig, config: HttpConfig) -> str:
-    return f"http://127.0.0.1:{serving.http_port}{config.route_prefix.rstrip('/')}/"
+def playground_url(serving: ServingConfig, config: HttpConfig, host: str = "127.0.0.1") -> str:
+    return f"http://{host}:{serving.http_port}{config.route_prefix.rstrip('/')}/"

@@ -1,5 +1,6 @@
-"""`ray.init`'s one retry in the local stack. The dashboard race it answers is internal to Ray and
-cannot be provoked here, so `ray.init` is replaced by a recorder that fails as Ray 2.60 did."""
+"""`ray.init`'s one retry in the local stack, and the HTTP proxy's interface. The dashboard race the
+retry answers is internal to Ray and cannot be provoked here, so `ray.init` is replaced by a recorder
+that fails as Ray 2.60 did."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import pytest
 import ray
 
 from cli.stack import _init_ray
+from serving.app import http_options
+from serving.config import ServingConfig
 
 
 class FlakyInit:
@@ -38,3 +41,9 @@ def test_a_second_dashboard_failure_and_other_errors_propagate(monkeypatch) -> N
     with pytest.raises(ValueError, match="num_cpus"):
         _init_ray(num_cpus=-1)
     assert len(other.calls) == 1
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_the_http_proxy_binds_the_stacks_host_on_the_configured_port(host: str) -> None:
+    options = http_options(ServingConfig(http_port=8123), host)
+    assert (options.host, options.port) == (host, 8123)

@@ -1,5 +1,5 @@
-"""`cdserve up` as a user runs it, in its own process: endpoints on 127.0.0.1 only (the Serve gRPC
-proxy included), a generation through the Generator, a child service killed with SIGKILL and
+"""`cdserve up` as a user runs it, in its own process: endpoints on 127.0.0.1 only (Serve's gRPC
+and HTTP proxies included), a generation through the Generator, a child service killed with SIGKILL and
 restarted, and SIGTERM ending everything it started, Ray's processes included."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from cli.processes import processes_mentioning
 from cli.stack import free_port, grpc_serving
@@ -52,10 +53,10 @@ def up(tmp_path_factory):
     data = tmp_path_factory.mktemp("up")
     tenants = data / "tenants.yaml"
     tenants.write_text("tokens: {tok-acme: acme}\n")
-    grpc_port, registry_port, metrics_port = free_port(), free_port(), free_port()
+    grpc_port, registry_port, metrics_port, http_port = free_port(), free_port(), free_port(), free_port()
     config = data / "serving.yaml"
     config.write_text(f"registry: {{address: '127.0.0.1:{registry_port}'}}\nmetrics_export_port: {metrics_port}\n"
-                      f"http_port: {free_port()}\n")  # fmt: skip
+                      f"http_port: {http_port}\n")  # fmt: skip
     process = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "up", "--data", str(data), "--config", str(config), "--grpc-port",
          str(grpc_port), "--num-cpus", "2", "--tokens", str(tenants)],
@@ -64,7 +65,7 @@ def up(tmp_path_factory):
     try:
         lines = read_until(process, r"^Ctrl-C", timeout_s=START_S)
         yield {"process": process, "data": data, "grpc_port": grpc_port, "registry_port": registry_port,
-               "output": "".join(lines)}  # fmt: skip
+               "http_port": http_port, "output": "".join(lines)}  # fmt: skip
     finally:
         if process.poll() is None:
             process.kill()
@@ -75,8 +76,11 @@ def test_up_prints_the_endpoints_and_binds_loopback_only(up):
     output = up["output"]
     assert f"generator (gRPC, Serve proxy): 127.0.0.1:{up['grpc_port']}" in output
     assert str(up["data"] / "tenants.yaml") in output and "tok-acme" not in output  # tokens are never printed
+    playground = f"http://127.0.0.1:{up['http_port']}/"
+    assert f"playground (browser, HTTP):    {playground}" in output
+    assert requests.get(playground, timeout=30).status_code == 200
     bound = listening()
-    for port in (up["grpc_port"], up["registry_port"]):
+    for port in (up["grpc_port"], up["registry_port"], up["http_port"]):
         assert bound.get(port) and bound[port] <= LOOPBACK_HEX, (port, bound.get(port))
     with GeneratorClient(f"127.0.0.1:{up['grpc_port']}", application="cdserve") as client:
         reply = client.generate(GeneratorClient.request("a star on a white background", seed=1, steps=2))
