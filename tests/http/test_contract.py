@@ -1,7 +1,11 @@
 """The HTTP face's contracts, without a server: one status for every gRPC code, derived from the
-one error table, and JSON bodies that carry exactly the proto messages' fields."""
+one error table and documented in docs/api.md, and JSON bodies that carry exactly the proto
+messages' fields."""
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import grpc
 import pytest
@@ -10,7 +14,7 @@ from proto import common_pb2, generator_pb2, training_pb2
 from serving.http.errors import HTTP_STATUS, error_body, http_status
 from serving.http.schemas import ConceptOut, GenerateBody, GenerateResult, TimingsOut, TrainingJobOut
 from shared import errors
-from shared.grpc_status import STATUS_BY_ERROR
+from shared.grpc_status import STATUS_BY_ERROR, status_for
 
 
 def test_every_grpc_status_has_an_http_status() -> None:
@@ -49,6 +53,21 @@ def test_every_error_class_is_in_the_table() -> None:
 def test_an_unexpected_exception_is_internal_and_says_no_more_than_its_type() -> None:
     assert http_status(KeyError("secret")) == 500
     assert error_body(KeyError("secret")) == {"reason": "INTERNAL", "field": "", "message": "internal error: KeyError"}
+
+
+API_DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+
+
+def test_the_documented_status_table_is_the_codes() -> None:
+    """Each row of docs/api.md's status table (gRPC status, HTTP status, reason) is what an error
+    with that reason gets, and every error class has its row."""
+    rows = re.findall(r"^\| `([A-Z_]+)` \| (\d{3}) \| `([A-Z_]+)` \|", API_DOC.read_text(), re.MULTILINE)
+    documented = {reason: (grpc_code, int(status)) for grpc_code, status, reason in rows}
+    by_reason = {cls.reason: cls for cls in STATUS_BY_ERROR}
+    assert set(documented) == set(by_reason) | {"INTERNAL"}
+    for reason, (grpc_code, status) in documented.items():
+        error = by_reason[reason]("m") if reason in by_reason else ValueError("a bug")
+        assert (status_for(error).name, http_status(error)) == (grpc_code, status), reason
 
 
 def names(message: type) -> set[str]:
