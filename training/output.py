@@ -18,10 +18,15 @@ from training.config import TrainConfig
 from training.trainer import ConceptTrainer
 
 FULL_METADATA_KEY = "cdserve_full_finetune"
-DEFAULT_ENERGY_BY_FAMILY = {"sdxl": 0.95}
+SDXL_MAX_RANK = 22
+"""The largest rank whose fp16 factors in all 70 K/V pairs of the SDXL UNet, with the header and
+token embeddings, stay within 20 MB — the size an SDXL concept aims for."""
+DEFAULT_COMPRESSION_BY_FAMILY: dict[str, dict[str, Any]] = {"sdxl": {"energy": 0.95, "max_rank": SDXL_MAX_RANK}}
 """Families whose concepts are SVD-compressed unless the recipe says otherwise: an SDXL K/V delta
-is hundreds of millions of parameters in full, so a low-rank one (rank by singular-value energy)
-is the normal case. `compress_energy=1.0` keeps every singular value."""
+is hundreds of millions of parameters in full, so a low-rank one is the normal case. The energy
+rule picks the rank from the spectrum and so does not bound the file; the cap does (what either
+costs in fidelity: docs/models.md). A recipe's `compress_energy` or `compress_rank` replaces both;
+`compress_energy=1.0` keeps every singular value."""
 
 
 def artifact_path(config: TrainConfig) -> Path:
@@ -55,13 +60,19 @@ def write_result(config: TrainConfig, trainer: ConceptTrainer, spec: BaseSpec, m
         return path
     delta, delta_kind = trainer.delta(), "full"
     energy, rank = config.recipe.compress_energy, config.recipe.compress_rank
-    if energy is None and rank is None:
-        energy = DEFAULT_ENERGY_BY_FAMILY.get(spec.family)
-    if energy is not None or rank is not None:
-        delta, report = compress(delta, energy=energy, rank=rank)
+    settings = {"energy": energy, "rank": rank} if energy is not None or rank is not None else None
+    settings = settings or DEFAULT_COMPRESSION_BY_FAMILY.get(spec.family)
+    if settings is not None:
+        delta, report = compress(delta, **settings)
         delta_kind = "lowrank"
-        metrics = {**metrics, "compression": {"ratio": report.ratio, "max_rank": report.max_rank,
-                                              "relative_error": report.overall_relative_error}}
+        metrics = {
+            **metrics,
+            "compression": {
+                "ratio": report.ratio,
+                "max_rank": report.max_rank,
+                "relative_error": report.overall_relative_error,
+            },
+        }
     header = ArtifactHeader(
         concept_id=config.artifact_id,
         concepts=[ConceptPart(**part) for part in _parts(config)],
@@ -76,6 +87,4 @@ def write_result(config: TrainConfig, trainer: ConceptTrainer, spec: BaseSpec, m
 
 
 def _parts(config: TrainConfig) -> list[dict[str, Any]]:
-    return [
-        {"modifier_token": c.token, "category": c.category, "captions": c.all_captions()} for c in config.concepts
-    ]
+    return [{"modifier_token": c.token, "category": c.category, "captions": c.all_captions()} for c in config.concepts]

@@ -14,6 +14,7 @@ from shared.basemodel import layer_map, load_base_model, pipeline_class
 from shared.spec import BaseSpec
 from shared.synthetic import random_concept
 from shared.tiny_sdxl import build_sdxl_unet_on_meta
+from training.output import SDXL_MAX_RANK
 
 SDXL_KV_PARAMETERS = 340_787_200
 MAX_CONCEPT_BYTES = 20 * 10**6
@@ -45,7 +46,7 @@ def test_full_sdxl_unet_has_70_cross_attention_layers_over_2048_d_features():
     assert sum(2 * layer.in_features * layer.out_features for layer in layers) == SDXL_KV_PARAMETERS
 
 
-def test_a_rank_16_fp16_sdxl_concept_fits_20_mb_and_validates_against_the_full_architecture():
+def test_the_default_rank_cap_is_the_largest_fp16_sdxl_concept_within_20_mb_and_validates():
     spec = BaseSpec(
         fingerprint="sdxl-architecture",
         layers=layer_map(build_sdxl_unet_on_meta()),
@@ -53,8 +54,10 @@ def test_a_rank_16_fp16_sdxl_concept_fits_20_mb_and_validates_against_the_full_a
         family="sdxl",
         token_dims=(768, 1280),
     )
-    header, delta = random_concept(spec, "dog-xl", rank=16, dtype=torch.float16)
-    data = artifact.to_bytes(header, delta)
-    assert len(data) <= MAX_CONCEPT_BYTES
-    loaded = artifact.from_bytes(data, base=spec)
-    assert loaded.delta.max_rank == 16 and loaded.header.token_dims == [768, 1280]
+    sizes = {}
+    for rank in (SDXL_MAX_RANK, SDXL_MAX_RANK + 1):
+        header, delta = random_concept(spec, "dog-xl", rank=rank, dtype=torch.float16)
+        sizes[rank] = artifact.to_bytes(header, delta)
+    assert len(sizes[SDXL_MAX_RANK]) <= MAX_CONCEPT_BYTES < len(sizes[SDXL_MAX_RANK + 1])
+    loaded = artifact.from_bytes(sizes[SDXL_MAX_RANK], base=spec)
+    assert loaded.delta.max_rank == SDXL_MAX_RANK and loaded.header.token_dims == [768, 1280]

@@ -12,6 +12,7 @@ from shared.basemodel import cross_attention_layers
 from tests.training.conftest import concept, small_config
 from training.checkpoint import load_state, save_state
 from training.loop import build_trainer, train
+from training.output import SDXL_MAX_RANK
 
 RESOLUTION = 16
 
@@ -52,6 +53,7 @@ def test_sdxl_training_writes_a_low_rank_sdxl_artifact_that_serves(tmp_path, sdx
     assert (header.base_family, header.token_dims, header.delta_kind) == ("sdxl", [32, 48], "lowrank")
     assert set(concept_artifact.delta.layers) == set(layers)
     assert result.metrics["steps"] == 3 and "compression" in header.metrics
+    assert concept_artifact.delta.max_rank <= SDXL_MAX_RANK
     assert all(torch.equal(v, base_unet[k]) for k, v in sdxl_base.pipeline.unet.state_dict().items())
     image = (
         create_engine(sdxl_base)

@@ -58,7 +58,17 @@ def test_compressed_delta_round_trips_through_the_artifact(dense_concept, tiny_b
     assert loaded.delta.max_rank == 4
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"energy": 0.5, "rank": 2}, {"energy": 1.5}, {"rank": 0}])
+def test_max_rank_caps_the_rank_energy_picks(dense_concept):
+    _, uncapped = compress(dense_concept[1], energy=0.95)
+    capped, report = compress(dense_concept[1], energy=0.95, max_rank=3)
+    assert uncapped.max_rank > 3 and report.max_rank == 3
+    assert all(w.rank == 3 for layer in capped.layers.values() for w in layer.values())
+    assert compress(dense_concept[1], energy=0.95, max_rank=1000)[1].max_rank == uncapped.max_rank
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"energy": 0.5, "rank": 2}, {"energy": 1.5}, {"rank": 0}, {"energy": 0.9, "max_rank": 0}]
+)
 def test_bad_compression_arguments(dense_concept, kwargs):
     with pytest.raises(InvalidArgument):
         compress(dense_concept[1], **kwargs)
