@@ -60,8 +60,9 @@ def write_result(config: TrainConfig, trainer: ConceptTrainer, spec: BaseSpec, m
         return path
     delta, delta_kind = trainer.delta(), "full"
     energy, rank = config.recipe.compress_energy, config.recipe.compress_rank
-    settings = {"energy": energy, "rank": rank} if energy is not None or rank is not None else None
-    settings = settings or DEFAULT_COMPRESSION_BY_FAMILY.get(spec.family)
+    settings: dict[str, Any] | None = DEFAULT_COMPRESSION_BY_FAMILY.get(spec.family)
+    if energy is not None or rank is not None:
+        settings = {"energy": energy, "rank": rank}
     if settings is not None:
         delta, report = compress(delta, **settings)
         delta_kind = "lowrank"
