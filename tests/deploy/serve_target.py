@@ -27,7 +27,7 @@ def main(options: dict) -> None:
 
     ray.init(num_cpus=2, include_dashboard=False, _metrics_export_port=options["metrics_port"], log_to_driver=False,
              _system_config={"metrics_report_interval_ms": 500})  # fmt: skip
-    (app,) = yaml.safe_load((DEPLOY / "serve-local.yaml").read_text())["applications"]
+    app = yaml.safe_load((DEPLOY / "serve-local.yaml").read_text())["applications"][0]
     config = ServingConfig.model_validate({**app["args"], **options["overrides"]})
     run_app(config)
     with GeneratorClient(f"127.0.0.1:{config.grpc_port}", application=config.app_name, timeout_s=120) as client:

@@ -38,8 +38,7 @@ WORKER_GROUP = {"groupName", "replicas", "minReplicas", "maxReplicas", "rayStart
 
 
 def serve_args(serve_config: dict[str, Any]) -> dict[str, Any]:
-    (app,) = serve_config["applications"]
-    return app["args"]
+    return serve_config["applications"][0]["args"]  # the Generator's; the HTTP face's comes second
 
 
 def rayservice() -> dict[str, Any]:

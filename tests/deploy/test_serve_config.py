@@ -1,6 +1,7 @@
 """Serve configs (deploy/serve-local.yaml, deploy/serve-cluster.yaml and the RayService's
 serveConfigV2) are accepted by Ray's own schema and name what the serving code defines: the
-application builder, the Generator deployment, the gRPC servicer and ServingConfig's fields."""
+application builders (the Generator's, then the HTTP face's), the Generator deployment, the gRPC
+servicer and ServingConfig's and HttpConfig's fields."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from ray.serve.schema import HTTPOptionsSchema, ServeApplicationSchema, ServeDep
 from serving import app as serving_app
 from serving.config import ServingConfig
 from serving.deployment import Generator
+from serving.http import app as http_app
+from serving.http.config import HttpConfig
 from tests.deploy.conftest import DEPLOY, find
 
 CONFIGS = {
@@ -37,7 +40,7 @@ def serve_config(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 def test_rays_schema_accepts_the_config(serve_config: dict[str, Any]) -> None:
     schema = ServeDeploySchema.model_validate(serve_config)
-    assert len(schema.applications) == 1
+    assert [app.name for app in schema.applications] == ["cdserve", "cdserve-http"]
     # Ray ignores unknown keys at these levels, so a misspelt option would silently not apply.
     for section, model in ((serve_config, ServeDeploySchema), (serve_config["grpc_options"], gRPCOptionsSchema),
                            (serve_config["http_options"], HTTPOptionsSchema),
@@ -46,7 +49,7 @@ def test_rays_schema_accepts_the_config(serve_config: dict[str, Any]) -> None:
 
 
 def test_the_application_is_the_serving_codes_builder_with_valid_args(serve_config: dict[str, Any]) -> None:
-    (app,) = ServeDeploySchema.model_validate(serve_config).applications
+    app = ServeDeploySchema.model_validate(serve_config).applications[0]
     assert resolve(app.import_path) is serving_app.app_builder
     config = ServingConfig.model_validate(app.args)  # unknown keys fail (extra="forbid")
     assert (app.name, app.route_prefix) == (config.app_name, config.route_prefix)
@@ -59,7 +62,7 @@ def test_the_application_is_the_serving_codes_builder_with_valid_args(serve_conf
 
 
 def test_the_builder_binds_the_generator_with_the_configured_resources(serve_config: dict[str, Any]) -> None:
-    (app,) = serve_config["applications"]
+    app = serve_config["applications"][0]
     config = ServingConfig.model_validate(app["args"])
     bound = serving_app.app_builder(app["args"])._bound_deployment
     assert bound.name == Generator.name == "Generator"
@@ -71,6 +74,18 @@ def test_the_builder_binds_the_generator_with_the_configured_resources(serve_con
         autoscaling = bound._deployment_config.autoscaling_config
         assert (autoscaling.min_replicas, autoscaling.max_replicas) == (config.autoscaling.min_replicas, config.autoscaling.max_replicas)
         assert autoscaling.target_ongoing_requests == config.autoscaling.target_ongoing_requests
+
+
+def test_the_http_application_builds_the_http_face_over_the_generators_args(serve_config: dict[str, Any]) -> None:
+    generator, http = serve_config["applications"]
+    assert set(http) <= set(ServeApplicationSchema.model_fields), set(http) - set(ServeApplicationSchema.model_fields)
+    assert resolve(http["import_path"]) is http_app.app_builder
+    assert http["args"]["serving"] == generator["args"]  # it reaches the Generator by that app's name
+    config = HttpConfig.model_validate(http["args"]["http"])
+    assert (http["name"], http["route_prefix"]) == (config.app_name, config.route_prefix)
+    assert config.training_address, "the playground trains through the training service"
+    bound = http_app.app_builder(http["args"])._bound_deployment
+    assert bound.name == "Http" and bound.ray_actor_options.get("num_gpus", 0) == 0
 
 
 def test_the_cluster_config_gives_each_replica_one_gpu_and_autoscales() -> None:
