@@ -122,9 +122,9 @@ class ConceptConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> ConceptConfig:
-        if not CONCEPT_ID_PATTERN.match(self.concept_id):
+        if not CONCEPT_ID_PATTERN.fullmatch(self.concept_id):
             raise ValueError(f"concept_id {self.concept_id!r} must match {CONCEPT_ID_PATTERN.pattern}")
-        if not MODIFIER_TOKEN_PATTERN.match(self.token) or self.token == STAND_IN:
+        if not MODIFIER_TOKEN_PATTERN.fullmatch(self.token) or self.token == STAND_IN:
             raise ValueError(
                 f"modifier_token {self.token!r} must look like '<name>' ({MODIFIER_TOKEN_PATTERN.pattern}) "
                 f"and not be {STAND_IN}"
@@ -200,7 +200,7 @@ class TrainConfig(StrictModel):
         tokens = [c.token for c in self.concepts]
         if len(set(tokens)) != len(tokens):
             raise ValueError(f"modifier tokens {tokens} must be distinct")
-        if self.bundle_id is not None and not CONCEPT_ID_PATTERN.match(self.bundle_id):
+        if self.bundle_id is not None and not CONCEPT_ID_PATTERN.fullmatch(self.bundle_id):
             raise ValueError(f"bundle_id {self.bundle_id!r} must match {CONCEPT_ID_PATTERN.pattern}")
         return self
 

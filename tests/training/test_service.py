@@ -83,6 +83,8 @@ BAD_SUBMISSIONS = {
                             "spec.recipe.reg_similarity_threshold"),  # fmt: skip
     "batch not divisible by workers": (spec_of(dog(), batch_size=3, num_workers=2), [upload()], "spec.recipe"),
     "bad concept id": (spec_of(dog(concept_id="My Dog!")), [upload()], "spec.concepts[0]"),
+    "concept id ending in a newline": (spec_of(dog(concept_id="my-dog\n")), [upload()], "spec.concepts[0]"),
+    "modifier token ending in a newline": (spec_of(dog(modifier_token="<cd-dog>\n")), [upload()], "spec.concepts[0]"),
     "caption without the token": (spec_of(dog()), [upload(caption="a photo of a dog")], "spec.concepts[0]"),
     "alternative caption without the token": (spec_of(dog()), [upload(caption="a V* dog", alternatives=("a dog",))],
                                               "spec.concepts[0]"),  # fmt: skip
