@@ -63,7 +63,7 @@ class AlternativeCaptions(_message.Message):
     def __init__(self, captions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Recipe(_message.Message):
-    __slots__ = ("steps", "batch_size", "learning_rate", "scale_lr", "mode", "augment", "flip", "prior_loss_weight", "reg_similarity_threshold", "num_reg_images", "resolution", "num_workers", "use_gpu", "checkpoint_every", "seed", "mixed_precision", "compress_energy", "compress_rank", "token_learning_rate", "stand_in_probability")
+    __slots__ = ("steps", "batch_size", "learning_rate", "scale_lr", "mode", "augment", "flip", "prior_loss_weight", "reg_similarity_threshold", "num_reg_images", "resolution", "num_workers", "use_gpu", "checkpoint_every", "seed", "mixed_precision", "compress_energy", "compress_rank", "token_learning_rate", "stand_in_probability", "sample_every")
     STEPS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +84,7 @@ class Recipe(_message.Message):
     COMPRESS_RANK_FIELD_NUMBER: _ClassVar[int]
     TOKEN_LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     STAND_IN_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_EVERY_FIELD_NUMBER: _ClassVar[int]
     steps: int
     batch_size: int
     learning_rate: float
@@ -104,7 +105,8 @@ class Recipe(_message.Message):
     compress_rank: int
     token_learning_rate: float
     stand_in_probability: float
-    def __init__(self, steps: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., scale_lr: _Optional[bool] = ..., mode: _Optional[str] = ..., augment: _Optional[bool] = ..., flip: _Optional[bool] = ..., prior_loss_weight: _Optional[float] = ..., reg_similarity_threshold: _Optional[float] = ..., num_reg_images: _Optional[int] = ..., resolution: _Optional[int] = ..., num_workers: _Optional[int] = ..., use_gpu: _Optional[bool] = ..., checkpoint_every: _Optional[int] = ..., seed: _Optional[int] = ..., mixed_precision: _Optional[str] = ..., compress_energy: _Optional[float] = ..., compress_rank: _Optional[int] = ..., token_learning_rate: _Optional[float] = ..., stand_in_probability: _Optional[float] = ...) -> None: ...
+    sample_every: int
+    def __init__(self, steps: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., scale_lr: _Optional[bool] = ..., mode: _Optional[str] = ..., augment: _Optional[bool] = ..., flip: _Optional[bool] = ..., prior_loss_weight: _Optional[float] = ..., reg_similarity_threshold: _Optional[float] = ..., num_reg_images: _Optional[int] = ..., resolution: _Optional[int] = ..., num_workers: _Optional[int] = ..., use_gpu: _Optional[bool] = ..., checkpoint_every: _Optional[int] = ..., seed: _Optional[int] = ..., mixed_precision: _Optional[str] = ..., compress_energy: _Optional[float] = ..., compress_rank: _Optional[int] = ..., token_learning_rate: _Optional[float] = ..., stand_in_probability: _Optional[float] = ..., sample_every: _Optional[int] = ...) -> None: ...
 
 class TrainingSpec(_message.Message):
     __slots__ = ("concepts", "recipe", "public", "bundle_id")
@@ -141,7 +143,7 @@ class SubmitRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[TrainingSpec, _Mapping]] = ..., image: _Optional[_Union[ImageUpload, _Mapping]] = ...) -> None: ...
 
 class TrainingJob(_message.Message):
-    __slots__ = ("job_id", "tenant", "state", "step", "total_steps", "loss", "eta_s", "created_ms", "started_ms", "finished_ms", "published", "error", "ray_job_id", "spec", "message", "attempt", "resumed_from_step")
+    __slots__ = ("job_id", "tenant", "state", "step", "total_steps", "loss", "eta_s", "created_ms", "started_ms", "finished_ms", "published", "error", "ray_job_id", "spec", "message", "attempt", "resumed_from_step", "sample")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -159,6 +161,7 @@ class TrainingJob(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     RESUMED_FROM_STEP_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     tenant: str
     state: JobState
@@ -176,7 +179,18 @@ class TrainingJob(_message.Message):
     message: str
     attempt: int
     resumed_from_step: int
-    def __init__(self, job_id: _Optional[str] = ..., tenant: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., eta_s: _Optional[float] = ..., created_ms: _Optional[int] = ..., started_ms: _Optional[int] = ..., finished_ms: _Optional[int] = ..., published: _Optional[_Iterable[str]] = ..., error: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ..., ray_job_id: _Optional[str] = ..., spec: _Optional[_Union[TrainingSpec, _Mapping]] = ..., message: _Optional[str] = ..., attempt: _Optional[int] = ..., resumed_from_step: _Optional[int] = ...) -> None: ...
+    sample: TrainingSample
+    def __init__(self, job_id: _Optional[str] = ..., tenant: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., eta_s: _Optional[float] = ..., created_ms: _Optional[int] = ..., started_ms: _Optional[int] = ..., finished_ms: _Optional[int] = ..., published: _Optional[_Iterable[str]] = ..., error: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ..., ray_job_id: _Optional[str] = ..., spec: _Optional[_Union[TrainingSpec, _Mapping]] = ..., message: _Optional[str] = ..., attempt: _Optional[int] = ..., resumed_from_step: _Optional[int] = ..., sample: _Optional[_Union[TrainingSample, _Mapping]] = ...) -> None: ...
+
+class TrainingSample(_message.Message):
+    __slots__ = ("step", "prompt", "png")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    prompt: str
+    png: bytes
+    def __init__(self, step: _Optional[int] = ..., prompt: _Optional[str] = ..., png: _Optional[bytes] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)

@@ -61,6 +61,9 @@ class Recipe(StrictModel):
     num_workers: int = Field(1, ge=1, le=64, description="Data-parallel workers (Ray Train)")
     use_gpu: bool | None = Field(None, description="None: use a GPU when the cluster has one")
     checkpoint_every: int = Field(50, ge=1, le=100_000, description="Steps between checkpoints (Ray Train)")
+    sample_every: int = Field(
+        0, ge=0, le=100_000, description="Steps between sample images rendered with the weights so far; 0: none"
+    )
     seed: int = Field(0, ge=0, le=2**63 - 1, description="All randomness derives from (seed, step, rank)")
     mixed_precision: MixedPrecision = Field("bf16", description="Autocast dtype on GPU; CPU always runs fp32")
     compress_energy: float | None = Field(
@@ -78,6 +81,8 @@ class Recipe(StrictModel):
             raise ValueError("give at most one of compress_energy and compress_rank")
         if self.mode == "full" and (self.compress_energy is not None or self.compress_rank is not None):
             raise ValueError("mode 'full' writes UNet weights, not a delta: compression does not apply")
+        if self.mode == "full" and self.sample_every:
+            raise ValueError("mode 'full' writes UNet weights, not a delta: samples are rendered from a delta")
         if self.batch_size % self.num_workers:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of num_workers {self.num_workers}")
         return self

@@ -2,7 +2,7 @@
 gloo on CPU, NCCL on GPU), reports metrics, checkpoints every `checkpoint_every` steps and, when a
 worker dies, restarts the group from the latest checkpoint (`FailureConfig.max_failures`).
 
-Only rank 0 writes: checkpoints, the progress file and the final artifact.
+Only rank 0 writes: checkpoints, the progress file, samples and the final artifact.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from training.config import TrainConfig
 from training.loop import build_trainer, run_metrics
 from training.output import artifact_path, write_result
 from training.progress import ProgressFile, StepClock, begin_attempt
+from training.samples import record_if_due
 
 REPORT_EVERY = 10
 FAULT_MARKER = ".fault-injected"
@@ -100,6 +101,7 @@ def worker_loop(params: dict[str, Any]) -> None:
                    "resumed_from_step": resumed_from}  # fmt: skip
         if progress is not None:
             progress.update(step=step, loss=loss, eta_s=clock.eta_s(step), seconds_per_step=metrics["seconds_per_step"])
+            record_if_due(config, base, trainer, progress)
         if step % config.recipe.checkpoint_every == 0 or step == total:
             _report_checkpoint(trainer, metrics, rank)
         elif step % REPORT_EVERY == 0:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from shared.basemodel import BaseModel, load_base_model
 from shared.errors import InvalidArgument
-from training import regularization
+from training import regularization, samples
 from training.config import TrainConfig
 from training.data import Example, ExampleSource, load_image
 from training.output import write_result
@@ -148,5 +148,7 @@ def train(
                 log.info("step %d/%d loss %.5f", trainer.step, total, loss)
                 if progress is not None:
                     progress.update(step=trainer.step, total_steps=total, loss=loss, eta_s=clock.eta_s(trainer.step))
+            if progress is not None:
+                samples.record_if_due(config, base, trainer, progress)
     metrics = run_metrics(trainer, clock, started)
     return TrainResult(write_result(config, trainer, base.spec, metrics), metrics)

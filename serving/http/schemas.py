@@ -134,6 +134,14 @@ class ConceptList(BaseModel):
     concepts: list[ConceptOut]
 
 
+class TrainingSampleOut(BaseModel):
+    """A TrainingSample, its PNG in base64."""
+
+    step: int
+    prompt: str
+    png_base64: str
+
+
 class TrainingJobOut(BaseModel):
     """A TrainingJob; `spec` in the proto's JSON form (as submitted)."""
 
@@ -154,12 +162,18 @@ class TrainingJobOut(BaseModel):
     message: str
     attempt: int = Field(description="1 at first, +1 each time the workers restart from a checkpoint")
     resumed_from_step: int
+    sample: TrainingSampleOut | None = Field(description="The latest image rendered mid-run (Get and Watch)")
 
     @classmethod
     def of(cls, job: training_pb2.TrainingJob) -> TrainingJobOut:
         fields = _fields(job)
         fields["state"] = training_pb2.JobState.Name(job.state)
         fields["error"] = _fields(job.error) if job.HasField("error") else None
+        fields["sample"] = (
+            TrainingSampleOut(step=job.sample.step, prompt=job.sample.prompt,
+                              png_base64=base64.b64encode(job.sample.png).decode())
+            if job.HasField("sample") else None
+        )  # fmt: skip
         fields["spec"] = json_format.MessageToDict(job.spec, preserving_proto_field_name=True)
         return cls(**fields)
 

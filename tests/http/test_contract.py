@@ -4,6 +4,7 @@ messages' fields."""
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 
@@ -12,7 +13,14 @@ import pytest
 
 from proto import common_pb2, generator_pb2, training_pb2
 from serving.http.errors import HTTP_STATUS, error_body, http_status
-from serving.http.schemas import ConceptOut, GenerateBody, GenerateResult, TimingsOut, TrainingJobOut
+from serving.http.schemas import (
+    ConceptOut,
+    GenerateBody,
+    GenerateResult,
+    TimingsOut,
+    TrainingJobOut,
+    TrainingSampleOut,
+)
 from shared import errors
 from shared.grpc_status import STATUS_BY_ERROR, status_for
 
@@ -82,6 +90,7 @@ def test_json_bodies_carry_exactly_the_proto_fields() -> None:
         "header_json"
     }
     assert set(TrainingJobOut.model_fields) == names(training_pb2.TrainingJob)
+    assert set(TrainingSampleOut.model_fields) - {"png_base64"} == names(training_pb2.TrainingSample) - {"png"}
 
 
 def test_a_generate_body_becomes_the_same_request_as_over_grpc() -> None:
@@ -103,3 +112,11 @@ def test_a_training_job_converts_with_its_state_error_and_spec() -> None:
     )
     assert out.spec == {"concepts": [{"concept_id": "a", "category": "dog"}]}
     assert TrainingJobOut.of(training_pb2.TrainingJob(job_id="k")).error is None
+    assert TrainingJobOut.of(training_pb2.TrainingJob(job_id="k")).sample is None
+
+
+def test_a_training_sample_travels_as_base64_png() -> None:
+    sample = training_pb2.TrainingSample(step=50, prompt="photo of a <cd-x> dog", png=b"\x89PNG\r\n")
+    out = TrainingJobOut.of(training_pb2.TrainingJob(job_id="j", sample=sample)).sample
+    assert out is not None and (out.step, out.prompt) == (50, "photo of a <cd-x> dog")
+    assert base64.b64decode(out.png_base64) == sample.png

@@ -180,3 +180,33 @@ def test_a_stand_in_gets_a_fresh_vector_in_every_prompt_and_the_step_trains(tmp_
     assert torch.equal(again[0], vectors[0])  # seeded by the step, like the noise
     assert trainer._stand_in_vectors(prompts[1:2]) == ()
     assert math.isfinite(trainer.train_step())
+
+
+def test_samples_are_rendered_every_sample_every_steps_with_the_weights_so_far(tmp_path, tiny_base):
+    from PIL import Image
+
+    from training.progress import ProgressFile
+    from training.samples import SAMPLE_FILE, read_sample, sample_prompt
+
+    processors = {name: type(p) for name, p in tiny_base.pipeline.unet.attn_processors.items()}
+    config = small_config(tmp_path, [concept(tmp_path, "c", "dog")], steps=5, sample_every=2)
+    progress = ProgressFile(tmp_path / "job")
+    progress.path.parent.mkdir()
+    train(config, base=tiny_base, progress=progress, show_bar=False)
+
+    sample = read_sample(progress.path.parent, max_bytes=1 << 20)
+    assert sample is not None
+    assert (sample.step, sample.prompt) == (4, "photo of a <cd-c> dog") == (4, sample_prompt(config))
+    assert progress.read()["sample_step"] == 4  # steps 2 and 4, not the last (5)
+    # the engine's processors went onto the base for the render only
+    assert {name: type(p) for name, p in tiny_base.pipeline.unet.attn_processors.items()} == processors
+    pipeline = tiny_base.pipeline
+    size = pipeline.unet.config.sample_size * pipeline.vae_scale_factor  # the base's default size
+    with Image.open(progress.path.parent / SAMPLE_FILE) as image:
+        assert image.size == (size, size) and image.mode == "RGB"
+    assert read_sample(progress.path.parent, max_bytes=100) is None  # too large to hand out
+
+
+def test_the_full_mode_cannot_sample(tmp_path):
+    with pytest.raises(ValidationError, match="samples are rendered from a delta"):
+        small_config(tmp_path, [concept(tmp_path, "c", "dog")], mode="full", sample_every=1)

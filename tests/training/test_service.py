@@ -197,16 +197,22 @@ def test_submit_runs_a_ray_job_that_publishes_to_the_registry(tmp_path, stack, a
     folder = tmp_path / "images"
     write_images(folder, 2)
     (folder / "captions.txt").write_text("000.png\ta V* dog on grass\n000.png\tphoto of a V* dog on grass\n")
-    spec = spec_of(dog(), steps=2, batch_size=2, checkpoint_every=1)
+    spec = spec_of(dog(), steps=2, batch_size=2, checkpoint_every=1, sample_every=1)
     job = acme.submit(spec, uploads_from_folder(folder))
     assert job.state == training_pb2.PENDING and job.ray_job_id == job.job_id
 
-    states = [update.state for update in acme.watch(job.job_id, timeout_s=240)]
+    updates = list(acme.watch(job.job_id, timeout_s=240))
+    states = [update.state for update in updates]
     final = acme.get(job.job_id)
     assert final.state == training_pb2.SUCCEEDED, final.message
     assert states[-1] == training_pb2.SUCCEEDED and training_pb2.RUNNING in states
     assert (final.step, final.total_steps) == (2, 2) and final.loss > 0 and final.finished_ms >= final.started_ms
     assert final.published == ["my-dog@1"]
+    # a sample every step, rendered with the weights so far; Watch sent the last one when it appeared
+    assert (final.sample.step, final.sample.prompt) == (2, "a <cd-my-dog> dog on grass")
+    with Image.open(io.BytesIO(final.sample.png)) as image:
+        assert image.format == "PNG" and image.size[0] == image.size[1] > 0
+    assert any(update.sample.step == 2 and update.sample.png == final.sample.png for update in updates)
 
     # the job published with a token minted for it, never with the submitter's
     job_dir = stack.root / "training" / "jobs" / job.job_id
@@ -225,6 +231,7 @@ def test_submit_runs_a_ray_job_that_publishes_to_the_registry(tmp_path, stack, a
 
     listed = acme.list(state=training_pb2.SUCCEEDED)
     assert [j.job_id for j in listed.jobs] == [job.job_id]
+    assert not listed.jobs[0].HasField("sample")  # List stays small: samples come with Get and Watch
     with TrainingClient(f"127.0.0.1:{stack.service.port}", token="tok-beta") as beta, pytest.raises(NotFound):
         beta.get(job.job_id)
     def scrape() -> str:

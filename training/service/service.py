@@ -13,7 +13,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from shared.errors import CdserveError, Conflict, InvalidArgument, NotFound
 from training.distributed import DistributedOptions
 from training.job import JobSpec
 from training.progress import ProgressFile, now_ms
+from training.samples import Sample, read_sample
 from training.service.config import TrainingServiceConfig
 from training.service.launcher import RayJobLauncher
 from training.service.metrics import TrainingMetrics
@@ -34,21 +35,25 @@ JOB_FILE = "job.json"
 JOB_TOKEN_FILE = "publish.token"
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
+MAX_SAMPLE_BYTES = 2 << 20
+"""A larger sample image is left out of the job's message (gRPC's default message limit is 4 MiB)."""
 
 
 @dataclass(frozen=True)
 class JobView:
-    """A job as callers see it: its record, its current state and its progress file's contents."""
+    """A job as callers see it: its record, its current state, its progress file's contents and (for
+    Get and Watch, not List) its latest sample image."""
 
     record: JobRecord
     state: str
     progress: dict[str, Any] = field(default_factory=dict)
+    sample: Sample | None = None
 
     def signature(self) -> tuple:
-        """What a Watch reports a change of (a restart of the workers among them)."""
+        """What a Watch reports a change of (a restart of the workers and a new sample among them)."""
         p = self.progress
         return (self.state, p.get("step"), p.get("loss"), p.get("attempt"), tuple(p.get("published", ())),
-                self.record.message)  # fmt: skip
+                self.record.message, self.sample.step if self.sample else None)  # fmt: skip
 
 
 def resolve_state(recorded: str, progress_state: str | None, ray_status: str | None) -> str:
@@ -169,7 +174,17 @@ class TrainingService:
             self._last_step[job_id] = step
 
     async def get(self, tenant: str, job_id: str) -> JobView:
-        return await self._view(self._visible(tenant, job_id))
+        return await self._with_sample(await self._view(self._visible(tenant, job_id)))
+
+    async def _with_sample(self, view: JobView, known: Sample | None = None) -> JobView:
+        """The view with the job's latest sample; `known` (the one a Watch sent last) is reused
+        while the progress file names no newer one."""
+        if "sample_step" not in view.progress:
+            return view
+        if known is not None and known.step == view.progress["sample_step"]:
+            return replace(view, sample=known)
+        sample = await asyncio.to_thread(read_sample, view.record.job_dir, max_bytes=MAX_SAMPLE_BYTES)
+        return replace(view, sample=sample)
 
     async def list(self, tenant: str, *, state: str | None, page_size: int, page_token: str) -> tuple[list[JobView], str]:
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
@@ -200,8 +215,10 @@ class TrainingService:
         """The job's view whenever it changes, ending with its terminal state."""
         record = self._visible(tenant, job_id)
         last: tuple | None = None
+        sample: Sample | None = None
         while True:
-            view = await self._view(record)
+            view = await self._with_sample(await self._view(record), sample)
+            sample = view.sample
             if view.signature() != last:
                 last = view.signature()
                 yield view

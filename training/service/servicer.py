@@ -16,7 +16,7 @@ from training.service.service import JobView, TrainingService
 
 
 def job_message(view: JobView) -> training_pb2.TrainingJob:
-    record, progress = view.record, view.progress
+    record, progress, sample = view.record, view.progress, view.sample
     spec = training_pb2.TrainingSpec()
     spec.ParseFromString(record.spec)
     error = progress.get("error") or {}
@@ -39,6 +39,7 @@ def job_message(view: JobView) -> training_pb2.TrainingJob:
         message=message,
         attempt=int(progress.get("attempt", 0)),
         resumed_from_step=int(progress.get("resumed_from_step", 0)),
+        sample=training_pb2.TrainingSample(step=sample.step, prompt=sample.prompt, png=sample.png) if sample else None,
     )
 
 
