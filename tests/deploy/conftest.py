@@ -1,5 +1,5 @@
 """Deploy fixtures: every manifest under deploy/ parsed once, and the Prometheus tools (Debian's
-`prometheus` package, which `./dev test` installs with deploy/install-prometheus.sh)."""
+`prometheus` package, which `./dev test` installs with tools/install-test-prerequisites.sh)."""
 
 from __future__ import annotations
 
@@ -60,15 +60,17 @@ class PrometheusTools:
     promtool: str
     prometheus: str
 
-    def promtool_run(self, *args: str, cwd: Path | None = None, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    def promtool_run(
+        self, *args: str, cwd: Path | None = None, timeout_s: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run([self.promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout_s)
 
 
 @pytest.fixture(scope="session")
 def prometheus_tools() -> PrometheusTools:
     """promtool and prometheus on PATH. Installing them is the test command's job (`./dev test` runs
-    deploy/install-prometheus.sh first), never a fixture's: without them the tests that need them skip."""
+    tools/install-test-prerequisites.sh first), never a fixture's: without them the tests that need them skip."""
     promtool, prometheus = shutil.which("promtool"), shutil.which("prometheus")
     if not (promtool and prometheus):
-        pytest.skip("promtool/prometheus are not on PATH; run deploy/install-prometheus.sh (./dev test does)")
+        pytest.skip("promtool/prometheus are not on PATH; run tools/install-test-prerequisites.sh (./dev test does)")
     return PrometheusTools(promtool, prometheus)

@@ -40,8 +40,11 @@ def label_name(key: str) -> str:
 
 def pod_target(address: str, pod: str, labels: dict[str, str], port_name: str) -> dict[str, Any]:
     meta = {f"__meta_kubernetes_pod_label_{label_name(k)}": v for k, v in labels.items()}
-    meta |= {"__meta_kubernetes_pod_name": pod, "__meta_kubernetes_pod_container_port_name": port_name,
-             "__meta_kubernetes_namespace": "cdserve"}  # fmt: skip
+    meta |= {
+        "__meta_kubernetes_pod_name": pod,
+        "__meta_kubernetes_pod_container_port_name": port_name,
+        "__meta_kubernetes_namespace": "cdserve",
+    }
     return {"targets": [address], "labels": meta}
 
 

@@ -25,8 +25,13 @@ def main(options: dict) -> None:
     from shared.errors import NotFound
     from tests.deploy.conftest import DEPLOY
 
-    ray.init(num_cpus=2, include_dashboard=False, _metrics_export_port=options["metrics_port"], log_to_driver=False,
-             _system_config={"metrics_report_interval_ms": 500})  # fmt: skip
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _metrics_export_port=options["metrics_port"],
+        log_to_driver=False,
+        _system_config={"metrics_report_interval_ms": 500},
+    )
     app = yaml.safe_load((DEPLOY / "serve-local.yaml").read_text())["applications"][0]
     config = ServingConfig.model_validate({**app["args"], **options["overrides"]})
     run_app(config)

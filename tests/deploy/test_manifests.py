@@ -23,18 +23,67 @@ KUBERNETES_VERSION = "1.30.0"
 GiB = 2**30
 
 # Fields of KubeRay's ray.io/v1 API that these manifests may use: an unknown key (a typo) fails.
-RAYSERVICE_SPEC = {"serveConfigV2", "rayClusterConfig", "serveService", "upgradeStrategy",
-                   "excludeHeadPodFromServeSvc", "deploymentUnhealthySecondThreshold", "serviceUnhealthySecondThreshold"}  # fmt: skip
-RAYJOB_SPEC = {"entrypoint", "rayClusterSpec", "clusterSelector", "submissionMode", "shutdownAfterJobFinishes",
-               "ttlSecondsAfterFinished", "activeDeadlineSeconds", "backoffLimit", "runtimeEnvYAML",
-               "submitterPodTemplate", "entrypointNumCpus", "entrypointNumGpus", "entrypointResources", "suspend"}  # fmt: skip
-RAYCLUSTER_SPEC = {"rayVersion", "enableInTreeAutoscaling", "autoscalerOptions", "headGroupSpec", "workerGroupSpecs",
-                   "authOptions", "headServiceAnnotations", "suspend", "gcsFaultToleranceOptions"}  # fmt: skip
-AUTOSCALER_OPTIONS = {"upscalingMode", "idleTimeoutSeconds", "resources", "env", "envFrom", "image",
-                      "imagePullPolicy", "securityContext", "volumeMounts", "version"}  # fmt: skip
+RAYSERVICE_SPEC = {
+    "serveConfigV2",
+    "rayClusterConfig",
+    "serveService",
+    "upgradeStrategy",
+    "excludeHeadPodFromServeSvc",
+    "deploymentUnhealthySecondThreshold",
+    "serviceUnhealthySecondThreshold",
+}
+RAYJOB_SPEC = {
+    "entrypoint",
+    "rayClusterSpec",
+    "clusterSelector",
+    "submissionMode",
+    "shutdownAfterJobFinishes",
+    "ttlSecondsAfterFinished",
+    "activeDeadlineSeconds",
+    "backoffLimit",
+    "runtimeEnvYAML",
+    "submitterPodTemplate",
+    "entrypointNumCpus",
+    "entrypointNumGpus",
+    "entrypointResources",
+    "suspend",
+}
+RAYCLUSTER_SPEC = {
+    "rayVersion",
+    "enableInTreeAutoscaling",
+    "autoscalerOptions",
+    "headGroupSpec",
+    "workerGroupSpecs",
+    "authOptions",
+    "headServiceAnnotations",
+    "suspend",
+    "gcsFaultToleranceOptions",
+}
+AUTOSCALER_OPTIONS = {
+    "upscalingMode",
+    "idleTimeoutSeconds",
+    "resources",
+    "env",
+    "envFrom",
+    "image",
+    "imagePullPolicy",
+    "securityContext",
+    "volumeMounts",
+    "version",
+}
 HEAD_GROUP = {"rayStartParams", "template", "serviceType", "headService", "enableIngress"}
-WORKER_GROUP = {"groupName", "replicas", "minReplicas", "maxReplicas", "rayStartParams", "template",
-                "numOfHosts", "scaleStrategy", "suspend", "idleTimeoutSeconds"}  # fmt: skip
+WORKER_GROUP = {
+    "groupName",
+    "replicas",
+    "minReplicas",
+    "maxReplicas",
+    "rayStartParams",
+    "template",
+    "numOfHosts",
+    "scaleStrategy",
+    "suspend",
+    "idleTimeoutSeconds",
+}
 
 
 def serve_args(serve_config: dict[str, Any]) -> dict[str, Any]:
@@ -48,7 +97,10 @@ def rayservice() -> dict[str, Any]:
 def ray_pod_templates() -> list[tuple[str, dict[str, Any]]]:
     """(where, pod template) of every Ray head and worker group, of the RayService and the RayJob."""
     templates = []
-    for kind, name, key in (("RayService", "cdserve", "rayClusterConfig"), ("RayJob", "cdserve-train-example", "rayClusterSpec")):
+    for kind, name, key in (
+        ("RayService", "cdserve", "rayClusterConfig"),
+        ("RayJob", "cdserve-train-example", "rayClusterSpec"),
+    ):
         cluster = find(kind, name)["spec"][key]
         templates.append((f"{kind}/{name} head", cluster["headGroupSpec"]["template"]))
         for group in cluster["workerGroupSpecs"]:
@@ -57,8 +109,11 @@ def ray_pod_templates() -> list[tuple[str, dict[str, Any]]]:
 
 
 def workload_pod_templates() -> list[tuple[str, dict[str, Any]]]:
-    deployments = [(f"Deployment/{d.body['metadata']['name']}", d.body["spec"]["template"])
-                   for d in k8s_objects() if d.body["kind"] == "Deployment"]  # fmt: skip
+    deployments = [
+        (f"Deployment/{d.body['metadata']['name']}", d.body["spec"]["template"])
+        for d in k8s_objects()
+        if d.body["kind"] == "Deployment"
+    ]
     submitter = ("RayJob submitter", find("RayJob", "cdserve-train-example")["spec"]["submitterPodTemplate"])
     return [*deployments, *ray_pod_templates(), submitter]
 
@@ -100,10 +155,24 @@ def config_map_yaml(name: str, key: str) -> dict[str, Any]:
 def test_every_yaml_under_deploy_parses_and_every_k8s_object_is_namespaced_and_labelled() -> None:
     docs = load_documents()
     files = {d.path for d in docs}
-    assert {DEPLOY / "serve-local.yaml", DEPLOY / "serve-cluster.yaml", DEPLOY / "cluster-launcher.yaml",
-            DEPLOY / "prometheus" / "prometheus.yml", DEPLOY / "prometheus" / "alerts.yml"} <= files  # fmt: skip
+    assert {
+        DEPLOY / "serve-local.yaml",
+        DEPLOY / "serve-cluster.yaml",
+        DEPLOY / "cluster-launcher.yaml",
+        DEPLOY / "prometheus" / "prometheus.yml",
+        DEPLOY / "prometheus" / "alerts.yml",
+    } <= files
     kinds = {d.body["kind"] for d in k8s_objects()}
-    assert {"Namespace", "Deployment", "Service", "PersistentVolumeClaim", "ConfigMap", "Secret", "RayService", "RayJob"} <= kinds
+    assert {
+        "Namespace",
+        "Deployment",
+        "Service",
+        "PersistentVolumeClaim",
+        "ConfigMap",
+        "Secret",
+        "RayService",
+        "RayJob",
+    } <= kinds
     for doc in k8s_objects():
         meta = doc.body["metadata"]
         if doc.body["kind"] != "Namespace":
@@ -138,11 +207,16 @@ def test_core_objects_and_embedded_pod_templates_match_the_kubernetes_schema() -
         kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
 
 
-@pytest.mark.parametrize(("kind", "name", "cluster_key", "spec_fields"), [
-    ("RayService", "cdserve", "rayClusterConfig", RAYSERVICE_SPEC),
-    ("RayJob", "cdserve-train-example", "rayClusterSpec", RAYJOB_SPEC),
-])  # fmt: skip
-def test_kuberay_objects_use_known_fields_and_autoscale(kind: str, name: str, cluster_key: str, spec_fields: set[str]) -> None:
+@pytest.mark.parametrize(
+    ("kind", "name", "cluster_key", "spec_fields"),
+    [
+        ("RayService", "cdserve", "rayClusterConfig", RAYSERVICE_SPEC),
+        ("RayJob", "cdserve-train-example", "rayClusterSpec", RAYJOB_SPEC),
+    ],
+)
+def test_kuberay_objects_use_known_fields_and_autoscale(
+    kind: str, name: str, cluster_key: str, spec_fields: set[str]
+) -> None:
     import ray
 
     obj = find(kind, name)
@@ -190,8 +264,11 @@ def test_services_select_their_pods_and_target_declared_container_ports() -> Non
         if doc.body["kind"] != "Service":
             continue
         service = doc.body
-        (deployment,) = [d.body for d in k8s_objects() if d.body["kind"] == "Deployment"
-                         and d.body["metadata"]["name"] == service["metadata"]["name"]]  # fmt: skip
+        (deployment,) = [
+            d.body
+            for d in k8s_objects()
+            if d.body["kind"] == "Deployment" and d.body["metadata"]["name"] == service["metadata"]["name"]
+        ]
         template = deployment["spec"]["template"]
         labels = template["metadata"]["labels"]
         assert service["spec"]["selector"].items() <= labels.items(), doc.where
@@ -219,9 +296,15 @@ def test_training_service_reaches_the_ray_head_and_the_registry() -> None:
     assert (port(c, "grpc"), port(c, "metrics")) == (config.port, config.metrics_port)
     # KubeRay names the head service of a RayService "<name>-head-svc".
     head = container(rayservice()["spec"]["rayClusterConfig"]["headGroupSpec"]["template"])
-    assert config.ray_address == f"http://{rayservice()['metadata']['name']}-head-svc.{NAMESPACE}.svc:{port(head, 'dashboard')}"
+    assert (
+        config.ray_address
+        == f"http://{rayservice()['metadata']['name']}-head-svc.{NAMESPACE}.svc:{port(head, 'dashboard')}"
+    )
     assert_registry_address(config.registry)
-    assert config.job_python.startswith("/opt/venv/") and "python3 -m venv /opt/venv" in (DEPLOY / "Dockerfile").read_text()
+    assert (
+        config.job_python.startswith("/opt/venv/")
+        and "python3 -m venv /opt/venv" in (DEPLOY / "Dockerfile").read_text()
+    )
 
 
 def assert_registry_address(address: str | None) -> None:
@@ -234,7 +317,9 @@ def assert_registry_address(address: str | None) -> None:
 def test_serve_ports_agree_between_serve_config_ray_pods_and_the_generator_service() -> None:
     spec = rayservice()["spec"]
     serve_config = yaml.safe_load(spec["serveConfigV2"])
-    assert serve_config == load_yaml(DEPLOY / "serve-cluster.yaml"), "serveConfigV2 must equal deploy/serve-cluster.yaml"
+    assert serve_config == load_yaml(DEPLOY / "serve-cluster.yaml"), (
+        "serveConfigV2 must equal deploy/serve-cluster.yaml"
+    )
     args = ServingConfig.model_validate(serve_args(serve_config))
     assert serve_config["grpc_options"]["port"] == args.grpc_port
     assert serve_config["http_options"]["port"] == args.http_port
@@ -244,7 +329,9 @@ def test_serve_ports_agree_between_serve_config_ray_pods_and_the_generator_servi
     cluster = spec["rayClusterConfig"]
     for group in (cluster["headGroupSpec"], *cluster["workerGroupSpecs"]):
         c = container(group["template"])
-        assert group["rayStartParams"]["metrics-export-port"] == str(args.metrics_export_port) == str(port(c, "metrics"))
+        assert (
+            group["rayStartParams"]["metrics-export-port"] == str(args.metrics_export_port) == str(port(c, "metrics"))
+        )
         assert port(c, "grpc") == args.grpc_port and port(c, "serve") == args.http_port
     assert_registry_address(args.registry.address)
 
@@ -334,7 +421,9 @@ def test_one_base_model_and_one_training_volume_path_everywhere() -> None:
     serve = ServingConfig.model_validate(serve_args(load_yaml(DEPLOY / "serve-cluster.yaml")))
     registry = config_map_yaml("cdserve-registry-config", "registry.yaml")
     training = config_map_yaml("cdserve-training-config", "training.yaml")
-    assert {str(serve.base_model.path), training["base_model"]} == {posixpath.dirname(p) for p in registry["base_spec_files"]}
+    assert {str(serve.base_model.path), training["base_model"]} == {
+        posixpath.dirname(p) for p in registry["base_spec_files"]
+    }
     # The training service writes job directories that Ray pods (job drivers, Train workers) read.
     for where, template in ray_pod_templates():
         volume, relative = mounted_file(template, container(template), training["data_dir"])
@@ -366,7 +455,9 @@ def test_rayjob_runs_a_valid_job_spec_from_a_mounted_file() -> None:
     entrypoint = job["spec"]["entrypoint"].split()
     assert entrypoint[:3] == ["python", "-m", "training.job"] and entrypoint[3] == "--spec"
     spec = JobSpec.model_validate_json(file_behind(template, head, entrypoint[4]))
-    assert spec.train.recipe.num_workers <= sum(g["maxReplicas"] for g in job["spec"]["rayClusterSpec"]["workerGroupSpecs"])
+    assert spec.train.recipe.num_workers <= sum(
+        g["maxReplicas"] for g in job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    )
     for path in (spec.options.job_dir, spec.train.output_dir, *spec.train.concepts[0].images):
         volume, _ = mounted_file(template, head, path)
         assert volume["persistentVolumeClaim"]["claimName"] == "cdserve-training-data"
@@ -400,8 +491,13 @@ def test_dockerfile_copies_every_package_and_the_deploy_files_it_names() -> None
     import tomllib
 
     dockerfile = (DEPLOY / "Dockerfile").read_text()
-    sources = [src for line in dockerfile.splitlines() if line.startswith("COPY") and "--from" not in line
-               for src in line.split()[1:-1] if not src.startswith("--")]  # fmt: skip
+    sources = [
+        src
+        for line in dockerfile.splitlines()
+        if line.startswith("COPY") and "--from" not in line
+        for src in line.split()[1:-1]
+        if not src.startswith("--")
+    ]
     for src in sources:
         assert (ROOT / src).exists(), src
     include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
@@ -411,8 +507,15 @@ def test_dockerfile_copies_every_package_and_the_deploy_files_it_names() -> None
     registry = config_map_yaml("cdserve-registry-config", "registry.yaml")
     training = config_map_yaml("cdserve-training-config", "training.yaml")
     serve = ServingConfig.model_validate(serve_args(load_yaml(DEPLOY / "serve-cluster.yaml")))
-    assert {registry["port"], registry["metrics_port"], training["port"], training["metrics_port"],
-            serve.grpc_port, serve.http_port, serve.metrics_export_port} <= exposed  # fmt: skip
+    assert {
+        registry["port"],
+        registry["metrics_port"],
+        training["port"],
+        training["metrics_port"],
+        serve.grpc_port,
+        serve.http_port,
+        serve.metrics_export_port,
+    } <= exposed
     images = {container(t, c["name"])["image"] for _, t in ray_pod_templates() for c in t["spec"]["containers"]}
     assert len(images) == 1, "every Ray node must run the same image (same Ray and Python)"
 
@@ -435,7 +538,9 @@ def test_cluster_launcher_config_passes_rays_own_validation() -> None:
     assert raw["docker"]["image"] == ray_image
 
     typo = yaml.safe_load(yaml.safe_dump(raw))
-    typo["available_node_types"]["gpu_worker"]["max_worker"] = typo["available_node_types"]["gpu_worker"].pop("max_workers")
+    typo["available_node_types"]["gpu_worker"]["max_worker"] = typo["available_node_types"]["gpu_worker"].pop(
+        "max_workers"
+    )
     with pytest.raises(Exception, match="max_worker"):  # the validator is strict
         validate_config(prepare_config(typo))
 
@@ -509,6 +614,8 @@ def test_the_generator_tls_front_terminates_tls_and_forwards_http2_to_the_serve_
     serve_service = rayservice()["spec"]["serveService"]
     assert upstream["address"] == f"{serve_service['metadata']['name']}.{NAMESPACE}.svc"
     grpc_port = next(p["port"] for p in serve_service["spec"]["ports"] if p["name"] == "grpc")
-    assert upstream["port_value"] == grpc_port == ServingConfig.model_validate(
-        serve_args(load_yaml(DEPLOY / "serve-cluster.yaml"))
-    ).grpc_port
+    assert (
+        upstream["port_value"]
+        == grpc_port
+        == ServingConfig.model_validate(serve_args(load_yaml(DEPLOY / "serve-cluster.yaml"))).grpc_port
+    )

@@ -23,10 +23,16 @@ from training.service.metrics import TrainingMetrics
 DASHBOARD = DEPLOY / "grafana" / "cdserve.json"
 SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
 REQUIRED_ALERTS = {
-    "CdserveGenerateErrorRateHigh", "CdserveProxyErrorRateHigh", "CdserveGenerateLatencyP95High",
-    "CdserveQueueDepthHigh", "CdserveQueueTimeP95High", "CdserveConceptCacheMissRateHigh",
-    "CdserveReplicaUnhealthy", "CdserveTrainingJobsFailing", "CdserveRegistryDown",
-}  # fmt: skip
+    "CdserveGenerateErrorRateHigh",
+    "CdserveProxyErrorRateHigh",
+    "CdserveGenerateLatencyP95High",
+    "CdserveQueueDepthHigh",
+    "CdserveQueueTimeP95High",
+    "CdserveConceptCacheMissRateHigh",
+    "CdserveReplicaUnhealthy",
+    "CdserveTrainingJobsFailing",
+    "CdserveRegistryDown",
+}
 
 
 def exported_metric_names() -> dict[str, str]:
@@ -40,7 +46,10 @@ def exported_metric_names() -> dict[str, str]:
         for suffix in SUFFIXES[type(metric).__name__.lower()]:
             names[f"ray_{metric._name}{suffix}"] = "serving"
     ray_dir = Path(ray.__file__).parent
-    sources = [*(ray_dir / "serve" / "_private").glob("*.py"), ray_dir / "dashboard" / "modules" / "reporter" / "reporter_agent.py"]
+    sources = [
+        *(ray_dir / "serve" / "_private").glob("*.py"),
+        ray_dir / "dashboard" / "modules" / "reporter" / "reporter_agent.py",
+    ]
     for source in sources:
         text = source.read_text()
         literals = set(re.findall(r'"((?:serve|node)_[a-z_]+)"', text))
@@ -60,8 +69,11 @@ def alert_rules() -> list[dict[str, Any]]:
 
 def dashboard_queries() -> list[tuple[str, str]]:
     dashboard = json.loads(DASHBOARD.read_text())
-    return [(f"{panel['title']}/{target['refId']}", target["expr"])
-            for panel in dashboard["panels"] for target in panel.get("targets", [])]  # fmt: skip
+    return [
+        (f"{panel['title']}/{target['refId']}", target["expr"])
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+    ]
 
 
 def concrete(expr: str) -> str:
@@ -104,42 +116,72 @@ def test_alerts_cover_the_required_conditions_and_name_exported_metrics() -> Non
     assert {"serving", "ray", "registry", "training"} <= used
 
 
-def test_relabelling_keeps_exactly_the_metrics_ports_of_the_pods(prometheus_tools: PrometheusTools, tmp_path: Path) -> None:
+def test_relabelling_keeps_exactly_the_metrics_ports_of_the_pods(
+    prometheus_tools: PrometheusTools, tmp_path: Path
+) -> None:
     """Every container port of every pod the manifests create becomes a discovered target with the
     labels Kubernetes (and KubeRay) would give it; each job must keep exactly its metrics ports."""
     targets, expected = [], {job["job_name"]: set() for job in production_config()["scrape_configs"]}
     pods: list[tuple[str, dict[str, Any], dict[str, str]]] = []
     for name in ("cdserve-registry", "cdserve-training"):
         pods.append((name + "-0", find("Deployment", name)["spec"]["template"], {}))
-    for kind, name, key, cluster in (("RayService", "cdserve", "rayClusterConfig", "cdserve-raycluster-abcde"),
-                                     ("RayJob", "cdserve-train-example", "rayClusterSpec", "cdserve-train-example-xyz")):  # fmt: skip
+    for kind, name, key, cluster in (
+        ("RayService", "cdserve", "rayClusterConfig", "cdserve-raycluster-abcde"),
+        ("RayJob", "cdserve-train-example", "rayClusterSpec", "cdserve-train-example-xyz"),
+    ):
         spec = find(kind, name)["spec"][key]
-        pods.append((f"{cluster}-head", spec["headGroupSpec"]["template"],
-                     {"ray.io/node-type": "head", "ray.io/group": "headgroup", "ray.io/cluster": cluster}))  # fmt: skip
+        pods.append(
+            (
+                f"{cluster}-head",
+                spec["headGroupSpec"]["template"],
+                {"ray.io/node-type": "head", "ray.io/group": "headgroup", "ray.io/cluster": cluster},
+            )
+        )
         for group in spec["workerGroupSpecs"]:
-            pods.append((f"{cluster}-{group['groupName']}-0", group["template"],
-                         {"ray.io/node-type": "worker", "ray.io/group": group["groupName"], "ray.io/cluster": cluster}))  # fmt: skip
+            pods.append(
+                (
+                    f"{cluster}-{group['groupName']}-0",
+                    group["template"],
+                    {"ray.io/node-type": "worker", "ray.io/group": group["groupName"], "ray.io/cluster": cluster},
+                )
+            )
     for i, (pod, template, kuberay_labels) in enumerate(pods):
         labels = {**template["metadata"]["labels"], **kuberay_labels}
         for c in template["spec"]["containers"]:
             for p in c.get("ports", []):
                 address = f"10.0.0.{i + 1}:{p['containerPort']}"
                 targets.append(pod_target(address, pod, labels, p["name"]))
-                job = {("registry", "metrics"): "cdserve-registry", ("training", "metrics"): "cdserve-training",
-                       ("ray", "metrics"): "ray", ("ray-head", "as-metrics"): "ray-autoscaler",
-                       ("ray-head", "dash-metrics"): "ray-dashboard"}.get(  # fmt: skip
-                    ("ray" if kuberay_labels and p["name"] == "metrics" else
-                     "ray-head" if kuberay_labels.get("ray.io/node-type") == "head" else labels["app.kubernetes.io/component"], p["name"]))
+                job = {
+                    ("registry", "metrics"): "cdserve-registry",
+                    ("training", "metrics"): "cdserve-training",
+                    ("ray", "metrics"): "ray",
+                    ("ray-head", "as-metrics"): "ray-autoscaler",
+                    ("ray-head", "dash-metrics"): "ray-dashboard",
+                }.get(
+                    (
+                        "ray"
+                        if kuberay_labels and p["name"] == "metrics"
+                        else "ray-head"
+                        if kuberay_labels.get("ray.io/node-type") == "head"
+                        else labels["app.kubernetes.io/component"],
+                        p["name"],
+                    )
+                )
                 if job:
                     expected[job].add(address)
     (tmp_path / "targets.json").write_text(json.dumps(targets))
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(with_file_discovery(production_config(), tmp_path / "targets.json")))
+    (tmp_path / "prometheus.yml").write_text(
+        yaml.safe_dump(with_file_discovery(production_config(), tmp_path / "targets.json"))
+    )
     assert expected["cdserve-registry"] and expected["cdserve-training"] and len(expected["ray"]) == 4
+
     def discover(job: str) -> subprocess.CompletedProcess[str]:  # promtool waits out its timeout: run jobs at once
-        return prometheus_tools.promtool_run("check", "service-discovery", "--timeout=1s", "prometheus.yml", job, cwd=tmp_path)
+        return prometheus_tools.promtool_run(
+            "check", "service-discovery", "--timeout=1s", "prometheus.yml", job, cwd=tmp_path
+        )
 
     with ThreadPoolExecutor(len(expected)) as pool:
-        results = dict(zip(expected, pool.map(discover, expected)))
+        results = dict(zip(expected, pool.map(discover, expected), strict=True))
     for job, addresses in expected.items():
         done = results[job]
         assert done.returncode == 0, done.stderr
@@ -177,7 +219,9 @@ def test_dashboard_is_well_formed_and_covers_every_part() -> None:
 
 def test_dashboard_queries_are_valid_promql(prometheus_tools: PrometheusTools, tmp_path: Path) -> None:
     """promtool parses each query as the expression of a recording rule."""
-    rules = [{"record": f"dashboard:query_{i}", "expr": concrete(expr)} for i, (_, expr) in enumerate(dashboard_queries())]
+    rules = [
+        {"record": f"dashboard:query_{i}", "expr": concrete(expr)} for i, (_, expr) in enumerate(dashboard_queries())
+    ]
     (tmp_path / "dashboard.rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     done = prometheus_tools.promtool_run("check", "rules", "dashboard.rules.yml", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr

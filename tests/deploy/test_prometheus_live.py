@@ -75,8 +75,13 @@ def registry(tmp_path_factory: pytest.TempPathFactory, tiny_base: Any) -> Iterat
 
 @pytest.fixture(scope="module")
 def training(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[TrainingThread]:
-    config = TrainingServiceConfig(data_dir=tmp_path_factory.mktemp("training"), base_model=str(model_dir),
-                                   metrics_port=0, ray_address="http://127.0.0.1:1", poll_interval_s=0.2)  # fmt: skip
+    config = TrainingServiceConfig(
+        data_dir=tmp_path_factory.mktemp("training"),
+        base_model=str(model_dir),
+        metrics_port=0,
+        ray_address="http://127.0.0.1:1",
+        poll_interval_s=0.2,
+    )
     service = TrainingThread(config)
     yield service
     service.close()
@@ -87,20 +92,28 @@ def serve_app(registry: ServerThread, model_dir: Path, tmp_path_factory: pytest.
     """The Serve app in its own process; yields the Ray metrics port once it has served traffic."""
     metrics_port = free_port()
     options = {
-        "metrics_port": metrics_port, "concept": CONCEPT, "prompt": f"photo of a <{CONCEPT}> dog",
+        "metrics_port": metrics_port,
+        "concept": CONCEPT,
+        "prompt": f"photo of a <{CONCEPT}> dog",
         "overrides": {
-            "grpc_port": free_port(), "http_port": free_port(), "metrics_export_port": metrics_port,
+            "grpc_port": free_port(),
+            "http_port": free_port(),
+            "metrics_export_port": metrics_port,
             "base_model": {"path": str(model_dir)},
             "registry": {"address": registry.target, "token": "tok-ops", "watch_heartbeat_s": 1},
             "cache": {"disk_dir": None, "reg_cache_dir": str(tmp_path_factory.mktemp("creg"))},
             "ray_actor_options": {"num_cpus": 0.2, "num_gpus": "auto"},
             "autoscaling": None,
         },
-    }  # fmt: skip
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.deploy.serve_target", json.dumps(options)],
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     output: list[str] = []
     ready = threading.Event()
 
@@ -125,14 +138,22 @@ def serve_app(registry: ServerThread, model_dir: Path, tmp_path_factory: pytest.
 
 @pytest.fixture(scope="module")
 def prometheus(
-    prometheus_tools: PrometheusTools, registry: ServerThread, training: TrainingThread, serve_app: int, tmp_path_factory: pytest.TempPathFactory
+    prometheus_tools: PrometheusTools,
+    registry: ServerThread,
+    training: TrainingThread,
+    serve_app: int,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[[str], Any]]:
     """A Prometheus server on a free 127.0.0.1 port; yields query(path) → the API's `data`."""
     tmp = tmp_path_factory.mktemp("prometheus")
     registry_template = {"app.kubernetes.io/name": "cdserve-registry", "app.kubernetes.io/component": "registry"}
     training_template = {"app.kubernetes.io/name": "cdserve-training", "app.kubernetes.io/component": "training"}
-    ray_worker = {"app.kubernetes.io/component": "ray-worker", "ray.io/node-type": "worker", "ray.io/group": "gpu",
-                  "ray.io/cluster": "cdserve-raycluster-local"}  # fmt: skip
+    ray_worker = {
+        "app.kubernetes.io/component": "ray-worker",
+        "ray.io/node-type": "worker",
+        "ray.io/group": "gpu",
+        "ray.io/cluster": "cdserve-raycluster-local",
+    }
     targets = [
         pod_target(f"127.0.0.1:{registry.handle.metrics_port}", "cdserve-registry-0", registry_template, "metrics"),
         pod_target(f"127.0.0.1:{registry.port}", "cdserve-registry-0", registry_template, "grpc"),  # must be dropped
@@ -140,16 +161,23 @@ def prometheus(
         pod_target(f"127.0.0.1:{serve_app}", "cdserve-raycluster-local-gpu-0", ray_worker, "metrics"),
     ]
     (tmp / "targets.json").write_text(json.dumps(targets))
-    config = with_file_discovery(production_config(), tmp / "targets.json",
-                                 scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")  # fmt: skip
+    config = with_file_discovery(
+        production_config(), tmp / "targets.json", scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s"
+    )
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     log = (tmp / "prometheus.log").open("w")
     process = subprocess.Popen(
-        [prometheus_tools.prometheus, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            prometheus_tools.prometheus,
+            f"--config.file={tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
     def api(path: str) -> Any:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/{path}", timeout=5) as reply:
@@ -199,15 +227,23 @@ def test_prometheus_scrapes_the_registry_training_service_and_serve_app(promethe
     def targets_up() -> None:
         active = prometheus("targets")["activeTargets"]
         assert sorted((t["labels"]["job"], t["health"]) for t in active) == [
-            ("cdserve-registry", "up"), ("cdserve-training", "up"), ("ray", "up")], active
+            ("cdserve-registry", "up"),
+            ("cdserve-training", "up"),
+            ("ray", "up"),
+        ], active
         (ray_target,) = [t for t in active if t["labels"]["job"] == "ray"]
-        assert ray_target["labels"]["ray_node_type"] == "worker" and ray_target["labels"]["pod"] == "cdserve-raycluster-local-gpu-0"
+        assert (
+            ray_target["labels"]["ray_node_type"] == "worker"
+            and ray_target["labels"]["pod"] == "cdserve-raycluster-local-gpu-0"
+        )
 
     eventually(targets_up)
 
     def registry_metrics() -> None:
         publishes = query(prometheus, 'cdserve_registry_requests_total{job="cdserve-registry", code="OK"}')
-        assert {r["metric"]["method"]: float(r["value"][1]) for r in publishes}.get("Registry/Publish") == 1.0, publishes
+        assert {r["metric"]["method"]: float(r["value"][1]) for r in publishes}.get("Registry/Publish") == 1.0, (
+            publishes
+        )
         assert value(prometheus, "cdserve_registry_concepts_live") == 1.0
         assert value(prometheus, "cdserve_registry_stored_bytes") > 10_000  # one tiny concept artifact
         assert value(prometheus, 'sum(cdserve_registry_transfer_bytes_total{direction="upload"})') > 10_000
@@ -223,16 +259,27 @@ def test_prometheus_scrapes_the_registry_training_service_and_serve_app(promethe
     eventually(training_metrics)
 
     def serving_metrics() -> None:
-        calls = {r["metric"]["code"]: float(r["value"][1])
-                 for r in query(prometheus, 'sum by (code) (ray_cdserve_request_latency_seconds_count{method="Generate"})')}  # fmt: skip
+        calls = {
+            r["metric"]["code"]: float(r["value"][1])
+            for r in query(prometheus, 'sum by (code) (ray_cdserve_request_latency_seconds_count{method="Generate"})')
+        }
         assert calls == {"OK": 1.0, "NOT_FOUND": 1.0}, calls
         assert value(prometheus, "sum(ray_cdserve_images_total)") == 1.0
         assert value(prometheus, 'sum(ray_cdserve_concept_cache_hits_total{tier="registry"})') == 1.0
         latency = value(prometheus, 'sum(ray_cdserve_request_latency_seconds_sum{code="OK"})')
         assert latency is not None and 0.0 < latency < 120.0
-        assert value(prometheus, 'min(ray_serve_deployment_replica_healthy{application="cdserve", deployment="Generator"})') == 1.0
-        grpc = {r["metric"]["status_code"]: float(r["value"][1])
-                for r in query(prometheus, 'sum by (status_code) (ray_serve_num_grpc_requests_total{application="cdserve"})')}  # fmt: skip
+        assert (
+            value(
+                prometheus, 'min(ray_serve_deployment_replica_healthy{application="cdserve", deployment="Generator"})'
+            )
+            == 1.0
+        )
+        grpc = {
+            r["metric"]["status_code"]: float(r["value"][1])
+            for r in query(
+                prometheus, 'sum by (status_code) (ray_serve_num_grpc_requests_total{application="cdserve"})'
+            )
+        }
         assert sum(grpc.values()) >= 2.0, grpc
 
     eventually(serving_metrics, timeout_s=45.0)

@@ -42,9 +42,12 @@ def test_rays_schema_accepts_the_config(serve_config: dict[str, Any]) -> None:
     schema = ServeDeploySchema.model_validate(serve_config)
     assert [app.name for app in schema.applications] == ["cdserve", "cdserve-http"]
     # Ray ignores unknown keys at these levels, so a misspelt option would silently not apply.
-    for section, model in ((serve_config, ServeDeploySchema), (serve_config["grpc_options"], gRPCOptionsSchema),
-                           (serve_config["http_options"], HTTPOptionsSchema),
-                           (serve_config["applications"][0], ServeApplicationSchema)):  # fmt: skip
+    for section, model in (
+        (serve_config, ServeDeploySchema),
+        (serve_config["grpc_options"], gRPCOptionsSchema),
+        (serve_config["http_options"], HTTPOptionsSchema),
+        (serve_config["applications"][0], ServeApplicationSchema),
+    ):
         assert set(section) <= set(model.model_fields), set(section) - set(model.model_fields)
 
 
@@ -72,7 +75,10 @@ def test_the_builder_binds_the_generator_with_the_configured_resources(serve_con
         assert bound.ray_actor_options["num_gpus"] == config.ray_actor_options.num_gpus
     if config.autoscaling is not None:
         autoscaling = bound._deployment_config.autoscaling_config
-        assert (autoscaling.min_replicas, autoscaling.max_replicas) == (config.autoscaling.min_replicas, config.autoscaling.max_replicas)
+        assert (autoscaling.min_replicas, autoscaling.max_replicas) == (
+            config.autoscaling.min_replicas,
+            config.autoscaling.max_replicas,
+        )
         assert autoscaling.target_ongoing_requests == config.autoscaling.target_ongoing_requests
 
 
