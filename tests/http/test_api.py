@@ -282,7 +282,8 @@ def training_form(
 
 
 def test_a_training_is_submitted_watched_and_its_concept_used(http_stack: HttpStack, tmp_path: Any) -> None:
-    reply = http_stack.call("POST", "v1/trainings", token="tok-acme", **training_form(tmp_path))
+    recipe = {"steps": 2, "batch_size": 2, "sample_every": 2}
+    reply = http_stack.call("POST", "v1/trainings", token="tok-acme", **training_form(tmp_path, recipe=recipe))
     assert reply.status_code == 200, reply.text
     job = reply.json()
     assert (
@@ -296,6 +297,8 @@ def test_a_training_is_submitted_watched_and_its_concept_used(http_stack: HttpSt
     final = seen[-1]
     assert final["state"] == "SUCCEEDED", json.dumps(final)
     assert any(data["step"] == 2 and data["loss"] > 0 for data in seen)
+    assert (final["sample"]["step"], final["sample"]["prompt"]) == (2, "a <cd-my-star> star number 0")
+    assert base64.b64decode(final["sample"]["png_base64"]).startswith(b"\x89PNG\r\n\x1a\n")
     ref = final["published"][0]
     body = generate_body("a <cd-my-star> star", (ref,))
     result = http_stack.call("POST", "v1/generate", token="tok-acme", json=body).json()

@@ -114,4 +114,5 @@ def test_the_playground_uploads_a_folder_for_training_and_cancels_it(
     job = http_stack.call("GET", f"v1/trainings/{job_id}", token="tok-beta").json()
     assert job["state"] == "CANCELLED" and len(job["spec"]["concepts"]) == 1
     assert job["spec"]["recipe"]["steps"] == 50 and job["spec"]["concepts"][0]["concept_id"] == "twotone-star"
+    assert job["spec"]["recipe"]["sample_every"] == 6  # about eight samples over the run
     page.screenshot(path=str(tmp_path / "training.png"), full_page=True)

@@ -264,7 +264,8 @@ async function train(event) {
   const spec = {
     concepts: [{ concept_id: conceptId, category: $("category").value.trim(),
                  modifier_token: $("modifier-token").value.trim(), regularization: $("regularization").value }],
-    recipe: { ...state.settings.training_recipe, steps: Number($("train-steps").value) },
+    recipe: { sample_every: sampleEvery(Number($("train-steps").value)), ...state.settings.training_recipe,
+              steps: Number($("train-steps").value) },
     public: $("public").checked,
   };
   const form = new FormData();
@@ -282,11 +283,17 @@ async function train(event) {
   }
 }
 
+// About eight samples over a run: enough to see the concept appear, few enough to cost little.
+function sampleEvery(steps) {
+  return Math.max(1, Math.round(steps / 8));
+}
+
 async function follow(job) {
   state.job = job.job_id;
   const losses = [];
   $("job").hidden = false;
   $("job-result").replaceChildren();
+  $("sample").hidden = true;
   $("cancel-training").hidden = false;
   const response = await api(`v1/trainings/${job.job_id}/events`);
   for await (const { payload } of events(response)) {
@@ -296,6 +303,7 @@ async function follow(job) {
     $("job-state").textContent = `job ${job.job_id}: ${job.state}${job.message ? " — " + job.message : ""}${eta}`;
     setProgress($("train-progress"), job.step, job.total_steps || 1, `step ${job.step} / ${job.total_steps || "?"}`);
     drawLoss(losses, job.total_steps);
+    if (job.sample) showSample(job.sample);
   }
   if (job.state === "SUCCEEDED") await trained(job);
   else if (job.error && job.error.message) throw new Error(`training ${job.state}: ${job.error.message}`);
@@ -313,6 +321,13 @@ async function trained(job) {
     el("p", {}, `published ${ref}`),
     preview,
     el("div", {}, el("button", { type: "button", onclick: () => choose(concept, concept.modifier_tokens[0]) }, `Use ${ref}`)));
+}
+
+function showSample(sample) {
+  $("sample-image").src = `data:image/png;base64,${sample.png_base64}`;
+  $("sample-image").alt = `sample at step ${sample.step}: ${sample.prompt}`;
+  $("sample-caption").textContent = `step ${sample.step}: ${sample.prompt}`;
+  $("sample").hidden = false;
 }
 
 function drawLoss(points, totalSteps) {
