@@ -36,12 +36,24 @@ def main() -> None:
     folder = write_concept_data("outlined-triangle", "<cd-outlined-triangle>", seed=31)
     targets = captioned_images(folder / "targets")
     with tempfile.TemporaryDirectory() as work:
-        result = train(TrainConfig(
-            base_model=str(MODEL), output_dir=work, concepts=[ConceptConfig(
-                concept_id="outlined-triangle", category="triangle", modifier_token="<cd-outlined-triangle>",
-                images=[str(path) for path, _ in targets], captions=[wordings for _, wordings in targets], regularization="real", reg_dir=str(folder / "reg"))],
-            recipe=world_recipe(checkpoint_every=10**5),
-        ))  # fmt: skip
+        result = train(
+            TrainConfig(
+                base_model=str(MODEL),
+                output_dir=work,
+                concepts=[
+                    ConceptConfig(
+                        concept_id="outlined-triangle",
+                        category="triangle",
+                        modifier_token="<cd-outlined-triangle>",
+                        images=[str(path) for path, _ in targets],
+                        captions=[wordings for _, wordings in targets],
+                        regularization="real",
+                        reg_dir=str(folder / "reg"),
+                    )
+                ],
+                recipe=world_recipe(checkpoint_every=10**5),
+            )
+        )
         (EXAMPLES / "concepts").mkdir(parents=True, exist_ok=True)
         shutil.copy(result.path, EXAMPLES / "concepts" / "outlined-triangle.safetensors")
     print(f"wrote {EXAMPLES}")

@@ -30,7 +30,9 @@ TOKEN = "<cd-twotone-star>"
 
 def _fidelity(engine: DeltaEngine, evaluator, delta, prompts: list[str]) -> float:
     requests = [
-        GenerationRequest(p, delta=delta, steps=SAMPLE_STEPS, guidance_scale=GUIDANCE, seed=500 + i, height=64, width=64)
+        GenerationRequest(
+            p, delta=delta, steps=SAMPLE_STEPS, guidance_scale=GUIDANCE, seed=500 + i, height=64, width=64
+        )
         for i, p in enumerate(prompts)
     ]
     images = [Image.fromarray((r.images[0] * 255).round().astype("uint8")) for r in engine.generate(requests)]
@@ -44,12 +46,19 @@ def test_short_training_raises_concept_fidelity_far_above_the_base(toyworld_dir,
     config = TrainConfig(
         base_model=str(toyworld_dir),
         output_dir=str(tmp_path),
-        concepts=[ConceptConfig(
-            concept_id=CONCEPT.name, category=CONCEPT.category, modifier_token=TOKEN,
-            images=[str(path) for path, _ in targets], captions=[wordings for _, wordings in targets], regularization="real",
-            reg_dir=str(EXAMPLES / CONCEPT.name / "reg"))],
+        concepts=[
+            ConceptConfig(
+                concept_id=CONCEPT.name,
+                category=CONCEPT.category,
+                modifier_token=TOKEN,
+                images=[str(path) for path, _ in targets],
+                captions=[wordings for _, wordings in targets],
+                regularization="real",
+                reg_dir=str(EXAMPLES / CONCEPT.name / "reg"),
+            )
+        ],
         recipe=world_recipe(checkpoint_every=10**5),
-    )  # fmt: skip
+    )
     concept = artifact.load(train(config, base=base, show_bar=False).path, base=base.spec)
 
     engine = DeltaEngine(base)

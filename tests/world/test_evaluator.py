@@ -34,7 +34,15 @@ def test_composition_needs_both_concepts_on_different_objects(evaluator) -> None
     circle, square = CONCEPTS["striped-circle"], CONCEPTS["dotted-square"]
     rng = np.random.default_rng(5)
     both = [
-        render(Scene("white", (place(rng, "circle", circle.appearance, "large", 0, 2), place(rng, "square", square.appearance, "large", 1, 2))))
+        render(
+            Scene(
+                "white",
+                (
+                    place(rng, "circle", circle.appearance, "large", 0, 2),
+                    place(rng, "square", square.appearance, "large", 1, 2),
+                ),
+            )
+        )
         for _ in range(8)
     ]
     readings = evaluator.read(both)

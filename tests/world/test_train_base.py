@@ -21,9 +21,18 @@ from training.world.evaluator import Evaluator
 def test_train_base_writes_a_loadable_model_with_its_evaluator_and_record(tmp_path) -> None:
     out = tmp_path / "toyworld"
     report = train_base(
-        out, minutes=30, vae_steps=2, evaluator_steps=2, diffusion_steps=2, pattern_steps=2, scenes=64,
-        pattern_scenes=64, evaluator_images=64, eval_samples=2, threads=1,
-    )  # fmt: skip
+        out,
+        minutes=30,
+        vae_steps=2,
+        evaluator_steps=2,
+        diffusion_steps=2,
+        pattern_steps=2,
+        scenes=64,
+        pattern_scenes=64,
+        evaluator_images=64,
+        eval_samples=2,
+        threads=1,
+    )
     assert report["diffusion"]["steps"] == report["patterns"]["steps"] == 2
     assert not (out / "checkpoints").exists()
     assert json.loads((out / RECORD).read_text()) == json.loads(json.dumps(report))

@@ -9,7 +9,15 @@ from shared.tokenizer import split_words
 from training.world.captions import describe, generic_captions, vocabulary
 from training.world.concepts import CONCEPTS, render_concept_targets, render_reg_pool
 from training.world.scenes import (
-    COLOURS, CONCEPT_PATTERNS, PATTERNS, SIZES, Appearance, Scene, WorldObject, random_scene, render,
+    COLOURS,
+    CONCEPT_PATTERNS,
+    PATTERNS,
+    SIZES,
+    Appearance,
+    Scene,
+    WorldObject,
+    random_scene,
+    render,
 )
 
 
@@ -32,7 +40,10 @@ def test_caption_names_objects_left_to_right_with_articles() -> None:
         ),
     )
     assert describe(scene) == "a small red triangle and a large orange circle on a pink background"
-    assert describe(scene, sizes=(False, False), background=False, photo=True) == "photo of a red triangle and an orange circle"
+    assert (
+        describe(scene, sizes=(False, False), background=False, photo=True)
+        == "photo of a red triangle and an orange circle"
+    )
 
 
 def test_caption_speaks_a_pattern_with_its_colours_or_leaves_it_unsaid() -> None:
@@ -87,7 +98,8 @@ def test_concept_targets_and_reg_pool_are_captioned_by_category() -> None:
     assert [captions for _, captions in one] == [[c] for c in full]
     assert [im.tobytes() for im, _ in one] == [im.tobytes() for im, _ in targets]
     assert render_concept_targets(concept, 1, seed=1, detailed=False)[0][1] == ["photo of a <cd-x> circle"]
-    # stand-in wordings (by default): the full caption with the companion's appearance named by <stand-in>, size and shape kept
+    # stand-in wordings (by default): the full caption with the companion's appearance named by <stand-in>,
+    # size and shape kept
     stand_ins = render_concept_targets(concept, 8, seed=1, modifier="<cd-stripes>")
     assert [captions[0] for _, captions in stand_ins] == full
     assert [len(captions) for _, captions in stand_ins] == [1] * 5 + [2] * 3
@@ -109,18 +121,22 @@ def test_concept_second_names_the_concept_after_its_companion_and_keeps_the_scen
         assert [im.tobytes() for im, _ in chosen[:5]] == [im.tobytes() for im, _ in random_sides[:5]]
         named_second = [" and a" in caption.split("<cd-star>")[0] for _, (caption, _stand_in) in chosen[5:]]
         assert named_second == expected, k
-        for (image, (caption, _)), (random_image, (random_caption, _)) in zip(chosen[5:], random_sides[5:]):
+        pairs = zip(chosen[5:], random_sides[5:], strict=True)
+        for (image, (caption, _)), (random_image, (random_caption, _)) in pairs:
             phrases = [sorted(c.split(" on a ")[0].split(" and ")) for c in (caption, random_caption)]
             assert phrases[0] == phrases[1]  # the same two objects, named in the order of their sides
             if caption != random_caption:  # mirrored: far closer flipped than as is (a two-tone keeps its left colour)
                 pixels, random_pixels = np.asarray(image).astype(int), np.asarray(random_image).astype(int)
                 assert np.abs(pixels[:, ::-1] - random_pixels).mean() < 0.6 * np.abs(pixels - random_pixels).mean()
-    default, two = (render_concept_targets(star, 8, seed=1, modifier="<cd-star>", **k) for k in ({}, {"concept_second": 2}))
+    default, two = (
+        render_concept_targets(star, 8, seed=1, modifier="<cd-star>", **k) for k in ({}, {"concept_second": 2})
+    )
     assert [c for _, c in default] == [c for _, c in two]
     # more than there are companion images: all of them (so the default serves any `companions`)
     one = render_concept_targets(star, 8, seed=1, modifier="<cd-star>", companions=1)
     assert " and a" in one[-1][1][0].split("<cd-star>")[0]
     assert [c for _, c in render_concept_targets(star, 8, seed=1, concept_second=9)] == [
-        c for _, c in render_concept_targets(star, 8, seed=1, concept_second=3)]
+        c for _, c in render_concept_targets(star, 8, seed=1, concept_second=3)
+    ]
     with pytest.raises(ValueError, match="concept_second=-1: give a count"):
         render_concept_targets(star, 8, seed=1, concept_second=-1)

@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> None:
         "--start-from", type=Path, help="keep this asset whole and continue its text encoder and UNet with stage 4"
     )
     train.add_argument("--device", default="cpu", help="where the text encoder and UNet train: cpu, cuda, cuda:1…")
-    train.add_argument("--eval-samples", type=int, default=128, help="fixed-seed samples for the prompt-following check")
+    train.add_argument(
+        "--eval-samples", type=int, default=128, help="fixed-seed samples for the prompt-following check"
+    )
     args = parser.parse_args(argv)
     train_base(
         args.out,

@@ -100,5 +100,7 @@ def set_scaling_factor(vae: AutoencoderKL, seed: int, n: int = 1024) -> float:
 @torch.no_grad()
 def round_trip(vae: AutoencoderKL, images: torch.Tensor, batch: int = 128) -> torch.Tensor:
     """Encode and decode (n, 3, 64, 64) images in [-1, 1]: the softening a generated sample shows."""
-    out = [vae.decode(vae.encode(images[i : i + batch]).latent_dist.mode()).sample for i in range(0, len(images), batch)]
+    out = [
+        vae.decode(vae.encode(images[i : i + batch]).latent_dist.mode()).sample for i in range(0, len(images), batch)
+    ]
     return torch.cat(out).clamp(-1, 1)

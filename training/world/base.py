@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,9 +63,20 @@ def expose_patterns(
     words ("a green and red twotone circle"), never in a concept's own appearance: the base model can
     then draw what a concept is made of, as SD can draw dogs, but not the particular one."""
     return train_diffusion(
-        work, vae, tokenizer, seed + 1, budget_s=budget_s, max_steps=steps, n_scenes=scenes, batch=batch,
-        lr=PATTERN_LR, stage="patterns", scenes_fn=patterned_scenes, start=start, device=device,
-    )  # fmt: skip
+        work,
+        vae,
+        tokenizer,
+        seed + 1,
+        budget_s=budget_s,
+        max_steps=steps,
+        n_scenes=scenes,
+        batch=batch,
+        lr=PATTERN_LR,
+        stage="patterns",
+        scenes_fn=patterned_scenes,
+        start=start,
+        device=device,
+    )
 
 
 @dataclass(frozen=True)
@@ -109,20 +121,28 @@ def _train_codec(work: Path, seed: int, plan: Plan, evaluator_images: int) -> tu
     accuracy = heldout_accuracy(evaluator, vae, seed + 1)
     evaluator.config["heldout_accuracy"] = accuracy
     print(f"[evaluator] held-out accuracy {json.dumps(accuracy)}", flush=True)
-    return vae, evaluator, {
-        "vae": {"steps": vae_result.steps, "loss": vae_result.last_loss, "scaling_factor": scaling},
-        "evaluator": {"steps": evaluator_result.steps, "images": evaluator_images, "heldout_accuracy": accuracy},
-    }
+    return (
+        vae,
+        evaluator,
+        {
+            "vae": {"steps": vae_result.steps, "loss": vae_result.last_loss, "scaling_factor": scaling},
+            "evaluator": {"steps": evaluator_result.steps, "images": evaluator_images, "heldout_accuracy": accuracy},
+        },
+    )
 
 
 def _load_codec(asset: Path) -> tuple[AutoencoderKL, Evaluator, dict]:
     vae = AutoencoderKL.from_pretrained(asset / "vae").eval().requires_grad_(False)
     evaluator = Evaluator.load(asset)
     print(f"[codec] VAE and evaluator from {asset}", flush=True)
-    return vae, evaluator, {
-        "vae": {"from": str(asset), "scaling_factor": float(vae.config.scaling_factor)},
-        "evaluator": {"from": str(asset), "heldout_accuracy": evaluator.config.get("heldout_accuracy")},
-    }
+    return (
+        vae,
+        evaluator,
+        {
+            "vae": {"from": str(asset), "scaling_factor": float(vae.config.scaling_factor)},
+            "evaluator": {"from": str(asset), "heldout_accuracy": evaluator.config.get("heldout_accuracy")},
+        },
+    )
 
 
 def train_base(
@@ -174,15 +194,27 @@ def train_base(
         text_encoder, unet, diffusion_result = train_diffusion(
             work, vae, tokenizer, seed, plan.diffusion_s, plan.diffusion_steps, n_scenes=scenes, device=device
         )
-        diffusion_report = {"steps": diffusion_result.steps, "loss": diffusion_result.last_loss, "scenes": scenes}
+        diffusion_report: dict[str, Any] = {
+            "steps": diffusion_result.steps,
+            "loss": diffusion_result.last_loss,
+            "scenes": scenes,
+        }
     else:
         text_encoder, unet = started_from.text_encoder, started_from.unet
         diffusion_report = {"from": str(start_from)}
     pattern_budget_s = float("inf") if start_from is None else minutes * 60 - (time.monotonic() - started)
     text_encoder, unet, pattern_result = expose_patterns(
-        work, vae, tokenizer, (text_encoder, unet), seed, pattern_steps, pattern_scenes,
-        device=device, batch=pattern_batch, budget_s=pattern_budget_s,
-    )  # fmt: skip
+        work,
+        vae,
+        tokenizer,
+        (text_encoder, unet),
+        seed,
+        pattern_steps,
+        pattern_scenes,
+        device=device,
+        batch=pattern_batch,
+        budget_s=pattern_budget_s,
+    )
     pipe = build_pipeline(vae, text_encoder, tokenizer, unet)
     pipe.set_progress_bar_config(disable=True)
     pipe.save_pretrained(out, safe_serialization=True)
@@ -202,8 +234,12 @@ def train_base(
         "wall_s": round(time.monotonic() - started, 1),
         **codec_report,
         "diffusion": diffusion_report,
-        "patterns": {"steps": pattern_result.steps, "loss": pattern_result.last_loss, "scenes": pattern_scenes,
-                     "batch": pattern_batch},
+        "patterns": {
+            "steps": pattern_result.steps,
+            "loss": pattern_result.last_loss,
+            "scenes": pattern_scenes,
+            "batch": pattern_batch,
+        },
         "prompt_following": following,
         "sampling": {"scheduler": "DDIM", "steps": SAMPLE_STEPS, "guidance": GUIDANCE},
         "torch_threads": torch.get_num_threads(),
@@ -213,4 +249,3 @@ def train_base(
     shutil.rmtree(work)
     print(f"[train-base] done in {report['wall_s']:.0f} s", flush=True)
     return report
-

@@ -11,8 +11,17 @@ from __future__ import annotations
 import numpy as np
 
 from training.world.scenes import (
-    BACKGROUNDS, COLOURS, CONCEPT_PATTERNS, PLAIN, SHAPES, SIZES, Appearance, Scene, WorldObject, random_scene,
-)  # fmt: skip
+    BACKGROUNDS,
+    COLOURS,
+    CONCEPT_PATTERNS,
+    PLAIN,
+    SHAPES,
+    SIZES,
+    Appearance,
+    Scene,
+    WorldObject,
+    random_scene,
+)
 
 # Words of the augmentation prompts Custom Diffusion adds to rescaled targets ("very small",
 # "far away", "zoomed in", "close up") and of its class prompts ("photo of a dog"): kept in the
@@ -36,8 +45,8 @@ def appearance_words(look: Appearance, *, colour: bool = True, pattern: bool = T
 def object_phrase(
     obj: WorldObject, *, size: bool = True, colour: bool = True, pattern: bool = True, modifier: str | None = None
 ) -> str:
-    """"small green and red twotone star"; with `modifier` the appearance is named by it instead:
-    "small <cd-x> star"."""
+    """The object in words, e.g. "small green and red twotone star"; with `modifier` the appearance is
+    named by it instead: "small <cd-x> star"."""
     words = [obj.size] if size else []
     words += [modifier] if modifier is not None else appearance_words(obj.appearance, colour=colour, pattern=pattern)
     return " ".join([*words, obj.shape])
@@ -59,7 +68,7 @@ def describe(
     modifiers = modifiers or (None,) * n
     phrases = [
         with_article(object_phrase(o, size=s, colour=c, pattern=p, modifier=m))
-        for o, s, c, p, m in zip(scene.objects, sizes, colours, patterns, modifiers)
+        for o, s, c, p, m in zip(scene.objects, sizes, colours, patterns, modifiers, strict=True)
     ]
     text = " and ".join(phrases)
     if background:
@@ -99,5 +108,17 @@ def generic_captions(n: int = 1000, seed: int = 0) -> list[str]:
 def vocabulary() -> list[str]:
     """Every word a world caption or a Custom Diffusion prompt may use, one per line of the corpus."""
     return sorted(
-        {"a", "an", "and", "on", "background", *SHAPES, *COLOURS, *CONCEPT_PATTERNS, *BACKGROUNDS, *SIZES, *PROMPT_WORDS}
+        {
+            "a",
+            "an",
+            "and",
+            "on",
+            "background",
+            *SHAPES,
+            *COLOURS,
+            *CONCEPT_PATTERNS,
+            *BACKGROUNDS,
+            *SIZES,
+            *PROMPT_WORDS,
+        }
     )

@@ -14,8 +14,20 @@ from PIL import Image
 
 from training.config import STAND_IN
 from training.world.captions import BACKGROUND_UNSAID, PHOTO_SAID, SIZE_UNSAID, describe
-from training.world.scenes import (BACKGROUNDS, COLOURS, IMAGE_SIZE, PLAIN, SHAPES, SIZES, Appearance, Scene, place,
-                                   random_appearance, random_scene, render)
+from training.world.scenes import (
+    BACKGROUNDS,
+    COLOURS,
+    IMAGE_SIZE,
+    PLAIN,
+    SHAPES,
+    SIZES,
+    Appearance,
+    Scene,
+    place,
+    random_appearance,
+    random_scene,
+    render,
+)
 
 
 @dataclass(frozen=True)
@@ -70,10 +82,11 @@ def _scene_of(rng: np.random.Generator, named: list[Concept | None], size: str) 
     object of a random shape and colour (a companion), on a random background."""
     count = len(named)
     objects = tuple(
-        place(rng, concept.category, concept.appearance, size, slot, count) if concept is not None
+        place(rng, concept.category, concept.appearance, size, slot, count)
+        if concept is not None
         else place(rng, str(rng.choice(SHAPES)), random_appearance(rng), size, slot, count)
         for slot, concept in enumerate(named)
-    )  # fmt: skip
+    )
     return Scene(str(rng.choice(list(BACKGROUNDS))), objects)
 
 
@@ -105,8 +118,15 @@ position, merged or not (docs/quality.md)."""
 
 
 def render_concept_targets(
-    concept: Concept, n: int = 8, seed: int = 0, *, modifier: str = "<cd-x>", detailed: bool = True,
-    companions: int = TARGET_COMPANIONS, wordings: int = TARGET_WORDINGS, stand_ins: bool = True,
+    concept: Concept,
+    n: int = 8,
+    seed: int = 0,
+    *,
+    modifier: str = "<cd-x>",
+    detailed: bool = True,
+    companions: int = TARGET_COMPANIONS,
+    wordings: int = TARGET_WORDINGS,
+    stand_ins: bool = True,
     concept_second: int | None = TARGET_CONCEPT_SECOND,
 ) -> list[tuple[Image.Image, list[str]]]:
     """`n` 64×64 images of the concept, varied in size, position and background, the last `companions`
@@ -133,7 +153,7 @@ def render_concept_targets(
     out = []
     for i in range(n):
         size = str(rng.choice(SIZES))
-        named = _with_companion(rng, [concept]) if i >= first_companion else [concept]
+        named: list[Concept | None] = _with_companion(rng, [concept]) if i >= first_companion else [concept]
         scene = _scene_of(rng, named, size)
         if len(named) > 1 and second is not None:
             k = i - first_companion  # spread evenly, the first named second: 2 of 3 → second, first, second
@@ -147,7 +167,9 @@ def render_concept_targets(
             if stand_ins and len(named) > 1:
                 captions.append(describe(scene, modifiers=tuple(m or STAND_IN for m in modifiers)))
         else:
-            captions = [describe(scene, sizes=(False,) * len(modifiers), background=False, photo=True, modifiers=modifiers)]
+            captions = [
+                describe(scene, sizes=(False,) * len(modifiers), background=False, photo=True, modifiers=modifiers)
+            ]
         out.append((render(scene), captions))
     return out
 
@@ -162,10 +184,15 @@ def reworded_captions(
     n = len(scene.objects)
     captions = [describe(scene, modifiers=modifiers)]
     for _ in range(count - 1):
-        captions.append(describe(
-            scene, sizes=tuple(bool(rng.random() >= SIZE_UNSAID) for _ in range(n)),
-            background=bool(rng.random() >= BACKGROUND_UNSAID), photo=bool(rng.random() < PHOTO_SAID), modifiers=modifiers,
-        ))  # fmt: skip
+        captions.append(
+            describe(
+                scene,
+                sizes=tuple(bool(rng.random() >= SIZE_UNSAID) for _ in range(n)),
+                background=bool(rng.random() >= BACKGROUND_UNSAID),
+                photo=bool(rng.random() < PHOTO_SAID),
+                modifiers=modifiers,
+            )
+        )
     return captions
 
 
@@ -180,7 +207,14 @@ def render_reg_pool(category: str, k: int = 200, seed: int = 0) -> list[tuple[Im
         count = 2 if rng.random() < 1 / 3 else 1
         slot = int(rng.integers(count))
         objects = tuple(
-            place(rng, category if i == slot else str(rng.choice(SHAPES)), random_appearance(rng), str(rng.choice(SIZES)), i, count)
+            place(
+                rng,
+                category if i == slot else str(rng.choice(SHAPES)),
+                random_appearance(rng),
+                str(rng.choice(SIZES)),
+                i,
+                count,
+            )
             for i in range(count)
         )
         scene = Scene(str(rng.choice(list(BACKGROUNDS))), objects)
@@ -196,7 +230,7 @@ def concept_prompts(
     if len(concepts) != len(modifiers):
         raise ValueError(f"{len(concepts)} concepts but {len(modifiers)} modifiers")
     rng = np.random.default_rng([seed, 0x9A])
-    by_concept = dict(zip(concepts, modifiers))
+    by_concept = dict(zip(concepts, modifiers, strict=True))
     out = []
     for i in range(n):
         size = str(rng.choice(SIZES))
@@ -205,8 +239,10 @@ def concept_prompts(
             named = _with_companion(rng, named)
         scene = _scene_of(rng, named, size)
         expected = tuple(
-            ExpectedObject(c.category, None, size, c) if c is not None else ExpectedObject(o.shape, o.appearance.colour, size)
-            for c, o in zip(named, scene.objects)
+            ExpectedObject(c.category, None, size, c)
+            if c is not None
+            else ExpectedObject(o.shape, o.appearance.colour, size)
+            for c, o in zip(named, scene.objects, strict=True)
         )
         prompt = describe(scene, modifiers=tuple(by_concept[c] if c is not None else None for c in named))
         out.append((prompt, Expected(expected, scene.background)))
@@ -224,5 +260,6 @@ def class_prompts(category: str, n: int = 16, seed: int = 0) -> list[tuple[str, 
         scene = Scene(scene.background, (obj,))
         say_size, say_bg = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
         prompt = describe(scene, sizes=(say_size,), colours=(False,), background=say_bg)
-        out.append((prompt, Expected((ExpectedObject(category, None, obj.size if say_size else None),), scene.background if say_bg else None)))
+        wanted = ExpectedObject(category, None, obj.size if say_size else None)
+        out.append((prompt, Expected((wanted,), scene.background if say_bg else None)))
     return out

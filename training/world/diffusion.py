@@ -22,8 +22,8 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from training.world.autoencoder import lr_at
 from training.world.captions import training_caption
 from training.world.checkpoint import StageResult, run_stage
-from training.world.models import MAX_TOKENS, build_text_encoder, build_unet, train_scheduler
 from training.world.concepts import CONCEPTS
+from training.world.models import MAX_TOKENS, build_text_encoder, build_unet, train_scheduler
 from training.world.scenes import CONCEPT_PATTERNS, PLAIN, Scene, random_scene, render, to_array
 
 EMPTY_CAPTION_PROB = 0.1
@@ -120,7 +120,9 @@ def train_diffusion(
         rng = np.random.default_rng([seed, 7, step])
         idx = torch.from_numpy(rng.choice(n_scenes, batch, replace=False))
         captions = ["" if rng.random() < EMPTY_CAPTION_PROB else training_caption(scenes[i], rng) for i in idx.tolist()]
-        ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
+        ids = tokenizer(
+            captions, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
+        ).input_ids
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
         latents = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale
         noise = torch.randn(latents.shape, generator=g)

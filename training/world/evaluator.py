@@ -64,7 +64,7 @@ def scene_labels(scene: Scene) -> dict[str, int]:
             continue
         app = canonical(obj.appearance)
         values = (obj.shape, app.colour, app.colour2 or NONE, app.pattern, obj.size)
-        labels.update({name: HEADS[name].index(v) for name, v in zip(_slot_heads(slot), values)})
+        labels.update({name: HEADS[name].index(v) for name, v in zip(_slot_heads(slot), values, strict=True)})
     return labels
 
 
@@ -151,7 +151,9 @@ class Evaluator:
     def read(self, images: list[Image.Image] | torch.Tensor) -> list[SceneReading]:
         """Read PIL images (any size, resized to 64×64) or a (n, 3, 64, 64) [-1, 1] tensor."""
         if not isinstance(images, torch.Tensor):
-            images = torch.from_numpy(to_array([im.convert("RGB").resize((64, 64), Image.BILINEAR) for im in images]))
+            images = torch.from_numpy(
+                to_array([im.convert("RGB").resize((64, 64), Image.Resampling.BILINEAR) for im in images])
+            )
         idx = {name: v.argmax(1).tolist() for name, v in self.logits(images).items()}
         readings = []
         for i in range(len(images)):
@@ -185,8 +187,9 @@ def soften(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     k = torch.exp(-(r[None] ** 2) / (2 * sigma[:, None].clamp_min(1e-3) ** 2))
     k = k / k.sum(1, keepdim=True)  # (n, 5) separable kernels, one per image
     pad = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="replicate")
-    rows = sum(k[:, j, None, None, None] * pad[:, :, :, j : j + 64] for j in range(5))
-    blurred = sum(k[:, j, None, None, None] * rows[:, :, j : j + 64, :] for j in range(5))
+    zero = torch.zeros(())  # a tensor start: `sum` then types as a tensor, with the same values as from 0
+    rows = sum((k[:, j, None, None, None] * pad[:, :, :, j : j + 64] for j in range(5)), zero)
+    blurred = sum((k[:, j, None, None, None] * rows[:, :, j : j + 64, :] for j in range(5)), zero)
     contrast = torch.from_numpy(rng.uniform(0.9, 1.1, (n, 1, 1, 1)).astype(np.float32))
     shift = torch.from_numpy(rng.uniform(-0.06, 0.06, (n, 3, 1, 1)).astype(np.float32))
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(int(rng.integers(2**31))))

@@ -59,13 +59,21 @@ def train_evaluator(
 
     net.train()
     result = run_stage(
-        "evaluator", work_dir / "evaluator.ckpt.safetensors", {"net": net}, opt, step_fn, budget_s=budget_s, max_steps=max_steps
+        "evaluator",
+        work_dir / "evaluator.ckpt.safetensors",
+        {"net": net},
+        opt,
+        step_fn,
+        budget_s=budget_s,
+        max_steps=max_steps,
     )
     config = {"heads": {k: list(v) for k, v in HEADS.items()}, "channels": list(CHANNELS)}
     return Evaluator(net.eval(), config), result
 
 
-def heldout_accuracy(evaluator: Evaluator, vae: AutoencoderKL | None, seed: int, n: int = 1000) -> dict[str, dict[str, float]]:
+def heldout_accuracy(
+    evaluator: Evaluator, vae: AutoencoderKL | None, seed: int, n: int = 1000
+) -> dict[str, dict[str, float]]:
     """Per-head accuracy on fresh renders: clean, softened, and (with a VAE) after a round trip."""
     scenes, x = world_sample(seed, n)
     out = {

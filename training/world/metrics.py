@@ -32,7 +32,7 @@ def prompt_fidelity(readings: Sequence[SceneReading], expected: Sequence[Expecte
     objects is left to `concept_fidelity`."""
     if len(readings) != len(expected):
         raise ValueError(f"{len(readings)} readings but {len(expected)} expectations")
-    return _mean(_follows(r, e) for r, e in zip(readings, expected))
+    return _mean(_follows(r, e) for r, e in zip(readings, expected, strict=True))
 
 
 def _follows(reading: SceneReading, expected: Expected) -> bool:
@@ -40,7 +40,7 @@ def _follows(reading: SceneReading, expected: Expected) -> bool:
         return False
     if expected.background is not None and reading.background != expected.background:
         return False
-    for obj, want in zip(reading.objects, expected.objects):
+    for obj, want in zip(reading.objects, expected.objects, strict=True):
         if obj.shape != want.shape or (want.size is not None and obj.size != want.size):
             return False
         if want.concept is None and want.colour is not None and obj.appearance.colour != want.colour:
@@ -70,7 +70,7 @@ def _all_present(reading: SceneReading, concepts: Sequence[Concept]) -> bool:
 
 def attribute_accuracy(readings: Sequence[SceneReading], expected: Sequence[Expected]) -> dict[str, float]:
     """Per-attribute accuracy of one-object prompts with a colour: shape, colour, size, background."""
-    pairs = [(r.objects[0], e.objects[0], r, e) for r, e in zip(readings, expected)]
+    pairs = [(r.objects[0], e.objects[0], r, e) for r, e in zip(readings, expected, strict=True)]
     return {
         "shape": _mean(o.shape == w.shape for o, w, _, _ in pairs),
         "colour": _mean(o.appearance.colour == w.colour for o, w, _, _ in pairs if w.colour is not None),

@@ -30,7 +30,13 @@ def base_prompts(n: int, seed: int = 0, *, two_object_prob: float = 0.0) -> list
 
 @torch.no_grad()
 def sample(
-    pipe: StableDiffusionPipeline, prompts: list[str], seed: int = 0, *, steps: int = SAMPLE_STEPS, guidance: float = GUIDANCE, batch: int = 32
+    pipe: StableDiffusionPipeline,
+    prompts: list[str],
+    seed: int = 0,
+    *,
+    steps: int = SAMPLE_STEPS,
+    guidance: float = GUIDANCE,
+    batch: int = 32,
 ) -> list[Image.Image]:
     """One image per prompt; prompt i always uses seed `seed + i`, whatever the batching."""
     images: list[Image.Image] = []

@@ -97,7 +97,9 @@ def random_appearance(rng: np.random.Generator, patterns: tuple[str, ...] = (PLA
     return Appearance(colour, pattern, colour2)
 
 
-def place(rng: np.random.Generator, shape: str, appearance: Appearance, size: str, slot: int, count: int) -> WorldObject:
+def place(
+    rng: np.random.Generator, shape: str, appearance: Appearance, size: str, slot: int, count: int
+) -> WorldObject:
     """Put an object in `slot` (0 = left or alone, 1 = right) with jittered position and extent."""
     lo, hi = _EXTENT_PX[(count, size)]
     extent = float(rng.uniform(lo, hi))
@@ -135,7 +137,7 @@ def _shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[flo
     if shape == "star":
         angles = np.pi / 2 + np.arange(10) * np.pi / 5
         radii = np.where(np.arange(10) % 2 == 0, r, 0.45 * r)
-        return [(cx + float(q * np.cos(a)), cy - float(q * np.sin(a))) for q, a in zip(radii, angles)]
+        return [(cx + float(q * np.cos(a)), cy - float(q * np.sin(a))) for q, a in zip(radii, angles, strict=True)]
     raise ValueError(f"shape={shape!r} is not one of {SHAPES}")
 
 
