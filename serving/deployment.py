@@ -3,9 +3,10 @@
 Method names are the RPC names (Serve's gRPC proxy routes by them). Each RPC authenticates its
 caller from the `authorization` metadata (`serving.auth`), then runs as `generate_as` /
 `generate_stream_as` do for callers other ingresses authenticated. Both RPCs go through one
-`@serve.batch` queue, so unary and streaming requests with different concepts share UNet batches;
-concept ids travel in the payload (never as multiplexed ids, which would split batches). Errors are
-mapped to status codes by `shared.grpc_status` only.
+`BatchQueue` (not `@serve.batch`, which cuts small batches under a backlog; see `serving.batcher`),
+so unary and streaming requests with different concepts share UNet batches; concept ids travel in
+the payload (never as multiplexed ids, which would split batches). Errors are mapped to status
+codes by `shared.grpc_status` only.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ray.serve.grpc_util import RayServegRPCContext
 
 from proto import generator_pb2
 from serving.auth import GenerateAuthenticator
+from serving.batcher import BatchQueue
 from serving.config import ServingConfig
 from serving.metrics import ServingMetrics
 from serving.replica import Outcome, PendingRequest, ProgressSink, build_replica
@@ -37,10 +39,15 @@ class Generator:
         replica_id = serve.get_replica_context().replica_id.unique_id
         self.replica = build_replica(config, replica=replica_id, observer=self.metrics)
         self.core = self.replica.core
-        self._batch.set_max_batch_size(config.batching.max_batch_size)
-        self._batch.set_batch_wait_timeout_s(config.batching.batch_wait_timeout_s)
+        self.batches: BatchQueue[PendingRequest, Outcome] = BatchQueue(
+            self._run_batch,
+            max_batch_size=config.batching.max_batch_size,
+            batch_wait_timeout_s=config.batching.batch_wait_timeout_s,
+            discard=lambda pending: pending.resolved.release(),
+        )
 
     def __del__(self) -> None:
+        self.batches.close()
         self.replica.close()
 
     async def Generate(
@@ -130,7 +137,7 @@ class Generator:
 
     async def _submit(self, pending: PendingRequest) -> generator_pb2.GenerateResponse:
         try:
-            outcome = await self._batch(pending)
+            outcome = await self.batches.submit(pending)
         except asyncio.CancelledError:  # deadline or disconnect: skip the work if not started yet
             pending.cancelled = True
             raise
@@ -139,11 +146,10 @@ class Generator:
         self.metrics.response(outcome)
         return outcome
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
-    async def _batch(self, pending: list[PendingRequest]) -> list[Outcome]:
+    def _run_batch(self, pending: list[PendingRequest]) -> list[Outcome]:
         for size in Counter(p.request.sampling_key for p in pending if not p.cancelled).values():
             self.metrics.batch(size)
-        return await asyncio.to_thread(self.core.run_batch, pending)
+        return self.core.run_batch(pending)
 
 
 @contextmanager
