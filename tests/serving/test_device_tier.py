@@ -69,17 +69,25 @@ def test_a_merged_set_is_computed_once_and_served_on_the_device(
     pipe = device_base.pipeline
     engine = DeltaEngine(device_base)
     merger = ConceptMerger(
-        engine.prompts, cross_attention_layers(pipe.unet), device_base.spec.fingerprint, load_captions(),
+        engine.prompts,
+        cross_attention_layers(pipe.unet),
+        device_base.spec.fingerprint,
+        load_captions(),
         RegularizationCache(tmp_path / "creg"),
-    )  # fmt: skip
+    )
     resolver = ConceptResolver(store, merger)
     first = resolver.resolve(["tier-a", "tier-b"], OPERATOR)
     second = resolver.resolve(["tier-b", "tier-a"], OPERATOR)
     try:
         assert second.delta is first.delta and devices_of(first.delta) == {DEVICE}
         assert isinstance(store.observer, CacheStats) and store.observer.merges == 1
-        (result,) = engine.generate([GenerationRequest("a <tier-a> dog and a <tier-b> dog", delta=first.delta,
-                                                       steps=2, height=16, width=16, seed=3)])  # fmt: skip
+        (result,) = engine.generate(
+            [
+                GenerationRequest(
+                    "a <tier-a> dog and a <tier-b> dog", delta=first.delta, steps=2, height=16, width=16, seed=3
+                )
+            ]
+        )
         assert result.images.shape == (1, 16, 16, 3) and bool((result.images >= 0).all())
     finally:
         first.release()

@@ -62,16 +62,22 @@ CALLERS = {
     "not a bearer token": "Basic dG9rLWFjbWU=",
 }
 PRIVATE_EXPECTED = {
-    "tenant": OK, "operator": OK, "other tenant": NOT_FOUND, "no token": NOT_FOUND,
-    "made-up token": UNAUTHENTICATED, "not a bearer token": UNAUTHENTICATED,
-}  # fmt: skip
+    "tenant": OK,
+    "operator": OK,
+    "other tenant": NOT_FOUND,
+    "no token": NOT_FOUND,
+    "made-up token": UNAUTHENTICATED,
+    "not a bearer token": UNAUTHENTICATED,
+}
 
 
 @pytest.mark.bad_input("made-up bearer token", service=lambda p: RPCS[p["method"]], code="UNAUTHENTICATED")
-@pytest.mark.bad_input("'Basic' credentials instead of a bearer token", service=lambda p: RPCS[p["method"]],
-                       code="UNAUTHENTICATED")  # fmt: skip
-@pytest.mark.bad_input("another tenant's private concept, or no token", service=lambda p: RPCS[p["method"]],
-                       code="NOT_FOUND")  # fmt: skip
+@pytest.mark.bad_input(
+    "'Basic' credentials instead of a bearer token", service=lambda p: RPCS[p["method"]], code="UNAUTHENTICATED"
+)
+@pytest.mark.bad_input(
+    "another tenant's private concept, or no token", service=lambda p: RPCS[p["method"]], code="NOT_FOUND"
+)
 @pytest.mark.parametrize("method", ["generate", "stream"])
 @pytest.mark.parametrize("ref", ["gate-private", "gate-private@1"])
 def test_a_private_concept_generates_for_its_tenant_and_the_operator_only(
@@ -87,7 +93,9 @@ def test_a_private_concept_generates_for_its_tenant_and_the_operator_only(
 
 
 @pytest.mark.bad_input(
-    "another tenant's private concept (answered like an unknown one)", service=lambda p: RPCS[p["method"]], code="NOT_FOUND"
+    "another tenant's private concept (answered like an unknown one)",
+    service=lambda p: RPCS[p["method"]],
+    code="NOT_FOUND",
 )
 @pytest.mark.parametrize("method", ["generate", "stream"])
 def test_another_tenants_concept_answers_exactly_like_an_unknown_one(raw: RawGenerator, method: str) -> None:
