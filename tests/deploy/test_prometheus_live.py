@@ -68,7 +68,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory, tiny_base: Any) -> Iterat
     config = RegistryConfig(data_dir=tmp_path_factory.mktemp("registry"), metrics_port=0, shutdown_grace_s=0.0)
     server = ServerThread(config, [tiny_base.spec], TOKENS)
     with server.client("tok-ops") as client:
-        client.publish(to_bytes(*random_concept(tiny_base.spec, CONCEPT, seed=3)))
+        # Public: the scraped Serve app takes anonymous Generate calls, which see public concepts only.
+        client.publish(to_bytes(*random_concept(tiny_base.spec, CONCEPT, seed=3)), public=True)
     yield server
     server.close()
 
