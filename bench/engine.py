@@ -69,7 +69,7 @@ def _tokens_only(delta: ConceptDelta | None) -> ConceptDelta | None:
 
 @torch.no_grad()
 def _add_delta(layers: dict, delta: ConceptDelta | None, sign: int) -> None:
-    for name, projections in (delta.layers.items() if delta else []):
+    for name, projections in delta.layers.items() if delta else []:
         for projection, weight in projections.items():
             linear = getattr(layers[name], projection)
             linear.weight.add_(weight.to_dense().to(linear.weight.dtype), alpha=sign)
@@ -98,7 +98,10 @@ def main(argv: list[str] | None = None) -> dict:
             GenerationRequest(
                 prompt=f"a photo of a <c{i}> dog" if with_concepts else "a photo of a dog",
                 delta=deltas[i] if with_concepts else None,
-                steps=args.steps, height=size, width=size, seed=i,
+                steps=args.steps,
+                height=size,
+                width=size,
+                seed=i,
             )
             for i in range(args.batch)
         ]
@@ -123,7 +126,11 @@ def main(argv: list[str] | None = None) -> dict:
         "steps": args.steps,
         "image_size": size,
         "concept_rank": args.rank or "dense",
-        "images_per_s": {"a_base": images / base_s, "b_mixed_concepts": images / mixed_s, "c_naive_patch": images / naive_s},
+        "images_per_s": {
+            "a_base": images / base_s,
+            "b_mixed_concepts": images / mixed_s,
+            "c_naive_patch": images / naive_s,
+        },
         "ratio_b_over_a": base_s / mixed_s,
         "ratio_c_over_a": base_s / naive_s,
     }

@@ -48,7 +48,9 @@ def pair_name(pair: tuple[Concept, Concept]) -> str:
     return f"{pair[0].name} + {pair[1].name}"
 
 
-def measure_pair(bench: Bench, pair: tuple[Concept, Concept], deltas: tuple[MergeInput, MergeInput]) -> dict[str, float]:
+def measure_pair(
+    bench: Bench, pair: tuple[Concept, Concept], deltas: tuple[MergeInput, MergeInput]
+) -> dict[str, float]:
     """The pair merged (named in both orders) and summed, from each concept's own delta."""
     merged = Subject(bench.engine, bench.merge(list(deltas))[0])
     merge = bench.pair(merged, pair, alone=False)
@@ -56,13 +58,17 @@ def measure_pair(bench: Bench, pair: tuple[Concept, Concept], deltas: tuple[Merg
         "merge_both_present": merge["both_present"],
         "merge_both_present_second_first": bench.pair(merged, pair[::-1], alone=False)["both_present"],
         **{f"merge_fidelity_{c.name}": merge[f"fidelity_{c.name}"] for c in pair},
-        "naive_sum_both_present": bench.pair(Subject(bench.engine, naive_sum(list(deltas))), pair, alone=False)["both_present"],
+        "naive_sum_both_present": bench.pair(Subject(bench.engine, naive_sum(list(deltas))), pair, alone=False)[
+            "both_present"
+        ],
     }
 
 
 def measure_joint(bench: Bench, pair: tuple[Concept, Concept]) -> dict[str, float]:
     """The pair trained jointly (one delta, both tokens, twice the steps): the paper's reference for the merge."""
-    joint = bench.load(bench.train(".".join(["joint", *(c.name for c in pair)]), [bench.concept_config(c) for c in pair]))
+    joint = bench.load(
+        bench.train(".".join(["joint", *(c.name for c in pair)]), [bench.concept_config(c) for c in pair])
+    )
     return {"joint_both_present": bench.pair(Subject(bench.engine, joint[1]), pair, alone=False)["both_present"]}
 
 
@@ -71,12 +77,18 @@ def measure_seed(bench: Bench, concepts: list[Concept], *, joint: bool = False) 
     (with `joint`, also trained jointly)."""
     deltas = {c.name: bench.load(bench.train(c.name, [bench.concept_config(c)])) for c in concepts}
     return {
-        "alone": {c.name: bench.in_context(Subject(bench.engine, deltas[c.name][1]), c, token_of(c))["concept_fidelity"]
-                  for c in concepts},
-        "pairs": {pair_name(pair): {**(measure_joint(bench, pair) if joint else {}),
-                                    **measure_pair(bench, pair, (deltas[pair[0].name], deltas[pair[1].name]))}
-                  for pair in itertools.combinations(concepts, 2)},
-    }  # fmt: skip
+        "alone": {
+            c.name: bench.in_context(Subject(bench.engine, deltas[c.name][1]), c, token_of(c))["concept_fidelity"]
+            for c in concepts
+        },
+        "pairs": {
+            pair_name(pair): {
+                **(measure_joint(bench, pair) if joint else {}),
+                **measure_pair(bench, pair, (deltas[pair[0].name], deltas[pair[1].name])),
+            }
+            for pair in itertools.combinations(concepts, 2)
+        },
+    }
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -117,18 +129,23 @@ def markdown(per_seed: dict[str, dict[str, dict]], overall: dict[str, dict]) -> 
     lines = [f"| concept alone (target sets {seeds}) | concept fidelity |", "|---|---|"]
     for name, stats in overall["alone"].items():
         lines.append(f"| {name} | {cell([r['alone'][name] for r in per_seed.values()], stats['mean'])} |")
-    lines += ["", f"| pair (target sets {seeds}) | " + " | ".join(figures.values()) + " |",
-              "|---" * (len(figures) + 1) + "|"]  # fmt: skip
+    lines += [
+        "",
+        f"| pair (target sets {seeds}) | " + " | ".join(figures.values()) + " |",
+        "|---" * (len(figures) + 1) + "|",
+    ]
     for pair, stats in overall["pairs"].items():
         values = [cell([r["pairs"][pair][f] for r in per_seed.values()], stats[f]["mean"]) for f in figures]
         lines.append(f"| {pair} | " + " | ".join(values) + " |")
     if len(overall["pairs"]) > 1:
-        lines.append("| **every pair** | " + " | ".join(f"**{overall['all_pairs'][f]['mean']:.2f}**" for f in figures) + " |")
+        lines.append(
+            "| **every pair** | " + " | ".join(f"**{overall['all_pairs'][f]['mean']:.2f}**" for f in figures) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def catalogue_concepts(listing: str) -> list[Concept]:
-    """"a,b,…" or "all" → catalogue concepts; ValueError naming what is wrong."""
+    """ "a,b,…" or "all" → catalogue concepts; ValueError naming what is wrong."""
     names = list(CONCEPTS) if listing == "all" else listing.split(",")
     unknown = [n for n in names if n not in CONCEPTS]
     if unknown or len(set(names)) != len(names) or len(names) < 2:
@@ -150,25 +167,46 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--concepts: {e}")
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="cdserve-pairs-"))
-    shared = Bench(Path(args.model), work, args.samples, args.steps, False, target_images=args.images,
-                   target_companions=args.companions, target_wordings=args.wordings,
-                   stand_in=args.stand_in, target_concept_second=args.concept_second)  # fmt: skip
+    shared = Bench(
+        Path(args.model),
+        work,
+        args.samples,
+        args.steps,
+        False,
+        target_images=args.images,
+        target_companions=args.companions,
+        target_wordings=args.wordings,
+        stand_in=args.stand_in,
+        target_concept_second=args.concept_second,
+    )
     per_seed = {}
     seeds, run_seeds = ([int(s) for s in listing.split(",")] for listing in (args.seeds, args.run_seeds))
     for seed, run_seed in itertools.product(seeds, run_seeds):
         label = set_label(seed, run_seed)
         bench = shared.for_targets(seed, work / label, run_seed=run_seed)
         per_seed[label] = measure_seed(bench, concepts, joint=args.joint)
-        drawn = {pair: {f: round(r[f], 2) for f in measured_figures(per_seed[label]["pairs"])}
-                 for pair, r in per_seed[label]["pairs"].items()}  # fmt: skip
+        drawn = {
+            pair: {f: round(r[f], 2) for f in measured_figures(per_seed[label]["pairs"])}
+            for pair, r in per_seed[label]["pairs"].items()
+        }
         print(f"target set {label}: alone {per_seed[label]['alone']}, pairs {drawn}", flush=True)
     overall = summary(per_seed)
     name = "pairs" + (f"-{args.tag}" if args.tag else "")
-    result = {"model": args.model, "concepts": [c.name for c in concepts], "target_images": args.images,
-              "companions": args.companions, "concept_second": args.concept_second, "wordings": args.wordings,
-              "stand_in": args.stand_in, "joint": args.joint,
-              "samples_per_figure": args.samples, "training_steps": args.steps, "run_seeds": run_seeds,
-              "per_seed": per_seed, "summary": overall}  # fmt: skip
+    result = {
+        "model": args.model,
+        "concepts": [c.name for c in concepts],
+        "target_images": args.images,
+        "companions": args.companions,
+        "concept_second": args.concept_second,
+        "wordings": args.wordings,
+        "stand_in": args.stand_in,
+        "joint": args.joint,
+        "samples_per_figure": args.samples,
+        "training_steps": args.steps,
+        "run_seeds": run_seeds,
+        "per_seed": per_seed,
+        "summary": overall,
+    }
     table = markdown(per_seed, overall)
     print(write_result(name, result, table=table))
     print(table)

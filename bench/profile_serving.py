@@ -64,8 +64,21 @@ def profile_replica(seconds: float, load: Callable[[], Any], folder: Path) -> di
             result[name] = "process not found"
             continue
         out = folder / f"{name}.txt"
-        command = [py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "50",
-                   "--format", "raw", "--output", str(out), "--nonblocking"]  # fmt: skip
+        command = [
+            py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(seconds)),
+            "--rate",
+            "50",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--nonblocking",
+        ]
         runs[name] = (subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True), out)
     for name, (process, out) in runs.items():
         _, errors = process.communicate(timeout=seconds + 60)

@@ -32,8 +32,17 @@ from training.world.captions import describe
 from training.world.concepts import Concept
 from training.world.metrics import concept_fidelity
 from training.world.scenes import (
-    BACKGROUNDS, CONCEPT_PATTERNS, PLAIN, SHAPES, SIZES, Appearance, Scene, WorldObject, place, random_appearance,
-)  # fmt: skip
+    BACKGROUNDS,
+    CONCEPT_PATTERNS,
+    PLAIN,
+    SHAPES,
+    SIZES,
+    Appearance,
+    Scene,
+    WorldObject,
+    place,
+    random_appearance,
+)
 
 
 @dataclass(frozen=True)
@@ -82,11 +91,14 @@ def form_prompts(form: Form, concept: Concept, name: str, n: int, seed: int = 0)
         for slot, kind in enumerate(kinds):
             shape, look = (concept.category, concept.appearance) if kind is None else _companion(rng, kind, concept)
             objects.append(place(rng, shape, look, size, slot, len(kinds)))
-        prompts.append(describe(
-            Scene(background, tuple(objects)), photo=form.photo,
-            sizes=tuple(kind is not None or form.size_word for kind in kinds),
-            modifiers=tuple(name if kind is None else None for kind in kinds),
-        ))  # fmt: skip
+        prompts.append(
+            describe(
+                Scene(background, tuple(objects)),
+                photo=form.photo,
+                sizes=tuple(kind is not None or form.size_word for kind in kinds),
+                modifiers=tuple(name if kind is None else None for kind in kinds),
+            )
+        )
     return prompts
 
 
@@ -108,13 +120,18 @@ def measure_seed(bench: Bench, concept: Concept, samples: int) -> dict[str, dict
 
 def markdown(per_seed: dict[int, dict[str, dict[str, float]]]) -> str:
     seeds = list(per_seed)
-    lines = ["| wording | " + " | ".join(f"seed {s}" for s in seeds) + " | **mean** | in words (ceiling), mean |",
-             "|---" * (len(seeds) + 3) + "|"]  # fmt: skip
+    lines = [
+        "| wording | " + " | ".join(f"seed {s}" for s in seeds) + " | **mean** | in words (ceiling), mean |",
+        "|---" * (len(seeds) + 3) + "|",
+    ]
     for form in FORMS:
         values = [per_seed[s][form.name]["concept"] for s in seeds]
         ceiling = statistics.fmean(per_seed[s][form.name]["in words"] for s in seeds)
-        lines.append(f"| {form.name} | " + " | ".join(f"{v:.2f}" for v in values)
-                     + f" | **{statistics.fmean(values):.2f}** | {ceiling:.2f} |")  # fmt: skip
+        lines.append(
+            f"| {form.name} | "
+            + " | ".join(f"{v:.2f}" for v in values)
+            + f" | **{statistics.fmean(values):.2f}** | {ceiling:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -122,15 +139,33 @@ def main(argv: list[str] | None = None) -> dict:
     args = target_set_parser(__doc__, samples=32).parse_args(argv)
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="cdserve-forms-"))
-    shared = Bench(Path(args.model), work, args.samples, args.steps, False, target_wordings=args.wordings,
-                   stand_in=args.stand_in, target_concept_second=args.concept_second)
+    shared = Bench(
+        Path(args.model),
+        work,
+        args.samples,
+        args.steps,
+        False,
+        target_wordings=args.wordings,
+        stand_in=args.stand_in,
+        target_concept_second=args.concept_second,
+    )
     per_seed = {}
     for seed in (int(s) for s in args.seeds.split(",")):
         per_seed[seed] = measure_seed(shared.for_targets(seed, work / str(seed)), FIRST, args.samples)
-        print(f"target seed {seed}: " + ", ".join(f"{k} {v['concept']:.2f}" for k, v in per_seed[seed].items()), flush=True)
-    result = {"model": args.model, "concept": FIRST.name, "samples_per_form": args.samples, "training_steps": args.steps,
-              "wordings": args.wordings, "stand_in": args.stand_in, "concept_second": args.concept_second,
-              "per_seed": per_seed}  # fmt: skip
+        print(
+            f"target seed {seed}: " + ", ".join(f"{k} {v['concept']:.2f}" for k, v in per_seed[seed].items()),
+            flush=True,
+        )
+    result = {
+        "model": args.model,
+        "concept": FIRST.name,
+        "samples_per_form": args.samples,
+        "training_steps": args.steps,
+        "wordings": args.wordings,
+        "stand_in": args.stand_in,
+        "concept_second": args.concept_second,
+        "per_seed": per_seed,
+    }
     name = "prompt_forms" + (f"-{args.tag}" if args.tag else "")
     table = markdown(per_seed)
     print(write_result(name, result, table=table))

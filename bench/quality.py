@@ -39,15 +39,28 @@ from shared.basemodel import BaseModel, cross_attention_layers, load_base_model,
 from shared.compress import compress
 from shared.delta import ConceptDelta
 from shared.merge import (
-    MergeInput, MergeReport, RegularizationStats, closed_form_merge, load_captions, naive_sum, regularization_stats,
+    MergeInput,
+    MergeReport,
+    RegularizationStats,
+    closed_form_merge,
+    load_captions,
+    naive_sum,
+    regularization_stats,
 )
 from training.config import ConceptConfig, TrainConfig
 from training.loop import train
 from training.regularization import captioned_images, write_captioned_folder
 from training.world.captions import appearance_words
 from training.world.concepts import (
-    CONCEPTS, TARGET_COMPANIONS, TARGET_CONCEPT_SECOND, TARGET_WORDINGS, Concept, class_prompts, concept_prompts,
-    render_concept_targets, render_reg_pool,
+    CONCEPTS,
+    TARGET_COMPANIONS,
+    TARGET_CONCEPT_SECOND,
+    TARGET_WORDINGS,
+    Concept,
+    class_prompts,
+    concept_prompts,
+    render_concept_targets,
+    render_reg_pool,
 )
 from training.world.evaluator import Evaluator, SceneReading
 from training.world.metrics import composition, concept_fidelity, drift, prompt_fidelity
@@ -82,14 +95,27 @@ class Subject:
 
 class Bench:
     def __init__(
-        self, model_dir: Path, work: Path, samples: int, steps: int, quick: bool, *,
-        target_seed: int = 1, target_images: int = 8, target_companions: int = TARGET_COMPANIONS,
-        target_wordings: int = TARGET_WORDINGS, run_seed: int = 0, stand_in: float = STAND_IN_PROBABILITY,
+        self,
+        model_dir: Path,
+        work: Path,
+        samples: int,
+        steps: int,
+        quick: bool,
+        *,
+        target_seed: int = 1,
+        target_images: int = 8,
+        target_companions: int = TARGET_COMPANIONS,
+        target_wordings: int = TARGET_WORDINGS,
+        run_seed: int = 0,
+        stand_in: float = STAND_IN_PROBABILITY,
         target_concept_second: int | None = TARGET_CONCEPT_SECOND,
     ) -> None:
         self.model_dir, self.work, self.samples, self.steps, self.quick = model_dir, work, samples, steps, quick
         self.target_seed, self.target_images, self.target_companions = target_seed, target_images, target_companions
-        self.target_wordings, self.run_seed = target_wordings, run_seed  # run_seed: the recipe's (batches, noise, timesteps)
+        self.target_wordings, self.run_seed = (
+            target_wordings,
+            run_seed,
+        )  # run_seed: the recipe's (batches, noise, timesteps)
         self.target_concept_second = target_concept_second  # None: each companion on a random side
         self.stand_in = stand_in  # Recipe.stand_in_probability; above 0 the targets get stand-in wordings
         self.base = load_base_model(model_dir)
@@ -114,27 +140,45 @@ class Bench:
     def concept_config(self, concept: Concept, *, reg: str = "real") -> ConceptConfig:
         folder = self.work / "data" / concept.name
         if not folder.exists():
-            targets = render_concept_targets(concept, n=self.target_images, seed=self.target_seed, modifier=token_of(concept),
-                                             companions=self.target_companions, wordings=self.target_wordings,
-                                             stand_ins=self.stand_in > 0,
-                                             concept_second=self.target_concept_second)  # fmt: skip
+            targets = render_concept_targets(
+                concept,
+                n=self.target_images,
+                seed=self.target_seed,
+                modifier=token_of(concept),
+                companions=self.target_companions,
+                wordings=self.target_wordings,
+                stand_ins=self.stand_in > 0,
+                concept_second=self.target_concept_second,
+            )
             write_captioned_folder(folder / "targets", targets)
             write_captioned_folder(folder / "reg", render_reg_pool(concept.category, k=200, seed=2))
         targets = captioned_images(folder / "targets")
         return ConceptConfig(
-            concept_id=concept.name, category=concept.category, modifier_token=token_of(concept),
-            images=[str(path) for path, _ in targets], captions=[wordings for _, wordings in targets], regularization=reg,
+            concept_id=concept.name,
+            category=concept.category,
+            modifier_token=token_of(concept),
+            images=[str(path) for path, _ in targets],
+            captions=[wordings for _, wordings in targets],
+            regularization=reg,
             reg_dir=str(folder / "reg") if reg == "real" else None,
-        )  # fmt: skip
+        )
 
     def train(self, name: str, concepts: Sequence[ConceptConfig], **recipe: object) -> Path:
         steps = self.steps * (2 if len(concepts) > 1 else 1)
-        settings = {"steps": steps, "checkpoint_every": 10**5, "seed": self.run_seed,
-                    "stand_in_probability": self.stand_in, **recipe}  # fmt: skip
+        settings = {
+            "steps": steps,
+            "checkpoint_every": 10**5,
+            "seed": self.run_seed,
+            "stand_in_probability": self.stand_in,
+            **recipe,
+        }
         config = TrainConfig(
-            base_model=str(self.model_dir), concepts=list(concepts), output_dir=str(self.work / "runs" / name),
-            recipe=world_recipe(**settings), bundle_id=name,
-        )  # fmt: skip
+            base_model=str(self.model_dir),
+            concepts=list(concepts),
+            output_dir=str(self.work / "runs" / name),
+            recipe=world_recipe(**settings),
+            bundle_id=name,
+        )
         started = time.perf_counter()
         path = train(config, base=self.base, show_bar=False).path
         self.train_seconds[name] = round(time.perf_counter() - started, 1)
@@ -166,10 +210,17 @@ class Bench:
 
     def sample(self, subject: Subject, prompts: Sequence[str], seed: int) -> list[Image.Image]:
         requests = [
-            GenerationRequest(prompt, delta=subject.delta, steps=SAMPLE_STEPS, guidance_scale=GUIDANCE, seed=seed + i,
-                              height=subject.engine.default_size, width=subject.engine.default_size)
+            GenerationRequest(
+                prompt,
+                delta=subject.delta,
+                steps=SAMPLE_STEPS,
+                guidance_scale=GUIDANCE,
+                seed=seed + i,
+                height=subject.engine.default_size,
+                width=subject.engine.default_size,
+            )
             for i, prompt in enumerate(prompts)
-        ]  # fmt: skip
+        ]
         images = []
         for start in range(0, len(requests), 32):
             for result in subject.engine.generate(requests[start : start + 32]):
@@ -199,18 +250,26 @@ class Bench:
         return {**fidelity, "drift": drift(class_readings, concept)}
 
     def pair(
-        self, subject: Subject, concepts: tuple[Concept, Concept] = (FIRST, SECOND), names: tuple[str, str] | None = None,
-        *, alone: bool = True,
+        self,
+        subject: Subject,
+        concepts: tuple[Concept, Concept] = (FIRST, SECOND),
+        names: tuple[str, str] | None = None,
+        *,
+        alone: bool = True,
     ) -> dict[str, float]:
         """Both concepts in one prompt, named in the order given (a pair's figures depend on it: the
         concept named second is drawn less often); with `alone`, also each alone under the same subject."""
         names = names or (token_of(concepts[0]), token_of(concepts[1]))
         prompts = concept_prompts(concepts, names, n=self.samples, seed=9)
         readings = self.read(subject, [p for p, _ in prompts], seed=3000)
-        each = {
-            f"alone_{concept.name}": self.in_context(subject, concept, name)["concept_fidelity"]
-            for concept, name in zip(concepts, names)
-        } if alone else {}  # fmt: skip
+        each = (
+            {
+                f"alone_{concept.name}": self.in_context(subject, concept, name)["concept_fidelity"]
+                for concept, name in zip(concepts, names, strict=False)
+            }
+            if alone
+            else {}
+        )
         return {
             "both_present": composition(readings, concepts),
             **{f"fidelity_{concept.name}": concept_fidelity(readings, concept) for concept in concepts},
@@ -227,8 +286,12 @@ def target_set_parser(doc: str | None, *, samples: int) -> argparse.ArgumentPars
     parser.add_argument("--samples", type=int, default=samples, help="samples per figure")
     parser.add_argument("--steps", type=int, default=int(WORLD_RECIPE["steps"]), help="training steps per concept")
     parser.add_argument("--wordings", type=int, default=TARGET_WORDINGS, help="wordings of each target caption")
-    parser.add_argument("--stand-in", type=float, default=STAND_IN_PROBABILITY,
-                        help="Recipe.stand_in_probability (the world recipe's by default; 0: none)")
+    parser.add_argument(
+        "--stand-in",
+        type=float,
+        default=STAND_IN_PROBABILITY,
+        help="Recipe.stand_in_probability (the world recipe's by default; 0: none)",
+    )
     add_concept_second(parser)
     parser.add_argument("--tag", default="", help="results name suffix, for variants")
     return parser
@@ -236,8 +299,15 @@ def target_set_parser(doc: str | None, *, samples: int) -> argparse.ArgumentPars
 
 def run(args: argparse.Namespace) -> dict:
     work = Path(args.work or tempfile.mkdtemp(prefix="cdserve-quality-"))
-    bench = Bench(Path(args.model), work, args.samples, args.steps, args.quick, stand_in=args.stand_in,
-                  target_concept_second=args.concept_second)
+    bench = Bench(
+        Path(args.model),
+        work,
+        args.samples,
+        args.steps,
+        args.quick,
+        stand_in=args.stand_in,
+        target_concept_second=args.concept_second,
+    )
     first, second = bench.concept_config(FIRST), bench.concept_config(SECOND)
     rows: dict[str, dict[str, float]] = {}
     base = Subject(bench.engine, None)
@@ -245,24 +315,39 @@ def run(args: argparse.Namespace) -> dict:
     rows["base model, appearance spelled out in words (ceiling)"] = bench.in_context(base, FIRST, in_words(FIRST))
 
     custom = bench.load(bench.train("custom-diffusion", [first]))
-    rows["Custom Diffusion (K/V + token, real reg; world recipe)"] = bench.single(Subject(bench.engine, custom[1]), FIRST)
+    rows["Custom Diffusion (K/V + token, real reg; world recipe)"] = bench.single(
+        Subject(bench.engine, custom[1]), FIRST
+    )
     rows["w/o regularisation"] = bench.single(
-        Subject(bench.engine, bench.load(bench.train("no-reg", [bench.concept_config(FIRST, reg="none")]))[1]), FIRST)
+        Subject(bench.engine, bench.load(bench.train("no-reg", [bench.concept_config(FIRST, reg="none")]))[1]), FIRST
+    )
     rows["with augmentation (paper; off in the world recipe)"] = bench.single(
-        Subject(bench.engine, bench.load(bench.train("augment", [first], augment=True))[1]), FIRST)
-    rows["paper's recipe unchanged (K/V and token at lr 1e-5, augmentation)"] = bench.single(Subject(bench.engine, bench.load(
-        bench.train("paper", [first], augment=True, learning_rate=1e-5, token_learning_rate=None))[1]), FIRST)
+        Subject(bench.engine, bench.load(bench.train("augment", [first], augment=True))[1]), FIRST
+    )
+    rows["paper's recipe unchanged (K/V and token at lr 1e-5, augmentation)"] = bench.single(
+        Subject(
+            bench.engine,
+            bench.load(bench.train("paper", [first], augment=True, learning_rate=1e-5, token_learning_rate=None))[1],
+        ),
+        FIRST,
+    )
     rows["token only (textual inversion)"] = bench.single(
-        Subject(bench.engine, bench.load(bench.train("token-only", [first], mode="token"))[1]), FIRST)
+        Subject(bench.engine, bench.load(bench.train("token-only", [first], mode="token"))[1]), FIRST
+    )
     rows["fine-tune all UNet + token (UNet at the paper's lr 1e-5)"] = bench.single(
-        bench.fine_tuned_whole(bench.train("full", [first], mode="full", learning_rate=1e-5)), FIRST)
+        bench.fine_tuned_whole(bench.train("full", [first], mode="full", learning_rate=1e-5)), FIRST
+    )
     for rank in (1, 2, 4):
         compressed, report = compress(custom[1], rank=rank)
-        rows[f"compressed, rank {rank} ({report.ratio:.0f}× smaller)"] = bench.single(Subject(bench.engine, compressed), FIRST)
+        rows[f"compressed, rank {rank} ({report.ratio:.0f}× smaller)"] = bench.single(
+            Subject(bench.engine, compressed), FIRST
+        )
 
     second_concept = bench.load(bench.train("second", [second]))
     joint = bench.load(bench.train("joint", [first, second]))
-    rows["two concepts: base model, spelled out in words (ceiling)"] = bench.pair(base, names=(in_words(FIRST), in_words(SECOND)))
+    rows["two concepts: base model, spelled out in words (ceiling)"] = bench.pair(
+        base, names=(in_words(FIRST), in_words(SECOND))
+    )
     rows["two concepts: joint training"] = bench.pair(Subject(bench.engine, joint[1]))
     merged, merge_report = bench.merge([custom, second_concept])
     rows["two concepts: closed-form merge"] = bench.pair(Subject(bench.engine, merged))
@@ -275,11 +360,13 @@ def run(args: argparse.Namespace) -> dict:
         "stand_in": args.stand_in,
         "concept_second": args.concept_second,
         "train_seconds": bench.train_seconds,
-        "merge": {"constraint_residual": merge_report.max_constraint_residual,
-                  "regularization_residual": merge_report.max_regularization_residual,
-                  "target_tokens": merge_report.num_target_tokens},
+        "merge": {
+            "constraint_residual": merge_report.max_constraint_residual,
+            "regularization_residual": merge_report.max_regularization_residual,
+            "target_tokens": merge_report.num_target_tokens,
+        },
         "rows": rows,
-    }  # fmt: skip
+    }
     table = markdown(rows)
     name = "quality" + variant_suffix(args.stand_in, args.concept_second) + ("-quick" if args.quick else "")
     print(write_result(name, result, table=table))
@@ -303,14 +390,23 @@ def concept_second_option(text: str) -> int | None:
 
 
 def add_concept_second(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--concept-second", type=concept_second_option, default=TARGET_CONCEPT_SECOND,
-                        help="target images with a companion that name the concept second, or 'random' for random "
-                             f"sides (default: the world's {TARGET_CONCEPT_SECOND})")
+    parser.add_argument(
+        "--concept-second",
+        type=concept_second_option,
+        default=TARGET_CONCEPT_SECOND,
+        help="target images with a companion that name the concept second, or 'random' for random "
+        f"sides (default: the world's {TARGET_CONCEPT_SECOND})",
+    )
 
 
 def markdown(rows: dict[str, dict[str, float]]) -> str:
-    columns = ["concept_fidelity", "prompt_fidelity", "drift", "both_present",
-               *(f"alone_{c.name}" for c in (FIRST, SECOND))]
+    columns = [
+        "concept_fidelity",
+        "prompt_fidelity",
+        "drift",
+        "both_present",
+        *(f"alone_{c.name}" for c in (FIRST, SECOND)),
+    ]
     lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, values in rows.items():
         cells = [f"{values[c]:.2f}" if c in values else "" for c in columns]
@@ -327,8 +423,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--work", help="folder for data and runs (default: a temporary one)")
     parser.add_argument("--quick", action="store_true", help="write quality-quick.* (for smoke runs)")
-    parser.add_argument("--stand-in", type=float, default=STAND_IN_PROBABILITY,
-                        help="Recipe.stand_in_probability of every run (another than the recipe's: quality-stand-in-P.*)")
+    parser.add_argument(
+        "--stand-in",
+        type=float,
+        default=STAND_IN_PROBABILITY,
+        help="Recipe.stand_in_probability of every run (another than the recipe's: quality-stand-in-P.*)",
+    )
     add_concept_second(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(2)

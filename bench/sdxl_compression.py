@@ -73,8 +73,9 @@ def header_overhead(spec: BaseSpec) -> int:
 
 
 def train_concept(base: BaseModel, steps: int, folder: Path) -> tuple[ConceptDelta, list[str], str]:
-    concept = ConceptConfig(concept_id="star-xl", category="star", images=sorted(map(str, IMAGES.glob("*.png"))),
-                            regularization="none")  # fmt: skip
+    concept = ConceptConfig(
+        concept_id="star-xl", category="star", images=sorted(map(str, IMAGES.glob("*.png"))), regularization="none"
+    )
     recipe = Recipe(steps=steps, batch_size=2, resolution=16, learning_rate=1e-3)
     config = TrainConfig(base_model="tiny-sdxl", concepts=[concept], recipe=recipe, output_dir=str(folder))
     trainer = build_trainer(config, base)
@@ -108,18 +109,28 @@ def kv_errors(engine: Any, full: ConceptDelta, small: ConceptDelta, captions: li
 def images(engine: Any, delta: ConceptDelta | None, token: str, seeds: int) -> np.ndarray:
     """The same prompts and seeds with `delta`; with none, the prompts without the modifier token."""
     requests = [
-        GenerationRequest(" ".join(prompt.format(token=token if delta else "").split()), delta=delta, seed=seed,
-                          steps=20, guidance_scale=5.0, height=16, width=16)
-        for prompt in PROMPTS for seed in range(seeds)
-    ]  # fmt: skip
+        GenerationRequest(
+            " ".join(prompt.format(token=token if delta else "").split()),
+            delta=delta,
+            seed=seed,
+            steps=20,
+            guidance_scale=5.0,
+            height=16,
+            width=16,
+        )
+        for prompt in PROMPTS
+        for seed in range(seeds)
+    ]
     return np.concatenate([r.images for r in engine.generate(requests)])
 
 
 def image_difference(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
     a, b = (np.round(x * 255.0) for x in (reference, other))
     mse = float(np.mean((a - b) ** 2))
-    return {"mean_abs_diff_levels": float(np.mean(np.abs(a - b))),
-            "psnr_db": math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)}  # fmt: skip
+    return {
+        "mean_abs_diff_levels": float(np.mean(np.abs(a - b))),
+        "psnr_db": math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse),
+    }
 
 
 def settings() -> list[tuple[str, dict[str, Any]]]:
@@ -149,31 +160,42 @@ def run(steps: int, seeds: int) -> dict[str, Any]:
         ranks = {name: max(w.rank for w in projections.values()) for name, projections in small.layers.items()}
         fraction = sum(ranks[name] / tiny_full_rank[name] for name in ranks) / len(ranks)
         scaled = {layer.name: math.ceil(fraction * min(layer.in_features, layer.out_features)) for layer in real.layers}
-        rows.append({
-            "setting": setting,
-            "max_rank": max(ranks.values()),
-            "mean_rank": sum(ranks.values()) / len(ranks),
-            "mean_fraction_of_full_rank": fraction,
-            "weight_relative_error": report.overall_relative_error,
-            **kv_errors(engine, full, small, captions),
-            **image_difference(reference, images(engine, small, token, seeds)),
-            "sdxl_bytes_at_max_rank": artifact_bytes(real, uniform(real, max(ranks.values())), overhead),
-            "sdxl_bytes_at_same_fraction": artifact_bytes(real, scaled, overhead),
-        })  # fmt: skip
+        rows.append(
+            {
+                "setting": setting,
+                "max_rank": max(ranks.values()),
+                "mean_rank": sum(ranks.values()) / len(ranks),
+                "mean_fraction_of_full_rank": fraction,
+                "weight_relative_error": report.overall_relative_error,
+                **kv_errors(engine, full, small, captions),
+                **image_difference(reference, images(engine, small, token, seeds)),
+                "sdxl_bytes_at_max_rank": artifact_bytes(real, uniform(real, max(ranks.values())), overhead),
+                "sdxl_bytes_at_same_fraction": artifact_bytes(real, scaled, overhead),
+            }
+        )
     per_rank = artifact_bytes(real, uniform(real, 1), 0)
     return {
         "what": "SVD compression of a tiny-SDXL concept: kept rank, fidelity cost, size at SDXL shapes",
-        "concept": {"images": str(IMAGES.relative_to(ROOT)), "steps": steps, "captions": captions,
-                    "tiny_layers": len(tiny_full_rank), "tiny_full_ranks": sorted(set(tiny_full_rank.values()))},
-        "sdxl": {"layers": len(real.layers), "full_bytes_fp16": overhead + sum(2 * 2 * layer.in_features *
-                 layer.out_features for layer in real.layers), "bytes_per_rank_fp16": per_rank,
-                 "overhead_bytes": overhead, "largest_rank_within_target": (TARGET_BYTES - overhead) // per_rank},
+        "concept": {
+            "images": str(IMAGES.relative_to(ROOT)),
+            "steps": steps,
+            "captions": captions,
+            "tiny_layers": len(tiny_full_rank),
+            "tiny_full_ranks": sorted(set(tiny_full_rank.values())),
+        },
+        "sdxl": {
+            "layers": len(real.layers),
+            "full_bytes_fp16": overhead + sum(2 * 2 * layer.in_features * layer.out_features for layer in real.layers),
+            "bytes_per_rank_fp16": per_rank,
+            "overhead_bytes": overhead,
+            "largest_rank_within_target": (TARGET_BYTES - overhead) // per_rank,
+        },
         "images_per_setting": len(PROMPTS) * seeds,
         "concept_effect": concept_effect,
         "rows": rows,
         "train_s": train_s,
         "total_s": time.perf_counter() - started,
-    }  # fmt: skip
+    }
 
 
 def markdown(result: dict[str, Any]) -> str:

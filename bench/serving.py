@@ -165,16 +165,22 @@ class Bench:
         args = self.args
         cached = args.device_cache * bytes_per_concept
         self.config = ServingConfig(
-            grpc_port=free_port(), http_port=free_port(), metrics_export_port=free_port(),
+            grpc_port=free_port(),
+            http_port=free_port(),
+            metrics_export_port=free_port(),
             base_model={"path": self.model_dir, "device": args.device, "dtype": args.dtype, "compile": args.compile},
             registry={"address": self.registry_target, "token": TOKEN},
-            cache={"device_max_bytes": cached, "host_max_bytes": 2 * cached, "disk_dir": self.work / "concepts",
-                   "reg_cache_dir": self.work / "creg"},
+            cache={
+                "device_max_bytes": cached,
+                "host_max_bytes": 2 * cached,
+                "disk_dir": self.work / "concepts",
+                "reg_cache_dir": self.work / "creg",
+            },
             batching={"max_batch_size": args.batch, "batch_wait_timeout_s": 0.01},
             queue={"max_ongoing_requests": 2 * args.batch, "max_queued_requests": 4 * args.clients},
             ray_actor_options={"num_cpus": 1, "num_gpus": "auto"},
             limits={"max_steps": max(100, args.steps)},
-        )  # fmt: skip
+        )
         ray.init(include_dashboard=False, log_to_driver=False)
         run_app(self.config)
         self.client = GeneratorClient(f"127.0.0.1:{self.config.grpc_port}", application=self.config.app_name)

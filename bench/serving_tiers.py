@@ -60,15 +60,22 @@ def tier_latencies(bench: Bench, concept_ids: Sequence[str]) -> dict[str, Any]:
 
 
 def _merge_ms(
-    bench: Bench, store: ConceptStore, concept_ids: Sequence[str], device: torch.device, dtype: torch.dtype,
+    bench: Bench,
+    store: ConceptStore,
+    concept_ids: Sequence[str],
+    device: torch.device,
+    dtype: torch.dtype,
     sync: Callable[[], None],
-) -> dict[str, float]:  # fmt: skip
+) -> dict[str, float]:
     base = load_base_model(bench.model_dir, device=device, dtype=dtype)
     encoder = PromptEncoder(base.pipeline.tokenizer, base.pipeline.text_encoder)
     merger = ConceptMerger(
-        encoder, cross_attention_layers(base.pipeline.unet), base.spec.fingerprint, load_captions(),
+        encoder,
+        cross_attention_layers(base.pipeline.unet),
+        base.spec.fingerprint,
+        load_captions(),
         RegularizationCache(bench.work / "tier-creg"),
-    )  # fmt: skip
+    )
     started = time.perf_counter()
     merger.regularization()
     reg_ms = (time.perf_counter() - started) * 1000.0

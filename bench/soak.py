@@ -62,15 +62,25 @@ class Stack:
 
 def start_stack(work: Path, cache: dict[str, int], log: Path) -> Stack:
     config = work / "serving.yaml"
-    config.write_text(yaml.safe_dump({
-        "grpc_port": free_port(), "http_port": free_port(), "metrics_export_port": free_port(),
-        "cache": cache, "limits": {"default_steps": 4, "max_steps": 8},
-        "registry": {"address": f"127.0.0.1:{free_port()}", "watch_heartbeat_s": 1},
-        "ray_actor_options": {"num_cpus": 0.5, "num_gpus": 0},
-    }))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "grpc_port": free_port(),
+                "http_port": free_port(),
+                "metrics_export_port": free_port(),
+                "cache": cache,
+                "limits": {"default_steps": 4, "max_steps": 8},
+                "registry": {"address": f"127.0.0.1:{free_port()}", "watch_heartbeat_s": 1},
+                "ray_actor_options": {"num_cpus": 0.5, "num_gpus": 0},
+            }
+        )
+    )
     data = work / "data"
-    process = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--config", str(config), "--data", str(data),
-                                "--num-cpus", "2"], stdout=subprocess.PIPE, stderr=log.open("wb"))  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "up", "--config", str(config), "--data", str(data), "--num-cpus", "2"],
+        stdout=subprocess.PIPE,
+        stderr=log.open("wb"),
+    )
     banner = ""
     assert process.stdout is not None
     for raw in process.stdout:
@@ -184,8 +194,13 @@ class Churn:
         with self.lock:
             return all(c in self.live for c in chosen), tuple(self.deletes[c] for c in chosen)
 
-    def record(self, kind: str, before: tuple[bool, tuple[int, ...]], after: tuple[bool, tuple[int, ...]],
-               error: CdserveError | None) -> None:  # fmt: skip
+    def record(
+        self,
+        kind: str,
+        before: tuple[bool, tuple[int, ...]],
+        after: tuple[bool, tuple[int, ...]],
+        error: CdserveError | None,
+    ) -> None:
         """Live before and after with no delete between: must succeed. Deleted before and still
         deleted after: NOT_FOUND expected. Changed while in flight: either answer is right."""
         settled = before == after
@@ -261,14 +276,19 @@ def growth(samples: list[dict[str, Any]], name: str, warmup_s: float) -> dict[st
     mean_t, mean_v = statistics.fmean(ts), statistics.fmean(vs)
     slope = sum((t - mean_t) * (v - mean_v) for t, v in points) / sum((t - mean_t) ** 2 for t in ts)
     start_rss = next(row[name] for row in samples if name in row)
-    windows = [[v for t, v in ((r["t_s"], r[name]) for r in samples if name in r) if k * 120 <= t < (k + 1) * 120]
-               for k in range(int(end // 120) + 1)]  # fmt: skip
+    windows = [
+        [v for t, v in ((r["t_s"], r[name]) for r in samples if name in r) if k * 120 <= t < (k + 1) * 120]
+        for k in range(int(end // 120) + 1)
+    ]
     return {
-        "start_mib": start_rss, "after_warmup_mib": round(first, 1), "end_mib": round(last, 1),
-        "peak_mib": max(vs), "growth_after_warmup_pct": round(100 * (last - first) / first, 2),
+        "start_mib": start_rss,
+        "after_warmup_mib": round(first, 1),
+        "end_mib": round(last, 1),
+        "peak_mib": max(vs),
+        "growth_after_warmup_pct": round(100 * (last - first) / first, 2),
         "slope_mib_per_min": round(slope * 60, 3),
         "median_per_2_min_mib": [round(statistics.median(w), 1) for w in windows if w],
-    }  # fmt: skip
+    }
 
 
 def files_report(data: Path, disk_max_bytes: int) -> dict[str, Any]:
@@ -343,9 +363,11 @@ def table(payload: dict[str, Any]) -> str:
     ]
     for name, g in sorted(payload["memory"].items()):
         if g:
-            lines.append(f"| {name} | {g['start_mib']} | {g['after_warmup_mib']} | {g['end_mib']} | {g['peak_mib']} | "
-                         f"{g['growth_after_warmup_pct']} % | {g['slope_mib_per_min']} | "
-                         f"{' → '.join(map(str, g['median_per_2_min_mib']))} |")  # fmt: skip
+            lines.append(
+                f"| {name} | {g['start_mib']} | {g['after_warmup_mib']} | {g['end_mib']} | {g['peak_mib']} | "
+                f"{g['growth_after_warmup_pct']} % | {g['slope_mib_per_min']} | "
+                f"{' → '.join(map(str, g['median_per_2_min_mib']))} |"
+            )
     files = payload["files"]
     lines += [
         "",
@@ -391,8 +413,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             probe_spec = load_base_model(model_dir).spec
         concept_bytes = len(to_bytes(*random_concept(probe_spec, "soak-probe", seed=0)))
         per_tier = concept_bytes * args.cached
-        cache = {"device_max_bytes": per_tier, "host_max_bytes": per_tier, "disk_max_bytes": per_tier,
-                 "merged_max_bytes": per_tier}  # fmt: skip
+        cache = {
+            "device_max_bytes": per_tier,
+            "host_max_bytes": per_tier,
+            "disk_max_bytes": per_tier,
+            "merged_max_bytes": per_tier,
+        }
         stack = start_stack(work, cache, work / "up.log")
         print(f"stack up: generator {stack.generator}, registry {stack.registry}; {args.minutes} minutes", flush=True)
         spec = load_base_spec(stack.data / "run" / "base_spec.json")
@@ -404,13 +430,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             churn = Churn(registry, spec, args.concepts)
             for concept_id in churn.ids()[: args.cached * 2]:
                 churn.publish(concept_id)
-            clients = [GeneratorClient(stack.generator, application=stack.application, token=stack.token, timeout_s=120)
-                       for _ in range(args.clients)]  # fmt: skip
+            clients = [
+                GeneratorClient(stack.generator, application=stack.application, token=stack.token, timeout_s=120)
+                for _ in range(args.clients)
+            ]
             sampler = threading.Thread(target=sample_loop, args=(stack, samples, stop, args.sample_s, start))
             churner = threading.Thread(target=churn_loop, args=(churn, stop, random.Random(rng.random())))
             threads = [sampler, churner]
-            threads += [threading.Thread(target=generate_loop, args=(churn, c, stop, random.Random(rng.random())))
-                        for c in clients]  # fmt: skip
+            threads += [
+                threading.Thread(target=generate_loop, args=(churn, c, stop, random.Random(rng.random())))
+                for c in clients
+            ]
             for thread in threads:
                 thread.start()
             stop.wait(args.minutes * 60)

@@ -71,9 +71,15 @@ def main(argv: list[str] | None = None) -> dict:
         )
         if not args.no_reg:
             synthetic_images(Path(tmp) / "reg", 16, size, captions="photo of a dog")
-        recipe = Recipe(batch_size=args.batch_size, mixed_precision=args.precision, reg_similarity_threshold=-1.0,
-                        use_gpu=device.type == "cuda")  # fmt: skip
-        config = TrainConfig(base_model=args.model, concepts=[concept], recipe=recipe, output_dir=str(Path(tmp) / "out"))
+        recipe = Recipe(
+            batch_size=args.batch_size,
+            mixed_precision=args.precision,
+            reg_similarity_threshold=-1.0,
+            use_gpu=device.type == "cuda",
+        )
+        config = TrainConfig(
+            base_model=args.model, concepts=[concept], recipe=recipe, output_dir=str(Path(tmp) / "out")
+        )
         trainer = build_trainer(config, base)
         for _ in range(2):
             trainer.train_step()
@@ -102,7 +108,11 @@ def main(argv: list[str] | None = None) -> dict:
         "model_build_s": round(build_s, 1),
         "final_loss": trainer.losses[-1],
     }
-    name = "training-cpu" if (args.model, device.type) == ("tiny", "cpu") else f"training-{args.model}-{device.type}-{result['precision']}"
+    name = (
+        "training-cpu"
+        if (args.model, device.type) == ("tiny", "cpu")
+        else f"training-{args.model}-{device.type}-{result['precision']}"
+    )
     path = write_result(name, result)
     print(result)
     print(f"wrote {path}")

@@ -60,8 +60,9 @@ def collect() -> list[Any]:
     collector = _Collector()
     files = [str(p.relative_to(ROOT)) for p in marked_files()]
     with redirect_stdout(io.StringIO()):
-        pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", "--rootdir", str(ROOT), *files],
-                    plugins=[collector])  # fmt: skip
+        pytest.main(
+            ["--collect-only", "-q", "-p", "no:cacheprovider", "--rootdir", str(ROOT), *files], plugins=[collector]
+        )
     if collector.errors:
         raise SystemExit("collecting the marked tests failed:\n" + "\n".join(collector.errors))
     return collector.rows

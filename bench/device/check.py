@@ -93,13 +93,25 @@ def run_part(part: Part, out: Path, timeout_s: float) -> dict[str, Any]:
     log = out / f"{part.name}.log"
     with log.open("w") as sink:
         try:
-            rc = subprocess.run(part.command, cwd=ROOT, env={**os.environ, **part.env}, stdout=sink,
-                                stderr=subprocess.STDOUT, timeout=timeout_s).returncode  # fmt: skip
+            rc = subprocess.run(
+                part.command,
+                cwd=ROOT,
+                env={**os.environ, **part.env},
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                timeout=timeout_s,
+            ).returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
     tail = log.read_text(errors="replace").splitlines()[-15:]
-    return {"rc": rc, "ok": rc == 0, "seconds": round(time.perf_counter() - started, 1), "limit_s": round(timeout_s),
-            "command": " ".join(part.command), "log_tail": tail}  # fmt: skip
+    return {
+        "rc": rc,
+        "ok": rc == 0,
+        "seconds": round(time.perf_counter() - started, 1),
+        "limit_s": round(timeout_s),
+        "command": " ".join(part.command),
+        "log_tail": tail,
+    }
 
 
 def environment() -> dict[str, Any]:

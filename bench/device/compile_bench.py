@@ -56,10 +56,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     rng = random.Random(0)
     result: dict[str, Any] = {
-        "device": device_name(args.device), "torch": torch.__version__, "cuda": torch.version.cuda,
-        "model": args.model, "dtype": args.dtype, "steps": args.steps, "image_size": size, "backend": args.backend,
+        "device": device_name(args.device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "model": args.model,
+        "dtype": args.dtype,
+        "steps": args.steps,
+        "image_size": size,
+        "backend": args.backend,
         "batches": {},
-    }  # fmt: skip
+    }
     args.out.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
@@ -115,8 +121,9 @@ def switches(engine: DeltaEngine, requests: Any, batch: int, count: int, sync: A
                 features[layout.feature_rows.to(features.device)], conditioning, added or None
             )
             size = batch_requests[0].height // engine.vae_scale
-            sample = torch.randn(layout.rows, engine.unet.config.in_channels, size, size, device=features.device,
-                                 dtype=features.dtype)  # fmt: skip
+            sample = torch.randn(
+                layout.rows, engine.unet.config.in_channels, size, size, device=features.device, dtype=features.dtype
+            )
             step(sample, torch.tensor(999 - i % 1000, device=features.device))
     sync()
     return {

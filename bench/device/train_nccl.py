@@ -48,9 +48,11 @@ def main(argv: list[str] | None = None) -> dict:
         concept_id="nccl-check", category="dog", images=images(work / "images"), regularization="none"
     )
     config = TrainConfig(
-        base_model=str(base_dir), concepts=[concept], output_dir=str(work / "out"),
+        base_model=str(base_dir),
+        concepts=[concept],
+        output_dir=str(work / "out"),
         recipe=Recipe(steps=STEPS, batch_size=2, num_workers=1, checkpoint_every=10, use_gpu=not args.cpu),
-    )  # fmt: skip
+    )
     ray.init(include_dashboard=False, log_to_driver=False)
     started = time.perf_counter()
     try:

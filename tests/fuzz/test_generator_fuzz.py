@@ -30,10 +30,24 @@ from tests.serving.conftest import free_port
 
 APP = "fuzz"
 PLAIN = generator_pb2.GenerateRequest(prompt="photo of a dog", steps=1, width=32, height=32, seed=1)
-VALID = generator_pb2.GenerateRequest(prompt="photo of a <fuzz-dog> dog", concepts=["fuzz-dog"], steps=2, width=32,
-                                      height=32, seed=1, num_images=1, request_id="fuzz")  # fmt: skip
-LIMITS = {"max_steps": 3, "default_steps": 2, "max_width_px": 64, "max_height_px": 64, "max_num_images": 2,
-          "max_prompt_chars": 200}  # fmt: skip
+VALID = generator_pb2.GenerateRequest(
+    prompt="photo of a <fuzz-dog> dog",
+    concepts=["fuzz-dog"],
+    steps=2,
+    width=32,
+    height=32,
+    seed=1,
+    num_images=1,
+    request_id="fuzz",
+)
+LIMITS = {
+    "max_steps": 3,
+    "default_steps": 2,
+    "max_width_px": 64,
+    "max_height_px": 64,
+    "max_num_images": 2,
+    "max_prompt_chars": 200,
+}
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +76,17 @@ def target(registry: ServerThread, tmp_path_factory: pytest.TempPathFactory) -> 
     tokens_file.write_text(yaml.safe_dump({"tokens": SERVICE_TOKENS}))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     config = ServingConfig(
-        app_name=APP, route_prefix=f"/{APP}", grpc_port=free_port(), http_port=free_port(),
-        base_model={"path": materialize_tiny(root / "tiny")}, limits=LIMITS,
+        app_name=APP,
+        route_prefix=f"/{APP}",
+        grpc_port=free_port(),
+        http_port=free_port(),
+        base_model={"path": materialize_tiny(root / "tiny")},
+        limits=LIMITS,
         registry={"address": registry.target, "token": "tok-ops", "watch_heartbeat_s": 1},
         auth={"tokens_file": tokens_file, "allow_anonymous": True},
         cache={"disk_dir": None, "reg_cache_dir": root / "creg"},
         ray_actor_options={"num_cpus": 0.2, "num_gpus": "auto"},
-    )  # fmt: skip
+    )
     try:
         run_app(config)
         yield f"127.0.0.1:{config.grpc_port}"

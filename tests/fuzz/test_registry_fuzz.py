@@ -67,8 +67,9 @@ def requests_of(name: str, artifact: bytes) -> st.SearchStrategy:
     one = messages(getattr(registry_pb2, method.input_type.name), hints(artifact))
     if not method.client_streaming:
         return one
-    valid = registry_pb2.PublishHeader(concept_id="fuzz-dog", total_bytes=len(artifact),
-                                       sha256=hashlib.sha256(artifact).hexdigest())  # fmt: skip
+    valid = registry_pb2.PublishHeader(
+        concept_id="fuzz-dog", total_bytes=len(artifact), sha256=hashlib.sha256(artifact).hexdigest()
+    )
     header_off = one_field_changed(valid, hints(artifact)).map(
         lambda header: [registry_pb2.PublishRequest(header=header), registry_pb2.PublishRequest(data=artifact)]
     )
@@ -79,8 +80,13 @@ def check_call(server: ServerThread, stub, name: str, request, token: str | None
     before = store_snapshot(server)
     method = getattr(stub, name)
     streaming_in = isinstance(request, list)
-    answer = outcome(lambda: method(iter(request) if streaming_in else request, metadata=metadata(token),
-                                    timeout=WATCH_S if name == "Watch" else CALL_TIMEOUT_S))  # fmt: skip
+    answer = outcome(
+        lambda: method(
+            iter(request) if streaming_in else request,
+            metadata=metadata(token),
+            timeout=WATCH_S if name == "Watch" else CALL_TIMEOUT_S,
+        )
+    )
     answer.check(f"Registry/{name}", may_time_out=name == "Watch")
     with grpc.insecure_channel(server.target) as channel:
         assert serving(channel)

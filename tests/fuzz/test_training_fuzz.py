@@ -47,10 +47,16 @@ class Service:
         (self.images / "one.png").write_bytes(png())
         self.loop = LoopThread()
         config = TrainingServiceConfig(
-            data_dir=root / "training", base_model=str(materialize_tiny(root / "tiny")), ray_address=NOWHERE,
-            submit_timeout_s=5, metrics_port=None, allowed_image_roots=[self.images], poll_interval_s=0.5,
-            shutdown_grace_s=0, limits=SubmitLimits(max_steps=50, max_workers=2),
-        )  # fmt: skip
+            data_dir=root / "training",
+            base_model=str(materialize_tiny(root / "tiny")),
+            ray_address=NOWHERE,
+            submit_timeout_s=5,
+            metrics_port=None,
+            allowed_image_roots=[self.images],
+            poll_interval_s=0.5,
+            shutdown_grace_s=0,
+            limits=SubmitLimits(max_steps=50, max_workers=2),
+        )
         self.handle = self.loop.run(start_training_service(config, tokens=dict(SERVICE_TOKENS)))
         self.target = f"127.0.0.1:{self.handle.port}"
 
@@ -109,8 +115,14 @@ def finished_job(service: Service) -> str:
 
 
 def hints(service: Service, job_id: str) -> dict[str, st.SearchStrategy]:
-    images = [str(service.images / "one.png"), str(service.images), "/etc/passwd", f"file://{service.images}/one.png",
-              "../server-images/one.png", str(service.images / ".." / "training")]  # fmt: skip
+    images = [
+        str(service.images / "one.png"),
+        str(service.images),
+        "/etc/passwd",
+        f"file://{service.images}/one.png",
+        "../server-images/one.png",
+        str(service.images / ".." / "training"),
+    ]
     return {
         "job_id": st.sampled_from([job_id, job_id.upper(), job_id + "\n"]),
         "concept_id": st.sampled_from(["fuzz-cat", "fuzz-dog"]),
@@ -125,10 +137,16 @@ def hints(service: Service, job_id: str) -> dict[str, st.SearchStrategy]:
 
 def valid_spec(service: Service) -> training_pb2.TrainingSpec:
     return training_pb2.TrainingSpec(
-        concepts=[training_pb2.ConceptSpec(concept_id="fuzz-dog", category="dog", regularization=training_pb2.NONE,
-                                           image_uris=[str(service.images / "one.png")])],
+        concepts=[
+            training_pb2.ConceptSpec(
+                concept_id="fuzz-dog",
+                category="dog",
+                regularization=training_pb2.NONE,
+                image_uris=[str(service.images / "one.png")],
+            )
+        ],
         recipe=training_pb2.Recipe(steps=1),
-    )  # fmt: skip
+    )
 
 
 def submissions(service: Service, job_id: str) -> st.SearchStrategy[list[training_pb2.SubmitRequest]]:
