@@ -152,13 +152,13 @@ class Bench:
             )
             write_captioned_folder(folder / "targets", targets)
             write_captioned_folder(folder / "reg", render_reg_pool(concept.category, k=200, seed=2))
-        targets = captioned_images(folder / "targets")
+        captioned = captioned_images(folder / "targets")
         return ConceptConfig(
             concept_id=concept.name,
             category=concept.category,
             modifier_token=token_of(concept),
-            images=[str(path) for path, _ in targets],
-            captions=[wordings for _, wordings in targets],
+            images=[str(path) for path, _ in captioned],
+            captions=[wordings for _, wordings in captioned],
             regularization=reg,
             reg_dir=str(folder / "reg") if reg == "real" else None,
         )

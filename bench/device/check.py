@@ -91,6 +91,7 @@ def junit(path: Path) -> dict[str, int]:
 def run_part(part: Part, out: Path, timeout_s: float) -> dict[str, Any]:
     started = time.perf_counter()
     log = out / f"{part.name}.log"
+    rc: int | str
     with log.open("w") as sink:
         try:
             rc = subprocess.run(

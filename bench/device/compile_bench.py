@@ -14,6 +14,7 @@ import argparse
 import json
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def save() -> None:
         (args.out / "compile.json").write_text(json.dumps(result, indent=2) + "\n")
 
+    def generating(engine: DeltaEngine, batch: int) -> Callable[[], object]:
+        """One timed run: a fresh batch of requests to `engine` at each call."""
+        return lambda: engine.generate(requests(batch))
+
     def requests(batch: int) -> list[GenerationRequest]:
         return [
             GenerationRequest(
@@ -87,10 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         first_s = time.perf_counter() - started
         runs = {"eager": eager, "compiled": compiled}
         seconds = interleaved_medians(
-            {
-                name: lambda engine=engine, batch=batch: engine.generate(requests(batch))
-                for name, engine in runs.items()
-            },
+            {name: generating(engine, batch) for name, engine in runs.items()},
             args.repeats,
             sync,
         )
