@@ -27,8 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="run cdserve end to end on the embedded default model")
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="folder for the contact sheet and report")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the world recipe's)")
-    parser.add_argument("--keep", action="store_true",
-                        help="leave the stack running afterwards, for the playground, until Ctrl-C")  # fmt: skip
+    parser.add_argument(
+        "--keep", action="store_true", help="leave the stack running afterwards, for the playground, until Ctrl-C"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -68,8 +69,11 @@ def _wait_for_stop(endpoints) -> None:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    print(f"the stack stays up: open {endpoints.playground} with the operator token {endpoints.token}\n"
-          "Ctrl-C (or SIGTERM) stops everything.", flush=True)  # fmt: skip
+    print(
+        f"the stack stays up: open {endpoints.playground} with the operator token {endpoints.token}\n"
+        "Ctrl-C (or SIGTERM) stops everything.",
+        flush=True,
+    )
     stop.wait()
 
 
@@ -81,20 +85,30 @@ def _train(endpoints, steps: int | None, timings: dict[str, float]) -> str:
     concept_id, category, token = TRAINED
     steps = steps or int(WORLD_RECIPE["steps"])
     spec = training_pb2.TrainingSpec(
-        concepts=[training_pb2.ConceptSpec(concept_id=concept_id, category=category, modifier_token=token,
-                                           regularization=training_pb2.REAL,
-                                           regularization_uri=str(EXAMPLES / concept_id / "reg"))],
+        concepts=[
+            training_pb2.ConceptSpec(
+                concept_id=concept_id,
+                category=category,
+                modifier_token=token,
+                regularization=training_pb2.REAL,
+                regularization_uri=str(EXAMPLES / concept_id / "reg"),
+            )
+        ],
         recipe=training_pb2.Recipe(**{**WORLD_RECIPE, "steps": steps}),
-    )  # fmt: skip
+    )
     started = time.perf_counter()
     with TrainingClient(endpoints.training, token=endpoints.token) as client:
         job = client.submit(spec, uploads_from_folder(EXAMPLES / concept_id / "targets"))
         print(f"training job {job.job_id} submitted: {len(spec.concepts)} concept, {steps} steps", flush=True)
-        for job in client.watch(job.job_id):
+        for update in client.watch(job.job_id):
+            job = update
             name = training_pb2.JobState.Name(job.state)
             restarted = f" (attempt {job.attempt}, resumed at step {job.resumed_from_step})" if job.attempt > 1 else ""
-            print(f"  {name:10s} step {job.step:4d}/{job.total_steps} loss {job.loss:.4f} eta {job.eta_s:4.0f}s"
-                  f"{restarted}", flush=True)  # fmt: skip
+            print(
+                f"  {name:10s} step {job.step:4d}/{job.total_steps} loss {job.loss:.4f} eta {job.eta_s:4.0f}s"
+                f"{restarted}",
+                flush=True,
+            )
     if job.state != training_pb2.SUCCEEDED:
         raise SystemExit(f"training failed: {job.error.message or training_pb2.JobState.Name(job.state)}")
     timings["train_s"] = time.perf_counter() - started
@@ -119,19 +133,33 @@ def _generate(endpoints, trained: str, shipped: str, timings: dict[str, float]) 
         (f"{trained}", f"a {t_token} star on a white background", [trained]),
         (f"{trained}, new context", f"a small {t_token} star and a blue circle on a pink background", [trained]),
         (f"{shipped}", f"a {s_token} triangle on a gray background", [shipped]),
-        ("both, closed-form merge", f"a {t_token} star and a {s_token} triangle on a white background",
-         [trained, shipped]),
-    ]  # fmt: skip
+        (
+            "both, closed-form merge",
+            f"a {t_token} star and a {s_token} triangle on a white background",
+            [trained, shipped],
+        ),
+    ]
     rows = []
     started = time.perf_counter()
     with GeneratorClient(endpoints.generator, application=endpoints.application, token=endpoints.token) as client:
         for label, prompt, concepts in plan:
             responses = [
-                client.generate(GeneratorClient.request(prompt, concepts=concepts, seed=seed, steps=20, guidance_scale=4.0))
+                client.generate(
+                    GeneratorClient.request(prompt, concepts=concepts, seed=seed, steps=20, guidance_scale=4.0)
+                )
                 for seed in SEEDS
             ]
-            rows.append((label, [r.images[0].png for r in responses], {"prompt": prompt, "concepts": concepts,
-                         "mean_total_ms": sum(r.timings.total_ms for r in responses) / len(responses)}))  # fmt: skip
+            rows.append(
+                (
+                    label,
+                    [r.images[0].png for r in responses],
+                    {
+                        "prompt": prompt,
+                        "concepts": concepts,
+                        "mean_total_ms": sum(r.timings.total_ms for r in responses) / len(responses),
+                    },
+                )
+            )
             print(f"generated {label!r}: {len(responses)} images", flush=True)
     timings["generate_s"] = time.perf_counter() - started
     return rows

@@ -131,16 +131,24 @@ class LocalStack:
         registry_port = int(self._config.registry.address.rpartition(":")[2])
         ports = Ports(registry_port or free_port(), free_port(), self._training_port or free_port(), free_port())
         registry = f"{LOOPBACK}:{ports.registry}"
-        config = self._config.model_validate({
-            **self._config.model_dump(),
-            "base_model": {**self._config.base_model.model_dump(), "path": model_dir},
-            "registry": {**self._config.registry.model_dump(), "address": registry, "token": None,
-                         "token_file": credentials.operator_token_file},
-            "auth": {**self._config.auth.model_dump(), "tokens_file": credentials.tokens_file},
-            "cache": {**self._config.cache.model_dump(),
-                      "disk_dir": self._config.cache.disk_dir or self._data / "concepts",
-                      "reg_cache_dir": self._config.cache.reg_cache_dir or self._data / "merge"},
-        })  # fmt: skip
+        config = self._config.model_validate(
+            {
+                **self._config.model_dump(),
+                "base_model": {**self._config.base_model.model_dump(), "path": model_dir},
+                "registry": {
+                    **self._config.registry.model_dump(),
+                    "address": registry,
+                    "token": None,
+                    "token_file": credentials.operator_token_file,
+                },
+                "auth": {**self._config.auth.model_dump(), "tokens_file": credentials.tokens_file},
+                "cache": {
+                    **self._config.cache.model_dump(),
+                    "disk_dir": self._config.cache.disk_dir or self._data / "concepts",
+                    "reg_cache_dir": self._config.cache.reg_cache_dir or self._data / "merge",
+                },
+            }
+        )
 
         dashboard = self._start_ray(config)
         services = self.services(model_dir, spec, ports, credentials, dashboard)
@@ -155,8 +163,11 @@ class LocalStack:
             registry=f"{shown}:{ports.registry}",
             training=f"{shown}:{ports.training}",
             token=credentials.operator_token,
-            tokens=(f"{self._tokens_file} (+ operator token in {credentials.operator_token_file})" if self._tokens_file
-                    else f"operator {credentials.operator_token} (kept in {credentials.operator_token_file})"),
+            tokens=(
+                f"{self._tokens_file} (+ operator token in {credentials.operator_token_file})"
+                if self._tokens_file
+                else f"operator {credentials.operator_token} (kept in {credentials.operator_token_file})"
+            ),
             metrics=(
                 f"http://{shown}:{config.metrics_export_port}/metrics (Ray, Serve, replicas)",
                 f"http://{shown}:{ports.registry_metrics}/metrics (registry)",
@@ -165,7 +176,7 @@ class LocalStack:
             base_model=model_dir,
             fingerprint=spec.fingerprint,
             playground=playground,
-        )  # fmt: skip
+        )
 
     def _http_config(self, model_dir: Path, ports: Ports) -> HttpConfig:
         """The HTTP face: trainings go to this stack's training service; on the embedded model the
@@ -189,26 +200,48 @@ class LocalStack:
         run.mkdir(parents=True, exist_ok=True)
         spec_file = run / "base_spec.json"
         spec_file.write_text(spec.to_json())
-        registry = _write_config(run / "registry.yaml", {
-            "data_dir": self._data / "registry", "host": self._host, "port": ports.registry,
-            "metrics_port": ports.registry_metrics, "tokens_file": credentials.tokens_file,
-            "job_token_key_file": credentials.job_token_key_file, "base_spec_files": [spec_file],
-            "shutdown_grace_s": SHUTDOWN_GRACE_S,
-        })  # fmt: skip
-        training = _write_config(run / "training.yaml", {
-            "data_dir": self._data / "training", "base_model": model_dir, "host": self._host,
-            "port": ports.training, "metrics_port": ports.training_metrics, "ray_address": dashboard,
-            "registry": f"{LOOPBACK}:{ports.registry}", "tokens_file": credentials.tokens_file,
-            "job_token_key_file": credentials.job_token_key_file, "allowed_image_roots": self._image_roots,
-            "shutdown_grace_s": SHUTDOWN_GRACE_S,
-        })  # fmt: skip
+        registry = _write_config(
+            run / "registry.yaml",
+            {
+                "data_dir": self._data / "registry",
+                "host": self._host,
+                "port": ports.registry,
+                "metrics_port": ports.registry_metrics,
+                "tokens_file": credentials.tokens_file,
+                "job_token_key_file": credentials.job_token_key_file,
+                "base_spec_files": [spec_file],
+                "shutdown_grace_s": SHUTDOWN_GRACE_S,
+            },
+        )
+        training = _write_config(
+            run / "training.yaml",
+            {
+                "data_dir": self._data / "training",
+                "base_model": model_dir,
+                "host": self._host,
+                "port": ports.training,
+                "metrics_port": ports.training_metrics,
+                "ray_address": dashboard,
+                "registry": f"{LOOPBACK}:{ports.registry}",
+                "tokens_file": credentials.tokens_file,
+                "job_token_key_file": credentials.job_token_key_file,
+                "allowed_image_roots": self._image_roots,
+                "shutdown_grace_s": SHUTDOWN_GRACE_S,
+            },
+        )
         cdserve = [sys.executable, "-m", "cli.child", str(os.getpid())]
         return [
-            ServiceSpec("registry", [*cdserve, "registry", "--config", str(registry)],
-                        ready=lambda: grpc_serving(f"{LOOPBACK}:{ports.registry}")),
-            ServiceSpec("training", [*cdserve, "training", "serve", "--config", str(training)],
-                        ready=lambda: grpc_serving(f"{LOOPBACK}:{ports.training}")),
-        ]  # fmt: skip
+            ServiceSpec(
+                "registry",
+                [*cdserve, "registry", "--config", str(registry)],
+                ready=lambda: grpc_serving(f"{LOOPBACK}:{ports.registry}"),
+            ),
+            ServiceSpec(
+                "training",
+                [*cdserve, "training", "serve", "--config", str(training)],
+                ready=lambda: grpc_serving(f"{LOOPBACK}:{ports.training}"),
+            ),
+        ]
 
     def _start_ray(self, config: ServingConfig) -> str:
         """Start Ray; returns its dashboard's URL. A private temp dir: Ray Jobs' drivers find this
@@ -218,10 +251,15 @@ class LocalStack:
 
         self._ray_temp_dir = tempfile.mkdtemp(prefix="cdserve-ray-", dir="/tmp")  # short: Ray's sockets live in it
         # The dashboard hosts Ray's job-submission API, which the training service uses.
-        context = _init_ray(num_cpus=self._num_cpus, include_dashboard=True, dashboard_host=LOOPBACK,
-                            log_to_driver=False, _metrics_export_port=config.metrics_export_port,
-                            _temp_dir=self._ray_temp_dir,
-                            runtime_env=serve_grpc_host.runtime_env(self._host))  # fmt: skip
+        context = _init_ray(
+            num_cpus=self._num_cpus,
+            include_dashboard=True,
+            dashboard_host=LOOPBACK,
+            log_to_driver=False,
+            _metrics_export_port=config.metrics_export_port,
+            _temp_dir=self._ray_temp_dir,
+            runtime_env=serve_grpc_host.runtime_env(self._host),
+        )
         ray._private.utils.write_ray_address(context.address_info["gcs_address"], self._ray_temp_dir)
         return f"http://{context.dashboard_url}"
 

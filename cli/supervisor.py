@@ -168,9 +168,14 @@ class Supervisor:
         child.restart_at = now + delay_s
         log.warning(
             "%s (pid %d) exited with %s after %.1f s; restarting in %.1f s (restart %d, log %s)",
-            child.spec.name, process.pid, _describe_exit(process.returncode), ran_s, delay_s, child.restarts + 1,
+            child.spec.name,
+            process.pid,
+            _describe_exit(process.returncode),
+            ran_s,
+            delay_s,
+            child.restarts + 1,
             self._log_path(child.spec.name),
-        )  # fmt: skip
+        )
 
 
 def _describe_exit(returncode: int) -> str:

@@ -145,9 +145,7 @@ def save(header: ArtifactHeader, delta: ConceptDelta, path: str | Path) -> Path:
     return path
 
 
-def load(
-    path: str | Path, *, base: BaseSpec | None = None, limits: ArtifactLimits | None = None
-) -> ConceptArtifact:
+def load(path: str | Path, *, base: BaseSpec | None = None, limits: ArtifactLimits | None = None) -> ConceptArtifact:
     path = Path(path)
     limits = limits or ArtifactLimits()
     size = path.stat().st_size

@@ -92,7 +92,7 @@ def fingerprint(
 
 
 def family_of(pipeline: Pipeline) -> str:
-    """"sdxl" with a second text encoder; "sd2" with 1024-d text features (OpenCLIP ViT-H); else "sd1"."""
+    """ "sdxl" with a second text encoder; "sd2" with 1024-d text features (OpenCLIP ViT-H); else "sd1"."""
     if getattr(pipeline, "text_encoder_2", None) is not None:
         return "sdxl"
     return "sd2" if pipeline.unet.config.cross_attention_dim == 1024 else "sd1"

@@ -29,9 +29,15 @@ from shared.spec import BaseSpec
 
 WEIGHTS_FILE = "pytorch_custom_diffusion_weights.safetensors"
 HEADER_FILE = "cdserve_header.json"
-_KEY = re.compile(r"(?P<layer>.+)\.processor\.(?P<proj>to_[kvq]|to_out)_custom_diffusion(?:\.0)?\.(?P<param>weight|bias)")
-_SUFFIX = {"to_k": "to_k_custom_diffusion", "to_v": "to_v_custom_diffusion", "to_q": "to_q_custom_diffusion",
-           "to_out": "to_out_custom_diffusion.0"}
+_KEY = re.compile(
+    r"(?P<layer>.+)\.processor\.(?P<proj>to_[kvq]|to_out)_custom_diffusion(?:\.0)?\.(?P<param>weight|bias)"
+)
+_SUFFIX = {
+    "to_k": "to_k_custom_diffusion",
+    "to_v": "to_v_custom_diffusion",
+    "to_q": "to_q_custom_diffusion",
+    "to_out": "to_out_custom_diffusion.0",
+}
 
 
 def _base_linear(attn: torch.nn.Module, projection: str) -> torch.nn.Linear:
@@ -142,7 +148,8 @@ def import_diffusers(
             continue
         if tuple(value.shape) != tuple(linear.weight.shape):
             raise InvalidArtifact(
-                f"{weights_path.name}: {key} has shape {tuple(value.shape)}, the base needs {tuple(linear.weight.shape)}"
+                f"{weights_path.name}: {key} has shape {tuple(value.shape)}, "
+                f"the base needs {tuple(linear.weight.shape)}"
             )
         change = value.float() - linear.weight.detach().float().cpu()
         delta.layers.setdefault(match["layer"], {})[match["proj"]] = DeltaWeight(dense=change)
@@ -160,7 +167,8 @@ def import_diffusers(
     else:
         if categories is None or len(categories) != len(tokens):
             raise InvalidArgument(
-                f"{directory}: tokens {tokens} need one category each (got {list(categories or [])})", field="categories"
+                f"{directory}: tokens {tokens} need one category each (got {list(categories or [])})",
+                field="categories",
             )
         parts = [
             ConceptPart(
@@ -168,7 +176,7 @@ def import_diffusers(
                 category=category,
                 captions=list(captions[i]) if captions else [f"photo of a {token} {category}"],
             )
-            for i, (token, category) in enumerate(zip(tokens, categories))
+            for i, (token, category) in enumerate(zip(tokens, categories, strict=True))
         ]
         header = ArtifactHeader(
             concept_id=concept_id,
@@ -187,5 +195,3 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise InvalidArtifact(f"{path.name}: not a readable safetensors file ({e})") from e
-
-

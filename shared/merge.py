@@ -116,7 +116,7 @@ class RegularizationCache:
 def merged_token_embeddings(concepts: Sequence[MergeInput]) -> dict[str, torch.Tensor]:
     """The union of the concepts' modifier tokens; one token string used by two concepts is a conflict."""
     table: dict[str, torch.Tensor] = {}
-    for header, delta in concepts:
+    for _header, delta in concepts:
         for token, vector in delta.token_embeddings.items():
             if token in table:
                 raise Conflict(
@@ -160,7 +160,7 @@ def _target_features(
             captions = sorted(set(part.captions)) or [f"photo of a {part.modifier_token} {part.category}"]
             tokenized = [encoder.tokenize(c, list(delta.token_embeddings)) for c in captions]
             features = encoder.encode(tokenized, delta.token_embeddings).double().cpu()
-            for caption, prompt, feature in zip(captions, tokenized, features):
+            for caption, prompt, feature in zip(captions, tokenized, features, strict=True):
                 positions = [pos for pos, token in prompt.token_positions if token == part.modifier_token]
                 if not positions:
                     raise InvalidArgument(
@@ -222,8 +222,10 @@ def closed_form_merge(
         for projection in KV_PROJECTIONS:
             w0 = getattr(attn, projection).weight.detach().double().cpu()
             residual_targets = torch.cat(
-                [_own_outputs(delta, name, projection, targets[a:b], w0.shape[0]) for (a, b), (_, delta) in
-                 zip(ranges, concepts)],
+                [
+                    _own_outputs(delta, name, projection, targets[a:b], w0.shape[0])
+                    for (a, b), (_, delta) in zip(ranges, concepts, strict=True)
+                ],
                 dim=1,
             )  # (out, s) = V − W0 Cᵀ
             up = (residual_targets @ q) * inv_lambda  # (out, k) = (V − W0Cᵀ) Q Λ⁻¹
@@ -243,9 +245,12 @@ def closed_form_merge(
             "merge of %s: the constraints on %d target tokens cannot all hold (%d independent directions "
             "kept in a %d-wide text space; relative residual up to %.3f); the merged concepts are a "
             "least-squares compromise",
-            [header.concept_id for header, _ in concepts], report.num_target_tokens, report.rank, dim,
+            [header.concept_id for header, _ in concepts],
+            report.num_target_tokens,
+            report.rank,
+            dim,
             report.max_constraint_residual,
-        )  # fmt: skip
+        )
     return merged, report
 
 

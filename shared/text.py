@@ -11,11 +11,10 @@ concurrent calls never see each other's tokens). The result equals stock diffuse
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer

@@ -34,7 +34,9 @@ def sd_scheduler() -> DDIMScheduler:
     )
 
 
-def clip_text_encoder(tokenizer: CLIPTokenizer, *, hidden: int, layers: int, heads: int, mlp_ratio: int = 4) -> CLIPTextModel:
+def clip_text_encoder(
+    tokenizer: CLIPTokenizer, *, hidden: int, layers: int, heads: int, mlp_ratio: int = 4
+) -> CLIPTextModel:
     """A CLIPTextModel whose vocabulary, positions and special ids follow `tokenizer` (the pipeline pads
     to `model_max_length`, so the encoder must have that many positions)."""
     return CLIPTextModel(

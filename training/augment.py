@@ -94,7 +94,9 @@ def rescaled(
         top_cell, left_cell = (int(torch.randint(cells - side_cells + 1, (1,), generator=generator)) for _ in range(2))
         canvas = torch.zeros(3, resolution, resolution)
         top, left = top_cell * latent_factor, left_cell * latent_factor
-        canvas[:, top : top + side, left : left + side] = to_tensor(image.resize((side, side), Image.Resampling.BICUBIC))
+        canvas[:, top : top + side, left : left + side] = to_tensor(
+            image.resize((side, side), Image.Resampling.BICUBIC)
+        )
         mask = torch.zeros(1, cells, cells)
         mask[:, top_cell : top_cell + side_cells, left_cell : left_cell + side_cells] = 1.0
         scale = side / resolution

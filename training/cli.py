@@ -36,9 +36,20 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
 
 
-RECIPE_FLAGS = {"steps": _uint, "batch_size": _uint, "learning_rate": float, "token_learning_rate": float,
-                "augment": _bool, "mode": str, "seed": _uint, "num_workers": _uint, "resolution": _uint,
-                "compress_energy": float, "compress_rank": _uint, "stand_in_probability": float}  # fmt: skip
+RECIPE_FLAGS = {
+    "steps": _uint,
+    "batch_size": _uint,
+    "learning_rate": float,
+    "token_learning_rate": float,
+    "augment": _bool,
+    "mode": str,
+    "seed": _uint,
+    "num_workers": _uint,
+    "resolution": _uint,
+    "compress_energy": float,
+    "compress_rank": _uint,
+    "stand_in_probability": float,
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,8 +80,12 @@ def _typed_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[arg
 
 def _register_train(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="submit a concept's images to the training service")
-    parser.add_argument("--images", type=Path, required=True,
-                        help="folder of PNG/JPEG; optional captions.txt, 'file<TAB>caption' lines (several for several wordings)")
+    parser.add_argument(
+        "--images",
+        type=Path,
+        required=True,
+        help="folder of PNG/JPEG; optional captions.txt, 'file<TAB>caption' lines (several for several wordings)",
+    )
     parser.add_argument("--category", required=True, help="category word, e.g. dog")
     parser.add_argument("--id", required=True, dest="concept_id", help="concept id, e.g. my-dog")
     parser.add_argument("--token-name", dest="modifier_token", default="", help="modifier token (default <cd-ID>)")
@@ -105,7 +120,8 @@ def _train(args: argparse.Namespace) -> int:
         print(f"job {job.job_id} {training_pb2.JobState.Name(job.state)}")
         if not args.watch:
             return 0
-        for job in client.watch(job.job_id):
+        for update in client.watch(job.job_id):
+            job = update
             print(_describe(job), flush=True)
     return 0 if job.state == training_pb2.SUCCEEDED else 1
 
@@ -113,7 +129,10 @@ def _train(args: argparse.Namespace) -> int:
 def _describe(job: Any) -> str:
     from proto import training_pb2
 
-    line = f"{training_pb2.JobState.Name(job.state):10s} step {job.step}/{job.total_steps} loss {job.loss:.4f} eta {job.eta_s:.0f}s"
+    line = (
+        f"{training_pb2.JobState.Name(job.state):10s} step {job.step}/{job.total_steps} "
+        f"loss {job.loss:.4f} eta {job.eta_s:.0f}s"
+    )
     if job.attempt > 1:  # the workers restarted: the step went back to a checkpoint
         line += f" (attempt {job.attempt}, resumed at step {job.resumed_from_step})"
     if job.published:
@@ -138,8 +157,12 @@ def _register_training(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--metrics-port", type=int)
     serve.add_argument("--ray-address", help="Ray dashboard address, e.g. http://127.0.0.1:8265")
     serve.add_argument("--registry", help="registry host:port the jobs publish to")
-    serve.add_argument("--job-token-key", type=Path, dest="job_token_key_file",
-                       help="key file shared with the registry; signs each job's publish-only token")  # fmt: skip
+    serve.add_argument(
+        "--job-token-key",
+        type=Path,
+        dest="job_token_key_file",
+        help="key file shared with the registry; signs each job's publish-only token",
+    )
     serve.add_argument("--tokens", type=Path, dest="tokens_file", help="YAML/JSON 'tokens: {<token>: <tenant>}'")
     serve.add_argument("--tls-cert", type=Path, dest="tls_cert_file", help="PEM certificate chain (enables TLS)")
     serve.add_argument("--tls-key", type=Path, dest="tls_key_file", help="PEM private key")

@@ -14,10 +14,15 @@ from training.regularization import captioned_images
 def uploads_from_folder(folder: str | Path, *, concept_index: int = 0) -> list[training_pb2.ImageUpload]:
     """Every image of `folder` with its caption's wordings (`captioned_images`), as uploads."""
     return [
-        training_pb2.ImageUpload(concept_index=concept_index, filename=path.name, caption=first,
-                                 alternative_captions=more, data=path.read_bytes())
+        training_pb2.ImageUpload(
+            concept_index=concept_index,
+            filename=path.name,
+            caption=first,
+            alternative_captions=more,
+            data=path.read_bytes(),
+        )
         for path, (first, *more) in captioned_images(folder)
-    ]  # fmt: skip
+    ]
 
 
 class TrainingClient(RpcClient):

@@ -46,7 +46,9 @@ class Recipe(StrictModel):
         None, gt=0.0, le=1e-1, description="Base learning rate of the modifier tokens; None: learning_rate (paper)"
     )
     stand_in_probability: float = Field(
-        0.0, ge=0.0, le=1.0,
+        0.0,
+        ge=0.0,
+        le=1.0,
         description=f"How often an image with stand-in wordings ({STAND_IN}) trains on one; 0: never (paper)",
     )
     mode: Mode = Field("kv", description="Which parameters train; see training.trainable")

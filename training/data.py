@@ -142,10 +142,14 @@ class ExampleSource:
         ]
         if self.regs:
             samples += [
-                plain(self.regs[i].image, self.regs[i].caption(wording), resolution=self.resolution,
-                      latent_factor=self.latent_factor)
+                plain(
+                    self.regs[i].image,
+                    self.regs[i].caption(wording),
+                    resolution=self.resolution,
+                    latent_factor=self.latent_factor,
+                )
                 for i in draw_indices(len(self.regs), seed=self.seed, salt="regs", start=start, count=per_rank)
-            ]  # fmt: skip
+            ]
         is_reg = torch.zeros(len(samples), dtype=torch.bool)
         is_reg[per_rank:] = True
         return Batch(
@@ -165,4 +169,6 @@ class ExampleSource:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if not self.augment:
             return plain(image, caption, resolution=self.resolution, latent_factor=self.latent_factor)
-        return rescaled(image, caption, resolution=self.resolution, latent_factor=self.latent_factor, generator=generator)
+        return rescaled(
+            image, caption, resolution=self.resolution, latent_factor=self.latent_factor, generator=generator
+        )

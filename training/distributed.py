@@ -17,9 +17,9 @@ from typing import Any
 import ray.train
 import torch
 import torch.distributed as dist
+from pydantic import Field
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, get_device, prepare_model
-from pydantic import Field
 
 from shared.basemodel import load_base_model
 from shared.config import StrictModel
@@ -97,8 +97,12 @@ def worker_loop(params: dict[str, Any]) -> None:
     while trainer.step < total:
         loss = _mean_over_ranks(trainer.train_step(), device)
         step = trainer.step
-        metrics = {"step": step, "loss": loss, "seconds_per_step": clock.seconds_per_step(step),
-                   "resumed_from_step": resumed_from}  # fmt: skip
+        metrics = {
+            "step": step,
+            "loss": loss,
+            "seconds_per_step": clock.seconds_per_step(step),
+            "resumed_from_step": resumed_from,
+        }
         if progress is not None:
             progress.update(step=step, loss=loss, eta_s=clock.eta_s(step), seconds_per_step=metrics["seconds_per_step"])
             record_if_due(config, base, trainer, progress)
@@ -149,4 +153,3 @@ def run_distributed(config: TrainConfig, options: DistributedOptions) -> Path:
     if not path.exists():
         raise RuntimeError(f"the training run ended without writing {path}")
     return path
-

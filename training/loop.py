@@ -66,7 +66,9 @@ def target_examples(config: TrainConfig) -> list[Example]:
     return [
         Example(load_image(path), wordings, index, stand_ins)
         for index, concept in enumerate(config.concepts)
-        for path, wordings, stand_ins in zip(concept.images, concept.image_captions(), concept.image_stand_ins())
+        for path, wordings, stand_ins in zip(
+            concept.images, concept.image_captions(), concept.image_stand_ins(), strict=True
+        )
     ]
 
 

@@ -46,7 +46,9 @@ def read_captioned_folder(folder: str | Path, *, field: str = "reg_dir") -> list
             continue
         name, tab, caption = line.partition("\t")
         if not tab or not caption.strip():
-            raise InvalidArgument(f"{listing}:{number}: expected 'filename<TAB>caption', got {line[:80]!r}", field=field)
+            raise InvalidArgument(
+                f"{listing}:{number}: expected 'filename<TAB>caption', got {line[:80]!r}", field=field
+            )
         entries.append((folder / name, caption.strip()))
     return entries
 
@@ -160,7 +162,7 @@ def generate_class_images(cache_dir: str | Path, base: BaseModel, category: str,
             guidance_scale=recipe.reg_guidance_scale,
             generator=generator_for(recipe.seed, "reg", category, start),
         ).images
-        for name, image in zip(names, images):
+        for name, image in zip(names, images, strict=True):
             partial = folder / f".{name}.tmp"
             image.save(partial, format="PNG")
             partial.rename(folder / name)

@@ -67,9 +67,14 @@ def render(config: TrainConfig, base: BaseModel, trainer: ConceptTrainer) -> Ima
         engine = create_engine(base)
         size = engine.default_size
         request = GenerationRequest(
-            sample_prompt(config), delta=trainer.delta(), steps=SAMPLE_STEPS, guidance_scale=SAMPLE_GUIDANCE,
-            seed=SAMPLE_SEED, height=size, width=size,
-        )  # fmt: skip
+            sample_prompt(config),
+            delta=trainer.delta(),
+            steps=SAMPLE_STEPS,
+            guidance_scale=SAMPLE_GUIDANCE,
+            seed=SAMPLE_SEED,
+            height=size,
+            width=size,
+        )
         pixels = engine.generate([request])[0].images[0]
     finally:
         unet.set_attn_processor(processors)

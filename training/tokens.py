@@ -46,19 +46,21 @@ def single_token_id(tokenizer: CLIPTokenizer, word: str) -> int:
     return int(ids[0])
 
 
-def initializer_words(
-    tokenizer: CLIPTokenizer, explicit: Sequence[str | None], *, avoid: Iterable[str]
-) -> list[str]:
+def initializer_words(tokenizer: CLIPTokenizer, explicit: Sequence[str | None], *, avoid: Iterable[str]) -> list[str]:
     """One initializer word per concept: the explicit ones, the others chosen by `rare_tokens`."""
     fixed = [word for word in explicit if word]
     automatic = iter(rare_tokens(tokenizer, len(explicit) - len(fixed), avoid=[*avoid, *fixed]))
     words = [word or next(automatic) for word in explicit]
     if len(set(words)) != len(words):
-        raise InvalidArgument(f"initializer tokens {words} repeat; each concept needs its own", field="initializer_token")
+        raise InvalidArgument(
+            f"initializer tokens {words} repeat; each concept needs its own", field="initializer_token"
+        )
     return words
 
 
-def initial_embeddings(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, words: Sequence[str]) -> list[torch.Tensor]:
+def initial_embeddings(
+    tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, words: Sequence[str]
+) -> list[torch.Tensor]:
     """Copies (dim,) fp32 of the words' embedding rows; the table itself is never touched."""
     table = text_encoder.get_input_embeddings().weight
     return [table[single_token_id(tokenizer, word)].detach().float().clone() for word in words]

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from contextlib import nullcontext
-from typing import ContextManager
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from diffusers import DDPMScheduler
@@ -65,10 +64,13 @@ class Denoiser(torch.nn.Module):
         )
 
     def token_embeddings(self) -> dict[str, torch.Tensor]:
-        return dict(zip(self.tokens, self.embeddings))
+        return dict(zip(self.tokens, self.embeddings, strict=True))
 
     def forward(
-        self, noisy: torch.Tensor, timesteps: torch.Tensor, prompts: tuple[TokenizedPrompt, ...],
+        self,
+        noisy: torch.Tensor,
+        timesteps: torch.Tensor,
+        prompts: tuple[TokenizedPrompt, ...],
         stand_ins: tuple[torch.Tensor | None, ...] = (),
         time_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -131,7 +133,7 @@ class ConceptTrainer:
 
     # -- one step -------------------------------------------------------------------------------
 
-    def _autocast(self) -> ContextManager:
+    def _autocast(self) -> AbstractContextManager:
         if self.autocast_dtype is None:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
@@ -250,4 +252,3 @@ class ConceptTrainer:
                 change = self.trainable[name].detach().float() - self.initial[name]
                 delta.layers.setdefault(layer, {})[projection] = DeltaWeight(dense=change.cpu())
         return delta
-

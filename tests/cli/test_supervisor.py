@@ -107,8 +107,10 @@ def test_the_services_bind_loopback_only(services):
 
 def test_stop_ends_every_child(tmp_path):
     script = "import time; time.sleep(600)"
-    supervisor = Supervisor([ServiceSpec(name, [sys.executable, "-c", script], ready=lambda: True)
-                             for name in ("one", "two")], log_dir=tmp_path)  # fmt: skip
+    supervisor = Supervisor(
+        [ServiceSpec(name, [sys.executable, "-c", script], ready=lambda: True) for name in ("one", "two")],
+        log_dir=tmp_path,
+    )
     supervisor.start()
     pids = [supervisor.pid("one"), supervisor.pid("two")]
     supervisor.stop(grace_s=5)
@@ -155,12 +157,17 @@ def test_a_child_ends_when_its_supervisor_is_killed(tmp_path):
     """`cli.child` asks the kernel for SIGTERM when its parent dies: a SIGKILLed `cdserve up`
     leaves no service behind holding its port."""
     supervisor = subprocess.Popen(
-        [sys.executable, "-c", "import os, subprocess, sys, time\n"
-         f"child = subprocess.Popen([sys.executable, '-m', 'cli.child', str(os.getpid()), 'registry', '--data', "
-         f"{str(tmp_path / 'data')!r}, '--no-metrics'])\n"
-         "print(child.pid, flush=True)\ntime.sleep(600)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import os, subprocess, sys, time\n"
+            f"child = subprocess.Popen([sys.executable, '-m', 'cli.child', str(os.getpid()), 'registry', '--data', "
+            f"{str(tmp_path / 'data')!r}, '--no-metrics'])\n"
+            "print(child.pid, flush=True)\ntime.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     child = int(supervisor.stdout.readline())  # type: ignore[union-attr]
     wait_until(lambda: (tmp_path / "data" / "registry.sqlite3").exists(), timeout_s=READY_S, what="the registry")
     supervisor.kill()

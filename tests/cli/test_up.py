@@ -55,17 +55,42 @@ def up(tmp_path_factory):
     tenants.write_text("tokens: {tok-acme: acme}\n")
     grpc_port, registry_port, metrics_port, http_port = free_port(), free_port(), free_port(), free_port()
     config = data / "serving.yaml"
-    config.write_text(f"registry: {{address: '127.0.0.1:{registry_port}'}}\nmetrics_export_port: {metrics_port}\n"
-                      f"http_port: {http_port}\n")  # fmt: skip
+    config.write_text(
+        f"registry: {{address: '127.0.0.1:{registry_port}'}}\nmetrics_export_port: {metrics_port}\n"
+        f"http_port: {http_port}\n"
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "up", "--data", str(data), "--config", str(config), "--grpc-port",
-         str(grpc_port), "--num-cpus", "2", "--tokens", str(tenants)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "up",
+            "--data",
+            str(data),
+            "--config",
+            str(config),
+            "--grpc-port",
+            str(grpc_port),
+            "--num-cpus",
+            "2",
+            "--tokens",
+            str(tenants),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+    )
     try:
         lines = read_until(process, r"^Ctrl-C", timeout_s=START_S)
-        yield {"process": process, "data": data, "grpc_port": grpc_port, "registry_port": registry_port,
-               "http_port": http_port, "output": "".join(lines)}  # fmt: skip
+        yield {
+            "process": process,
+            "data": data,
+            "grpc_port": grpc_port,
+            "registry_port": registry_port,
+            "http_port": http_port,
+            "output": "".join(lines),
+        }
     finally:
         if process.poll() is None:
             process.kill()

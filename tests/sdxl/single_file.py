@@ -27,8 +27,13 @@ _OPEN_CLIP_TOP = {
     "text_model.final_layer_norm.bias": "ln_final.bias",
 }
 _HF_LAYER = re.compile(r"text_model\.encoder\.layers\.(\d+)\.(.+)")
-_OPEN_CLIP_LAYER = {"layer_norm1.": "ln_1.", "layer_norm2.": "ln_2.", "mlp.fc1.": "mlp.c_fc.",
-                    "mlp.fc2.": "mlp.c_proj.", "self_attn.out_proj.": "attn.out_proj."}  # fmt: skip
+_OPEN_CLIP_LAYER = {
+    "layer_norm1.": "ln_1.",
+    "layer_norm2.": "ln_2.",
+    "mlp.fc1.": "mlp.c_fc.",
+    "mlp.fc2.": "mlp.c_proj.",
+    "self_attn.out_proj.": "attn.out_proj.",
+}
 
 
 def open_clip_to_ldm(text_encoder: CLIPTextModelWithProjection) -> dict[str, torch.Tensor]:

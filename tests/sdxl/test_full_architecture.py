@@ -55,8 +55,10 @@ def test_a_cfg_pair_through_the_delta_processors_equals_the_patched_sdxl_unet(sd
     _, delta = random_concept(spec, "full", seed=3, rank=4, scale=0.5)
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(2, TOKENS, SDXL_UNET_CONFIG["cross_attention_dim"], generator=generator)
-    added = {"text_embeds": torch.randn(2, POOLED, generator=generator),
-             "time_ids": torch.tensor([[1024.0, 1024, 0, 0, 1024, 1024], [768, 1344, 64, 32, 1024, 1024]])}  # fmt: skip
+    added = {
+        "text_embeds": torch.randn(2, POOLED, generator=generator),
+        "time_ids": torch.tensor([[1024.0, 1024, 0, 0, 1024, 1024], [768, 1344, 64, 32, 1024, 1024]]),
+    }
     latents = torch.randn(2, 4, 8, 8, generator=generator)
     t = torch.tensor(500)
 
@@ -64,8 +66,13 @@ def test_a_cfg_pair_through_the_delta_processors_equals_the_patched_sdxl_unet(sd
     stock = unet.attn_processors
     unet.set_attn_processor({n: DeltaAttnProcessor(n.removesuffix(".processor")) for n in stock})
     try:
-        engine = unet(latents, t, encoder_hidden_states=features, added_cond_kwargs=added,
-                      cross_attention_kwargs={"conditioning": conditioning}).sample  # fmt: skip
+        engine = unet(
+            latents,
+            t,
+            encoder_hidden_states=features,
+            added_cond_kwargs=added,
+            cross_attention_kwargs={"conditioning": conditioning},
+        ).sample
     finally:
         unet.set_attn_processor(stock)
     base = unet(latents, t, encoder_hidden_states=features, added_cond_kwargs=added).sample

@@ -30,8 +30,14 @@ from tests.sdxl.reference import patched_sdxl_pipeline
 
 STEPS, GUIDANCE, SIZE, SEED = 3, 5.0, 16, 21
 OPERATOR = Caller(tenant=OPERATOR_TENANT)
-CONDITIONED = {"original_width": 4096, "original_height": 64, "crop_top": 512, "crop_left": 48,
-               "target_width": 24, "target_height": 8}  # fmt: skip
+CONDITIONED = {
+    "original_width": 4096,
+    "original_height": 64,
+    "crop_top": 512,
+    "crop_left": 48,
+    "target_width": 24,
+    "target_height": 8,
+}
 
 
 def validate(size_conditioning: bool = True, **fields: int) -> object:
@@ -106,9 +112,15 @@ def sd_replica(registry: ServerThread, tmp_path_factory: pytest.TempPathFactory)
 
 def generate(replica: Replica, **fields: int) -> np.ndarray:
     message = generator_pb2.GenerateRequest(
-        prompt="a photo of a <size-dog> dog", concepts=["size-dog"], steps=STEPS, guidance_scale=GUIDANCE, seed=SEED,
-        width=SIZE, height=SIZE, **fields,
-    )  # fmt: skip
+        prompt="a photo of a <size-dog> dog",
+        concepts=["size-dog"],
+        steps=STEPS,
+        guidance_scale=GUIDANCE,
+        seed=SEED,
+        width=SIZE,
+        height=SIZE,
+        **fields,
+    )
     (response,) = replica.core.run_batch([replica.core.prepare(message, OPERATOR)])
     assert isinstance(response, generator_pb2.GenerateResponse), response
     return np.asarray(Image.open(io.BytesIO(response.images[0].png)).convert("RGB"))
@@ -116,9 +128,19 @@ def generate(replica: Replica, **fields: int) -> np.ndarray:
 
 def stock(sdxl_base, delta: ConceptDelta, **micro: tuple[int, int]) -> np.ndarray:
     return to_uint8(
-        stock_generate(sdxl_base.pipeline, delta, "a photo of a <size-dog> dog", patch=patched_sdxl_pipeline,
-                       negative_prompt=None, seed=SEED, steps=STEPS, guidance_scale=GUIDANCE, size=SIZE, **micro)[0]
-    )  # fmt: skip
+        stock_generate(
+            sdxl_base.pipeline,
+            delta,
+            "a photo of a <size-dog> dog",
+            patch=patched_sdxl_pipeline,
+            negative_prompt=None,
+            seed=SEED,
+            steps=STEPS,
+            guidance_scale=GUIDANCE,
+            size=SIZE,
+            **micro,
+        )[0]
+    )
 
 
 def test_an_sdxl_replica_generates_with_the_requests_size_conditioning_as_stock_diffusers(
@@ -126,16 +148,18 @@ def test_an_sdxl_replica_generates_with_the_requests_size_conditioning_as_stock_
 ):
     delta = concept[1]
     image = generate(sdxl_replica, **CONDITIONED)
-    expected = stock(sdxl_base, delta, original_size=(64, 4096), crops_coords_top_left=(512, 48),
-                     target_size=(8, 24))  # fmt: skip
+    expected = stock(sdxl_base, delta, original_size=(64, 4096), crops_coords_top_left=(512, 48), target_size=(8, 24))
     assert np.abs(image.astype(int) - expected).max() <= 1  # fp32 differences of ~1e-6 may round apart
     default = generate(sdxl_replica)
     assert np.abs(default.astype(int) - stock(sdxl_base, delta)).max() <= 1
     assert np.abs(default.astype(int) - image).max() > 8  # the fields reached the UNet
 
 
-@pytest.mark.bad_input(service="Generator/Generate", code="INVALID_ARGUMENT",
-                       case=lambda p: f"{p['field']} on a base model that is not SDXL")  # fmt: skip
+@pytest.mark.bad_input(
+    service="Generator/Generate",
+    code="INVALID_ARGUMENT",
+    case=lambda p: f"{p['field']} on a base model that is not SDXL",
+)
 @pytest.mark.parametrize("field", SIZE_CONDITIONING)
 def test_a_replica_of_another_family_refuses_size_conditioning(sd_replica: Replica, field: str) -> None:
     message = generator_pb2.GenerateRequest(prompt="a photo of a dog", steps=2, **{field: 64})

@@ -74,8 +74,9 @@ def test_sdxl_training_writes_a_low_rank_sdxl_artifact_that_serves(tmp_path, sdx
 
 
 def test_sdxl_run_resumes_exactly_from_a_checkpoint(tmp_path, sdxl_base):
-    config = small_config(tmp_path, [concept(tmp_path, "dog-xl", "dog")], steps=3, batch_size=2,
-                          resolution=RESOLUTION, learning_rate=1e-3)  # fmt: skip
+    config = small_config(
+        tmp_path, [concept(tmp_path, "dog-xl", "dog")], steps=3, batch_size=2, resolution=RESOLUTION, learning_rate=1e-3
+    )
     straight, first = build_trainer(config, sdxl_base), build_trainer(config, sdxl_base)
     for _ in range(3):
         straight.train_step()

@@ -46,9 +46,13 @@ def tiny_base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def concept(tmp: Path, concept_id: str, category: str, *, count: int = 2, offset: int = 0, **fields: Any) -> ConceptConfig:
+def concept(
+    tmp: Path, concept_id: str, category: str, *, count: int = 2, offset: int = 0, **fields: Any
+) -> ConceptConfig:
     images = write_images(tmp / f"images-{concept_id}", count, offset=offset)
-    return ConceptConfig(concept_id=concept_id, category=category, images=images, **{"regularization": "none", **fields})
+    return ConceptConfig(
+        concept_id=concept_id, category=category, images=images, **{"regularization": "none", **fields}
+    )
 
 
 def small_config(
@@ -134,14 +138,26 @@ def training_stack(root: Path, base_dir: Path, limits: Any, tokens: dict[str, st
     key_file = root / "job-token.key"
     key_file.write_text(secrets.token_urlsafe(48))
     (root / "server-images").mkdir()
-    registry = loop.run(start_registry(RegistryConfig(data_dir=root / "registry", metrics_port=None, shutdown_grace_s=0,
-                                                      job_token_key_file=key_file),
-                                       base_specs=[spec], tokens=tokens))  # fmt: skip
+    registry = loop.run(
+        start_registry(
+            RegistryConfig(
+                data_dir=root / "registry", metrics_port=None, shutdown_grace_s=0, job_token_key_file=key_file
+            ),
+            base_specs=[spec],
+            tokens=tokens,
+        )
+    )
     config = TrainingServiceConfig(
-        data_dir=root / "training", base_model=str(base_dir), ray_address=dashboard,
-        registry=f"127.0.0.1:{registry.port}", job_token_key_file=key_file, allowed_image_roots=[root / "server-images"],
-        limits=limits, poll_interval_s=0.3, shutdown_grace_s=0,
-    )  # fmt: skip
+        data_dir=root / "training",
+        base_model=str(base_dir),
+        ray_address=dashboard,
+        registry=f"127.0.0.1:{registry.port}",
+        job_token_key_file=key_file,
+        allowed_image_roots=[root / "server-images"],
+        limits=limits,
+        poll_interval_s=0.3,
+        shutdown_grace_s=0,
+    )
     service = loop.run(start_training_service(config, tokens=tokens))
     try:
         yield TrainingStack(service, registry, spec, root, dashboard)

@@ -18,8 +18,14 @@ def write_config(tmp_path, tiny_base_dir, **recipe) -> tuple:
     raw = {
         "base_model": str(tiny_base_dir),
         "output_dir": str(tmp_path / "out"),
-        "concepts": [{"concept_id": "yaml-dog", "category": "dog", "regularization": "none",
-                      "images": write_images(tmp_path / "images", 2)}],  # fmt: skip
+        "concepts": [
+            {
+                "concept_id": "yaml-dog",
+                "category": "dog",
+                "regularization": "none",
+                "images": write_images(tmp_path / "images", 2),
+            }
+        ],
         "recipe": {"steps": 2, "batch_size": 2, **recipe},
     }
     path = tmp_path / "train.yaml"

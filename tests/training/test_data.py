@@ -12,7 +12,11 @@ from training.config import Recipe
 from training.data import REG, Example, ExampleSource, generator_for
 from training.loss import custom_diffusion_loss, masked_mse
 from training.regularization import (
-    caption_listing, read_captioned_folder, real_examples, similar_captions, write_captioned_folder,
+    caption_listing,
+    read_captioned_folder,
+    real_examples,
+    similar_captions,
+    write_captioned_folder,
 )
 
 from .conftest import concept
@@ -23,7 +27,9 @@ RED = Image.new("RGB", (20, 20), (255, 0, 0))
 def test_rescale_words_masks_and_canvas_agree():
     seen = set()
     for step in range(200):
-        sample = rescaled(RED, "photo of a <cd-x> dog", resolution=32, latent_factor=4, generator=generator_for(0, step))
+        sample = rescaled(
+            RED, "photo of a <cd-x> dog", resolution=32, latent_factor=4, generator=generator_for(0, step)
+        )
         assert 0.4 <= sample.scale <= 1.4
         mask = sample.mask[0]
         assert mask.shape == (8, 8)
@@ -104,9 +110,13 @@ def test_a_captions_file_lists_a_file_once_per_wording_and_names_a_bad_line(tmp_
 def test_real_regularisation_keeps_similar_captions(tmp_path, tiny_base):
     pipeline = tiny_base.pipeline
     captions = ["photo of a dog", "a red car on a road", "photo of a dog", "a chair in a kitchen"]
-    kept = similar_captions(pipeline.tokenizer, pipeline.text_encoder, captions, "photo of a dog", threshold=0.999, limit=10)
+    kept = similar_captions(
+        pipeline.tokenizer, pipeline.text_encoder, captions, "photo of a dog", threshold=0.999, limit=10
+    )
     assert [index for index, _ in kept] == [0, 2] and all(s == pytest.approx(1.0, abs=1e-5) for _, s in kept)
-    everything = similar_captions(pipeline.tokenizer, pipeline.text_encoder, captions, "photo of a dog", threshold=-1, limit=3)
+    everything = similar_captions(
+        pipeline.tokenizer, pipeline.text_encoder, captions, "photo of a dog", threshold=-1, limit=3
+    )
     assert len(everything) == 3 and [s for _, s in everything] == sorted((s for _, s in everything), reverse=True)
 
     folder = write_captioned_folder(tmp_path / "reg", [(RED, caption) for caption in captions])
@@ -125,8 +135,16 @@ def test_an_image_trains_on_its_stand_in_wordings_as_often_as_the_recipe_says():
 
     def drawn(probability: float, *, stand_ins: tuple[str, ...] = (stand_in,)) -> list[str]:
         targets = [Example(RED, (wording,), 0, stand_ins), *others]
-        source = ExampleSource(targets, [], resolution=16, latent_factor=2, augment=False, flip=False, seed=5,
-                               stand_in_probability=probability)  # fmt: skip
+        source = ExampleSource(
+            targets,
+            [],
+            resolution=16,
+            latent_factor=2,
+            augment=False,
+            flip=False,
+            seed=5,
+            stand_in_probability=probability,
+        )
         return [caption for step in range(200) for caption in source.batch(step, per_rank=2).captions]
 
     assert drawn(0.0) == drawn(0.5, stand_ins=()) and stand_in not in drawn(0.0)  # none: the draws as before

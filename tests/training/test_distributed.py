@@ -28,8 +28,9 @@ def ray_cluster():
 
 
 def test_killed_worker_resumes_from_the_last_checkpoint(tmp_path, tiny_base_dir, ray_cluster):
-    config = small_config(tmp_path, [concept(tmp_path, "c", "dog")], base_model=str(tiny_base_dir), steps=6,
-                          checkpoint_every=2)  # fmt: skip
+    config = small_config(
+        tmp_path, [concept(tmp_path, "c", "dog")], base_model=str(tiny_base_dir), steps=6, checkpoint_every=2
+    )
     options = DistributedOptions(job_dir=str(tmp_path), max_failures=2, fail_once_at_step=3)
     path = run_distributed(config, options)
 

@@ -81,8 +81,16 @@ def largest_errors(result: artifact.ConceptArtifact, target: artifact.ConceptArt
 
 
 def test_two_ddp_workers_average_their_gradients(tmp_path, tiny_base_dir, ray_cluster):
-    config = small_config(tmp_path, [concept(tmp_path, "c", "dog", count=3)], base_model=str(tiny_base_dir),
-                          steps=STEPS, batch_size=2, num_workers=2, checkpoint_every=STEPS, use_gpu=False)  # fmt: skip
+    config = small_config(
+        tmp_path,
+        [concept(tmp_path, "c", "dog", count=3)],
+        base_model=str(tiny_base_dir),
+        steps=STEPS,
+        batch_size=2,
+        num_workers=2,
+        checkpoint_every=STEPS,
+        use_gpu=False,
+    )
     path = run_distributed(config, DistributedOptions(job_dir=str(tmp_path), max_failures=0))
 
     result = artifact.load(path)

@@ -22,8 +22,9 @@ KEY = secrets.token_urlsafe(48).encode()
 def registry(tmp_path_factory, tiny_base):
     folder = tmp_path_factory.mktemp("job-token")
     (folder / "job.key").write_bytes(KEY + b"\n")
-    config = RegistryConfig(data_dir=folder / "data", metrics_port=None, shutdown_grace_s=0,
-                            job_token_key_file=folder / "job.key")  # fmt: skip
+    config = RegistryConfig(
+        data_dir=folder / "data", metrics_port=None, shutdown_grace_s=0, job_token_key_file=folder / "job.key"
+    )
     server = ServerThread(config, [tiny_base.spec], dict(TOKENS))
     yield server
     server.close()

@@ -60,12 +60,12 @@ def test_joint_training_of_three_concepts_gives_every_token_gradient(tmp_path, t
     assert len(set(trainer.initializer_words)) == 3
     table = tiny_base.pipeline.text_encoder.get_input_embeddings().weight
     vocab = tiny_base.pipeline.tokenizer.get_vocab()
-    for word, embedding in zip(trainer.initializer_words, trainer.denoiser.embeddings):
+    for word, embedding in zip(trainer.initializer_words, trainer.denoiser.embeddings, strict=True):
         assert torch.equal(embedding.detach(), table[vocab[f"{word}</w>"]])  # starts from an existing token
         assert word not in {"dog", "cat", "chair", "photo", "of", "a"}
     before = [e.detach().clone() for e in trainer.denoiser.embeddings]
     trainer.train_step()
-    for token, old, new in zip(trainer.denoiser.tokens, before, trainer.denoiser.embeddings):
+    for token, old, new in zip(trainer.denoiser.tokens, before, trainer.denoiser.embeddings, strict=True):
         assert not torch.equal(old, new.detach()), f"{token} did not learn"
 
 
@@ -73,7 +73,9 @@ def test_train_writes_a_valid_artifact_for_a_joint_bundle(tmp_path, tiny_base):
     concepts = [
         concept(tmp_path, "dog1", "dog", regularization="generated"),
         concept(tmp_path, "cat1", "cat", offset=2, captions=["a V* cat on grass", ""]),
-        concept(tmp_path, "chair1", "chair", offset=4, captions=[["a V* chair", "photo of a V* chair", "a V* chair"], ""]),
+        concept(
+            tmp_path, "chair1", "chair", offset=4, captions=[["a V* chair", "photo of a V* chair", "a V* chair"], ""]
+        ),
     ]
     config = small_config(tmp_path, concepts, num_reg_images=2, reg_generation_steps=2, bundle_id="pets")
     result = train(config, base=tiny_base, show_bar=False)
@@ -90,12 +92,14 @@ def test_train_writes_a_valid_artifact_for_a_joint_bundle(tmp_path, tiny_base):
 
 
 def test_compressed_and_full_finetune_outputs(tmp_path, tiny_base):
-    compressed = train(small_config(tmp_path / "a", [concept(tmp_path, "c", "dog")], compress_rank=1), base=tiny_base,
-                       show_bar=False)  # fmt: skip
+    compressed = train(
+        small_config(tmp_path / "a", [concept(tmp_path, "c", "dog")], compress_rank=1), base=tiny_base, show_bar=False
+    )
     loaded = artifact.load(compressed.path, base=tiny_base.spec)
     assert loaded.header.delta_kind == "lowrank" and loaded.delta.max_rank == 1
-    full = train(small_config(tmp_path / "b", [concept(tmp_path, "c", "dog")], mode="full"), base=tiny_base,
-                 show_bar=False)  # fmt: skip
+    full = train(
+        small_config(tmp_path / "b", [concept(tmp_path, "c", "dog")], mode="full"), base=tiny_base, show_bar=False
+    )
     with safe_open(str(full.path), "pt") as f:
         assert FULL_METADATA_KEY in f.metadata()
         names = set(f.keys())
@@ -126,7 +130,9 @@ def test_token_learning_rate_drives_the_token_alone(tmp_path, tiny_base):
     """Adam's first step moves each parameter by about its learning rate: the token by the token's."""
     moves = {}
     for token_lr in (None, 1e-2):
-        config = small_config(tmp_path, [concept(tmp_path, "c", "dog")], learning_rate=1e-6, token_learning_rate=token_lr)
+        config = small_config(
+            tmp_path, [concept(tmp_path, "c", "dog")], learning_rate=1e-6, token_learning_rate=token_lr
+        )
         trainer = build_trainer(config, tiny_base)
         start = trainer.denoiser.embeddings[0].detach().clone()
         kv = {name: p.detach().clone() for name, p in trainer.trainable.items()}
@@ -141,7 +147,11 @@ def test_token_learning_rate_drives_the_token_alone(tmp_path, tiny_base):
 
 @pytest.mark.parametrize(
     "captions, problem",
-    [([[], ""], "0 wordings"), ([["a V* cat"] * 33, ""], "33 wordings"), ([["a V* cat", "a cat"], ""], "lacks the modifier")],
+    [
+        ([[], ""], "0 wordings"),
+        ([["a V* cat"] * 33, ""], "33 wordings"),
+        ([["a V* cat", "a cat"], ""], "lacks the modifier"),
+    ],
 )
 def test_caption_wordings_are_checked_per_image(tmp_path, captions, problem):
     with pytest.raises(ValidationError, match=problem):
@@ -158,10 +168,12 @@ def test_stand_in_wordings_are_kept_apart_from_the_captions_the_artifact_records
 
 @pytest.mark.parametrize(
     "fields, problem",
-    [({"captions": [["a <stand-in> ball and a V* cat"], ""]}, "every wording names a <stand-in>"),
-     ({"captions": [["a V* cat", "a <stand-in> ball and a cat"], ""]}, "lacks the modifier"),
-     ({"modifier_token": "<stand-in>"}, "not be <stand-in>")],
-)  # fmt: skip
+    [
+        ({"captions": [["a <stand-in> ball and a V* cat"], ""]}, "every wording names a <stand-in>"),
+        ({"captions": [["a V* cat", "a <stand-in> ball and a cat"], ""]}, "lacks the modifier"),
+        ({"modifier_token": "<stand-in>"}, "not be <stand-in>"),
+    ],
+)
 def test_stand_in_wordings_are_checked(tmp_path, fields, problem):
     with pytest.raises(ValidationError, match=problem):
         concept(tmp_path, "cat1", "cat", **fields)
@@ -171,8 +183,10 @@ def test_a_stand_in_gets_a_fresh_vector_in_every_prompt_and_the_step_trains(tmp_
     cat = concept(tmp_path, "cat1", "cat", captions=[["a V* cat and a red ball", "a V* cat and a <stand-in> ball"], ""])
     config = small_config(tmp_path, [cat], stand_in_probability=1.0)
     trainer = build_trainer(config, tiny_base)
-    prompts = tuple(trainer._tokenize(c) for c in ("a <cd-cat1> cat and a <stand-in> ball", "a <cd-cat1> cat",
-                                                   "a <cd-cat1> cat and a <stand-in> ball"))  # fmt: skip
+    prompts = tuple(
+        trainer._tokenize(c)
+        for c in ("a <cd-cat1> cat and a <stand-in> ball", "a <cd-cat1> cat", "a <cd-cat1> cat and a <stand-in> ball")
+    )
     vectors = trainer._stand_in_vectors(prompts)
     assert vectors[1] is None and not torch.equal(vectors[0], vectors[2])
     assert all(STAND_IN_NORMS[0] <= float(v.norm()) <= STAND_IN_NORMS[1] + 1e-5 for v in (vectors[0], vectors[2]))

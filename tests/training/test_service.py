@@ -23,7 +23,9 @@ from training.service.submission import Submission
 from .conftest import LoopThread, training_stack, write_images
 
 TOKENS = {"tok-acme": "acme", "tok-beta": "beta"}
-LIMITS = SubmitLimits(max_concepts=3, max_images_per_concept=3, max_image_bytes=20_000, max_image_side=512, max_steps=50)
+LIMITS = SubmitLimits(
+    max_concepts=3, max_images_per_concept=3, max_image_bytes=20_000, max_image_side=512, max_steps=50
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +45,9 @@ def spec_of(*concepts: training_pb2.ConceptSpec, **recipe) -> training_pb2.Train
 
 
 def dog(**fields) -> training_pb2.ConceptSpec:
-    return training_pb2.ConceptSpec(**{"concept_id": "my-dog", "category": "dog", "regularization": training_pb2.NONE,
-                                       **fields})  # fmt: skip
+    return training_pb2.ConceptSpec(
+        **{"concept_id": "my-dog", "category": "dog", "regularization": training_pb2.NONE, **fields}
+    )
 
 
 def png(size: tuple[int, int] = (16, 16), colour=(200, 30, 30)) -> bytes:
@@ -77,25 +80,39 @@ BAD_SUBMISSIONS = {
     "bench-only mode full": (spec_of(dog(), mode="full"), [upload()], "spec.recipe.mode"),
     "bench-only mode kv_frozen_token": (spec_of(dog(), mode="kv_frozen_token"), [upload()], "spec.recipe.mode"),
     "negative learning rate": (spec_of(dog(), learning_rate=-1.0), [upload()], "spec.recipe.learning_rate"),
-    "stand-in probability above 1": (spec_of(dog(), stand_in_probability=1.5), [upload()],
-                                     "spec.recipe.stand_in_probability"),  # fmt: skip
-    "threshold above one": (spec_of(dog(), reg_similarity_threshold=1.5), [upload()],
-                            "spec.recipe.reg_similarity_threshold"),  # fmt: skip
+    "stand-in probability above 1": (
+        spec_of(dog(), stand_in_probability=1.5),
+        [upload()],
+        "spec.recipe.stand_in_probability",
+    ),
+    "threshold above one": (
+        spec_of(dog(), reg_similarity_threshold=1.5),
+        [upload()],
+        "spec.recipe.reg_similarity_threshold",
+    ),
     "batch not divisible by workers": (spec_of(dog(), batch_size=3, num_workers=2), [upload()], "spec.recipe"),
     "bad concept id": (spec_of(dog(concept_id="My Dog!")), [upload()], "spec.concepts[0]"),
     "concept id ending in a newline": (spec_of(dog(concept_id="my-dog\n")), [upload()], "spec.concepts[0]"),
     "modifier token ending in a newline": (spec_of(dog(modifier_token="<cd-dog>\n")), [upload()], "spec.concepts[0]"),
     "caption without the token": (spec_of(dog()), [upload(caption="a photo of a dog")], "spec.concepts[0]"),
-    "alternative caption without the token": (spec_of(dog()), [upload(caption="a V* dog", alternatives=("a dog",))],
-                                              "spec.concepts[0]"),  # fmt: skip
+    "alternative caption without the token": (
+        spec_of(dog()),
+        [upload(caption="a V* dog", alternatives=("a dog",))],
+        "spec.concepts[0]",
+    ),
     "too many wordings of a caption": (spec_of(dog()), [upload(alternatives=("a V* dog",) * 40)], "spec.concepts[0]"),
     "alternative captions not one per image_uri": (
         spec_of(dog(image_uris=["/nonexistent/a.png"], alternative_captions=[training_pb2.AlternativeCaptions()] * 2)),
-        [], "spec.concepts[0].alternative_captions"),  # fmt: skip
+        [],
+        "spec.concepts[0].alternative_captions",
+    ),
     "relative image uri": (spec_of(dog(image_uris=["images/a.png"])), [], "spec.concepts[0].image_uris[0]"),
     "missing image uri": (spec_of(dog(image_uris=["/nonexistent/a.png"])), [], "spec.concepts[0].image_uris[0]"),
-    "real regularisation without a folder": (spec_of(dog(regularization=training_pb2.REAL)), [upload()],
-                                             "spec.concepts[0]"),  # fmt: skip
+    "real regularisation without a folder": (
+        spec_of(dog(regularization=training_pb2.REAL)),
+        [upload()],
+        "spec.concepts[0]",
+    ),
 }
 
 
@@ -113,11 +130,16 @@ def test_invalid_submissions_are_rejected_naming_the_field(name, acme, stack):
 def test_a_submission_gives_each_image_its_caption_and_alternative_wordings(tmp_path):
     referenced = write_images(tmp_path / "uris", 2)
     submission = Submission(tmp_path / "job", LIMITS, roots=[tmp_path / "uris"])
-    spec = spec_of(dog(
-        image_uris=referenced, captions=["a V* dog on grass", ""],
-        alternative_captions=[training_pb2.AlternativeCaptions(captions=["photo of a V* dog"]),
-                              training_pb2.AlternativeCaptions()],
-    ))  # fmt: skip
+    spec = spec_of(
+        dog(
+            image_uris=referenced,
+            captions=["a V* dog on grass", ""],
+            alternative_captions=[
+                training_pb2.AlternativeCaptions(captions=["photo of a V* dog"]),
+                training_pb2.AlternativeCaptions(),
+            ],
+        )
+    )
     submission.accept(training_pb2.SubmitRequest(spec=spec))
     submission.accept(training_pb2.SubmitRequest(image=upload(alternatives=("a V* dog asleep",))))
     concept = submission.train_config(base_model="tiny", output_dir=tmp_path / "out").concepts[0]
@@ -134,8 +156,11 @@ def refusal(client: TrainingClient, uri: str) -> tuple[str, str, str]:
     return type(error.value).__name__, error.value.field, error.value.message
 
 
-@pytest.mark.bad_input("image_uris outside the allowed roots (directly, by '..', by a symlink) or missing: one answer",
-                       service="Training/Submit", code="INVALID_ARGUMENT")  # fmt: skip
+@pytest.mark.bad_input(
+    "image_uris outside the allowed roots (directly, by '..', by a symlink) or missing: one answer",
+    service="Training/Submit",
+    code="INVALID_ARGUMENT",
+)
 def test_server_paths_outside_the_allowed_roots_and_missing_ones_get_one_answer(stack, acme, tmp_path):
     """No existence oracle: whether a path is outside the roots (directly, by '..' or through a
     symlink) or missing inside them, the caller gets the same code, field and message."""
@@ -172,8 +197,11 @@ def test_a_server_path_inside_a_root_is_copied_into_the_job(tmp_path):
 
 
 @pytest.mark.bad_input("no token", service="Training/Submit", code="UNAUTHENTICATED")
-@pytest.mark.bad_input("no token (the message says the job is private, not that the call writes)", service="Training/Get",
-                       code="UNAUTHENTICATED")  # fmt: skip
+@pytest.mark.bad_input(
+    "no token (the message says the job is private, not that the call writes)",
+    service="Training/Get",
+    code="UNAUTHENTICATED",
+)
 @pytest.mark.bad_input("no token", service="Training/Watch", code="UNAUTHENTICATED")
 @pytest.mark.bad_input("unknown bearer token", service="Training/List", code="UNAUTHENTICATED")
 @pytest.mark.bad_input("unknown job id", service="Training/Get", code="NOT_FOUND")
@@ -226,7 +254,10 @@ def test_submit_runs_a_ray_job_that_publishes_to_the_registry(tmp_path, stack, a
         concept = artifact.from_bytes(registry.fetch("my-dog@1"), base=stack.spec)
     assert info.tenant == "acme" and dict(info.labels) == {"training_job": job.job_id}
     assert concept.header.concepts[0].captions == [  # a file listed twice in captions.txt: two wordings
-        "a <cd-my-dog> dog on grass", "photo of a <cd-my-dog> dog on grass", "photo of a <cd-my-dog> dog"]
+        "a <cd-my-dog> dog on grass",
+        "photo of a <cd-my-dog> dog on grass",
+        "photo of a <cd-my-dog> dog",
+    ]
     assert concept.header.metrics["steps"] == 2
 
     listed = acme.list(state=training_pb2.SUCCEEDED)
@@ -234,6 +265,7 @@ def test_submit_runs_a_ray_job_that_publishes_to_the_registry(tmp_path, stack, a
     assert not listed.jobs[0].HasField("sample")  # List stays small: samples come with Get and Watch
     with TrainingClient(f"127.0.0.1:{stack.service.port}", token="tok-beta") as beta, pytest.raises(NotFound):
         beta.get(job.job_id)
+
     def scrape() -> str:
         return urllib.request.urlopen(f"http://127.0.0.1:{stack.service.metrics_port}/metrics").read().decode()
 
@@ -251,7 +283,9 @@ def test_a_job_whose_launch_was_interrupted_fails_at_the_next_start(tmp_path, st
     data = tmp_path / "training"
     data.mkdir()
     store = JobStore(data / "jobs.sqlite3")
-    store.insert(JobRecord("never-launched", "acme", "PENDING", 1, str(tmp_path / "job"), b"", ray_job_id="never-launched"))
+    store.insert(
+        JobRecord("never-launched", "acme", "PENDING", 1, str(tmp_path / "job"), b"", ray_job_id="never-launched")
+    )
     store.close()
     config = stack.service.service._config.model_copy(update={"data_dir": data, "port": 0, "metrics_port": None})
     loop = LoopThread()
@@ -269,7 +303,8 @@ def test_the_cli_watch_line_shows_a_restart_of_the_workers():
     from training.cli import _describe
 
     first = training_pb2.TrainingJob(state=training_pb2.RUNNING, step=144, total_steps=400, attempt=1)
-    resumed = training_pb2.TrainingJob(state=training_pb2.RUNNING, step=104, total_steps=400, attempt=2,
-                                       resumed_from_step=100)  # fmt: skip
+    resumed = training_pb2.TrainingJob(
+        state=training_pb2.RUNNING, step=104, total_steps=400, attempt=2, resumed_from_step=100
+    )
     assert "attempt" not in _describe(first)
     assert _describe(resumed).endswith("step 104/400 loss 0.0000 eta 0s (attempt 2, resumed at step 100)")

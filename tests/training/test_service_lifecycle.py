@@ -81,8 +81,9 @@ def live_actors(stack, ray_job_hex: str) -> list[str]:
     from ray.util.state import list_actors
 
     filters = [("job_id", "=", ray_job_hex), ("state", "!=", "DEAD")]
-    return [a.class_name for a in list_actors(address=stack.dashboard, filters=filters, detail=True)
-            if not a.is_detached]  # fmt: skip
+    return [
+        a.class_name for a in list_actors(address=stack.dashboard, filters=filters, detail=True) if not a.is_detached
+    ]
 
 
 def live_placement_groups(stack, ray_job_hex: str) -> list[str]:
@@ -186,9 +187,30 @@ def cli_job(stack, tmp_path_factory):
     """`cdserve train … --watch` in this process: (exit code, stdout, stderr)."""
     folder = tmp_path_factory.mktemp("cli-images")
     write_images(folder, 2)
-    argv = ["train", "--images", str(folder), "--category", "dog", "--id", "cli-dog", "--server", stack.target,
-            "--token", "tok-acme", "--reg", "none", "--steps", "2", "--batch-size", "2", "--token-learning-rate",
-            "1e-3", "--augment", "false", "--watch"]  # fmt: skip
+    argv = [
+        "train",
+        "--images",
+        str(folder),
+        "--category",
+        "dog",
+        "--id",
+        "cli-dog",
+        "--server",
+        stack.target,
+        "--token",
+        "tok-acme",
+        "--reg",
+        "none",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--token-learning-rate",
+        "1e-3",
+        "--augment",
+        "false",
+        "--watch",
+    ]
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = cdserve(argv)
@@ -262,7 +284,9 @@ def test_cli_train_watch_ends_published(stack, cli_job):
     with RegistryClient(stack.registry_target, token="tok-acme") as registry:
         assert registry.get("cli-dog@1").tenant == "acme"
         recipe = artifact.from_bytes(registry.fetch("cli-dog@1")).header.recipe
-    assert recipe["augment"] is False and recipe["resolved"]["effective_token_learning_rate"] == pytest.approx(2e-3)  # × batch 2
+    assert recipe["augment"] is False and recipe["resolved"]["effective_token_learning_rate"] == pytest.approx(
+        2e-3
+    )  # × batch 2
 
 
 def test_cancelling_a_finished_job_is_a_conflict(stack, cli_job):
@@ -278,8 +302,21 @@ def test_cancelling_a_finished_job_is_a_conflict(stack, cli_job):
 
 def test_cli_bad_flag_values_exit_non_zero_naming_the_field(stack, tmp_path, capsys):
     write_images(tmp_path, 1)
-    argv = ["train", "--images", str(tmp_path), "--category", "dog", "--id", "bad-dog", "--server", stack.target,
-            "--token", "tok-acme", "--reg", "none"]  # fmt: skip
+    argv = [
+        "train",
+        "--images",
+        str(tmp_path),
+        "--category",
+        "dog",
+        "--id",
+        "bad-dog",
+        "--server",
+        stack.target,
+        "--token",
+        "tok-acme",
+        "--reg",
+        "none",
+    ]
     with client(stack, "tok-ops") as ops:
         jobs_before = len(ops.list().jobs)
     assert cdserve([*argv, "--steps", "0"]) == 1

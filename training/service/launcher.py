@@ -35,9 +35,7 @@ class RayJobLauncher:
         deadline = time.monotonic() + self._submit_timeout_s
         while True:
             try:
-                return self._client.submit_job(
-                    entrypoint=entrypoint, submission_id=job_id, entrypoint_num_cpus=0
-                )
+                return self._client.submit_job(entrypoint=entrypoint, submission_id=job_id, entrypoint_num_cpus=0)
             except (ConnectionError, RuntimeError) as e:
                 # e.g. "No available agent to submit job" while a fresh cluster's agent starts
                 if self._known(job_id):

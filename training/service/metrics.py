@@ -23,13 +23,18 @@ class TrainingMetrics:
             registry=self.registry,
         )
         self.requests = Counter(
-            "cdserve_training_requests", "Training RPCs by method and status code", ["method", "code"],
+            "cdserve_training_requests",
+            "Training RPCs by method and status code",
+            ["method", "code"],
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.latency = Histogram(
-            "cdserve_training_request_duration_seconds", "Training RPC duration by method", ["method"],
-            buckets=LATENCY_BUCKETS_S, registry=self.registry,
-        )  # fmt: skip
+            "cdserve_training_request_duration_seconds",
+            "Training RPC duration by method",
+            ["method"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
 
     def observe_call(self, method: str, code: str, duration_s: float) -> None:
         """Called by the RPC interceptor for every call."""

@@ -52,8 +52,15 @@ class JobView:
     def signature(self) -> tuple:
         """What a Watch reports a change of (a restart of the workers and a new sample among them)."""
         p = self.progress
-        return (self.state, p.get("step"), p.get("loss"), p.get("attempt"), tuple(p.get("published", ())),
-                self.record.message, self.sample.step if self.sample else None)  # fmt: skip
+        return (
+            self.state,
+            p.get("step"),
+            p.get("loss"),
+            p.get("attempt"),
+            tuple(p.get("published", ())),
+            self.record.message,
+            self.sample.step if self.sample else None,
+        )
 
 
 def resolve_state(recorded: str, progress_state: str | None, ray_status: str | None) -> str:
@@ -116,9 +123,16 @@ class TrainingService:
         )
         (job_dir / JOB_FILE).write_text(spec.model_dump_json(indent=1))
         record = self._store.insert(
-            JobRecord(job_id, tenant, "PENDING", now_ms(), str(job_dir), submission.spec.SerializeToString(),  # type: ignore[union-attr]
-                      ray_job_id=job_id)  # the Ray submission id is the job id: known before Ray answers
-        )  # fmt: skip
+            JobRecord(
+                job_id,
+                tenant,
+                "PENDING",
+                now_ms(),
+                str(job_dir),
+                submission.spec.SerializeToString(),  # type: ignore[union-attr]
+                ray_job_id=job_id,
+            )  # the Ray submission id is the job id: known before Ray answers
+        )
         self._launching[job_id] = asyncio.get_running_loop().create_task(self._launch(record))
         return JobView(record, record.state, {})
 
@@ -135,9 +149,11 @@ class TrainingService:
     async def _launch(self, record: JobRecord) -> None:
         try:
             await asyncio.to_thread(self._launcher.submit, record.job_id, str(Path(record.job_dir) / JOB_FILE))
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 -- any launch failure marks the job FAILED with its message
             log.warning("training job %s could not start: %s", record.job_id, e)
-            self._store.update(self._store.get(record.job_id), state="FAILED", message=f"could not start the Ray job: {e}")
+            self._store.update(
+                self._store.get(record.job_id), state="FAILED", message=f"could not start the Ray job: {e}"
+            )
         else:
             if self._store.get(record.job_id).state == "CANCELLED":  # cancelled while it was being launched
                 await asyncio.to_thread(self._launcher.stop, record.job_id)
@@ -186,7 +202,9 @@ class TrainingService:
         sample = await asyncio.to_thread(read_sample, view.record.job_dir, max_bytes=MAX_SAMPLE_BYTES)
         return replace(view, sample=sample)
 
-    async def list(self, tenant: str, *, state: str | None, page_size: int, page_token: str) -> tuple[list[JobView], str]:
+    async def list(
+        self, tenant: str, *, state: str | None, page_size: int, page_token: str
+    ) -> tuple[list[JobView], str]:
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = _parse_page_token(page_token)
         records = self._store.list(
@@ -241,7 +259,9 @@ class TrainingService:
                 log.warning("cannot tell whether training job %s started: %s", record.job_id, e.message)
                 continue
             if not launched:
-                self._store.update(record, state="FAILED", message="the service restarted before the job started; submit it again")
+                self._store.update(
+                    record, state="FAILED", message="the service restarted before the job started; submit it again"
+                )
 
     async def refresh(self) -> None:
         """Bring every unfinished job's state up to date and publish the counts."""

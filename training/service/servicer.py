@@ -50,19 +50,19 @@ class TrainingServicer(training_pb2_grpc.TrainingServicer):
     def __init__(self, service: TrainingService) -> None:
         self._service = service
 
-    async def Submit(  # noqa: N802 - gRPC method name
+    async def Submit(
         self, request_iterator: AsyncIterator[training_pb2.SubmitRequest], context: grpc.aio.ServicerContext
     ) -> training_pb2.TrainingJob:
         tenant = current_caller().require_tenant("a training job belongs to the tenant that submits it")
         view = await self._service.submit(tenant, request_iterator)
         return job_message(view)
 
-    async def Get(  # noqa: N802
+    async def Get(
         self, request: training_pb2.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> training_pb2.TrainingJob:
         return job_message(await self._service.get(current_caller().require_tenant(READS), request.job_id))
 
-    async def List(  # noqa: N802
+    async def List(
         self, request: training_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
     ) -> training_pb2.ListJobsResponse:
         tenant = current_caller().require_tenant(READS)
@@ -72,12 +72,12 @@ class TrainingServicer(training_pb2_grpc.TrainingServicer):
         )
         return training_pb2.ListJobsResponse(jobs=[job_message(v) for v in views], next_page_token=token)
 
-    async def Cancel(  # noqa: N802
+    async def Cancel(
         self, request: training_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
     ) -> training_pb2.TrainingJob:
         return job_message(await self._service.cancel(current_caller().require_tenant(READS), request.job_id))
 
-    async def Watch(  # noqa: N802
+    async def Watch(
         self, request: training_pb2.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[training_pb2.TrainingJob]:
         async for view in self._service.watch(current_caller().require_tenant(READS), request.job_id):

@@ -66,9 +66,17 @@ class JobStore:
         with self._lock:
             self._db.execute(
                 "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.job_id, record.tenant, record.state, record.created_ms, record.job_dir, record.spec,
-                 record.ray_job_id, record.message),
-            )  # fmt: skip
+                (
+                    record.job_id,
+                    record.tenant,
+                    record.state,
+                    record.created_ms,
+                    record.job_dir,
+                    record.spec,
+                    record.ray_job_id,
+                    record.message,
+                ),
+            )
         return record
 
     def update(self, record: JobRecord, **changes: str) -> JobRecord:
@@ -87,7 +95,9 @@ class JobStore:
             raise NotFound(f"training job {job_id!r} does not exist", field="job_id")
         return JobRecord(*row)
 
-    def list(self, *, tenant: str | None, state: str | None, after: tuple[int, str] | None, limit: int) -> list[JobRecord]:
+    def list(
+        self, *, tenant: str | None, state: str | None, after: tuple[int, str] | None, limit: int
+    ) -> list[JobRecord]:
         """Oldest first, after the (created_ms, job_id) cursor; tenant None: every tenant's."""
         clauses, values = [], []
         if tenant is not None:
@@ -108,7 +118,9 @@ class JobStore:
     def unfinished(self) -> list[JobRecord]:
         marks = ", ".join("?" * len(TERMINAL_STATES))
         with self._lock:
-            rows = self._db.execute(f"SELECT * FROM jobs WHERE state NOT IN ({marks})", tuple(TERMINAL_STATES)).fetchall()
+            rows = self._db.execute(
+                f"SELECT * FROM jobs WHERE state NOT IN ({marks})", tuple(TERMINAL_STATES)
+            ).fetchall()
         return [JobRecord(*row) for row in rows]
 
     def count_by_state(self) -> dict[str, int]:

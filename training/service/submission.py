@@ -45,8 +45,10 @@ def recipe_from_proto(recipe: training_pb2.Recipe, limits: SubmitLimits) -> Reci
         )
     result = validated(Recipe, raw, field="spec.recipe")
     if result.steps is not None and result.steps > limits.max_steps:
-        raise InvalidArgument(f"spec.recipe.steps: {result.steps} exceeds this service's limit {limits.max_steps}",
-                              field="spec.recipe.steps")  # fmt: skip
+        raise InvalidArgument(
+            f"spec.recipe.steps: {result.steps} exceeds this service's limit {limits.max_steps}",
+            field="spec.recipe.steps",
+        )
     if result.num_workers > limits.max_workers:
         raise InvalidArgument(
             f"spec.recipe.num_workers: {result.num_workers} exceeds this service's limit {limits.max_workers}",
@@ -163,10 +165,14 @@ class Submission:
                     f"{self.limits.max_images_per_concept} per concept",
                     field=f"{field}.image_uris",
                 )
-            self.referenced.append([
-                self._copy_referenced(uri, field=f"{field}.image_uris[{number}]", concept_index=index, number=number)
-                for number, uri in enumerate(concept.image_uris)
-            ])  # fmt: skip
+            self.referenced.append(
+                [
+                    self._copy_referenced(
+                        uri, field=f"{field}.image_uris[{number}]", concept_index=index, number=number
+                    )
+                    for number, uri in enumerate(concept.image_uris)
+                ]
+            )
             self.reg_dirs.append(self._reg_dir(concept.regularization_uri, field=f"{field}.regularization_uri"))
         self.spec = spec
         self.uploads = [[] for _ in spec.concepts]
@@ -249,14 +255,18 @@ class Submission:
                 field=f"{field}.image_uris",
             )
         shared = spec.captions[0] if len(spec.captions) == 1 else ""
-        uri_captions = list(spec.captions) if len(spec.captions) == len(spec.image_uris) else [shared] * len(spec.image_uris)
+        uri_captions = (
+            list(spec.captions) if len(spec.captions) == len(spec.image_uris) else [shared] * len(spec.image_uris)
+        )
         uri_alternatives = [list(a.captions) for a in spec.alternative_captions] or [[] for _ in spec.image_uris]
-        uri_wordings = [[caption, *more] for caption, more in zip(uri_captions, uri_alternatives)]
+        uri_wordings = [[caption, *more] for caption, more in zip(uri_captions, uri_alternatives, strict=True)]
         upload_wordings = [[wordings[0] or shared, *wordings[1:]] for _, wordings in uploads]
         captions = uri_wordings + upload_wordings
         if spec.regularization not in REGULARIZATION:  # proto3 enums are open: any number arrives
-            raise InvalidArgument(f"{field}.regularization: {spec.regularization} is not a RegularizationMode",
-                                  field=f"{field}.regularization")  # fmt: skip
+            raise InvalidArgument(
+                f"{field}.regularization: {spec.regularization} is not a RegularizationMode",
+                field=f"{field}.regularization",
+            )
         raw = {
             "concept_id": spec.concept_id,
             "category": spec.category,
