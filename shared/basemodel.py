@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
@@ -21,7 +22,7 @@ from shared.errors import InvalidArgument
 from shared.spec import BaseSpec, CrossAttentionLayer
 
 REG_CAPTIONS_FILE = "reg_captions.txt"
-Pipeline = StableDiffusionPipeline | StableDiffusionXLPipeline
+Pipeline: TypeAlias = StableDiffusionPipeline | StableDiffusionXLPipeline
 
 
 @dataclass
