@@ -101,7 +101,7 @@ class BatchQueue(Generic[T, R]):
     def _drop_cancelled(self) -> None:
         if not any(future.cancelled() for _, future, _ in self._waiting):
             return
-        live = deque()
+        live: deque[tuple[T, asyncio.Future[R], float]] = deque()
         for entry in self._waiting:
             if entry[1].cancelled():
                 self._discard(entry[0])

@@ -82,7 +82,11 @@ class Generator:
 
     def cache_stats(self) -> dict[str, object]:
         """Plain counters of this replica's concept cache (for tests and operators via a handle)."""
-        return {**self.replica.stats.snapshot(), "hit_rate": self.replica.stats.hit_rate(), "replica": self.core.replica}
+        return {
+            **self.replica.stats.snapshot(),
+            "hit_rate": self.replica.stats.hit_rate(),
+            "replica": self.core.replica,
+        }
 
     def _authenticate(self, grpc_context: RayServegRPCContext) -> Caller:
         return self.auth.caller_from_metadata(grpc_context.invocation_metadata())

@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 
 from proto import generator_pb2
+from serving.basemodels import default_model_dir
 from serving.concepts.merger import ConceptMerger
 from serving.concepts.observer import CacheObserver, CacheStats, Observers
 from serving.concepts.resolver import ConceptResolver, ResolvedConcepts
 from serving.concepts.store import ConceptStore, TierBudgets
 from serving.concepts.watcher import RegistryWatcher
-from serving.basemodels import default_model_dir
 from serving.config import RegistryLink, ServingConfig
 from serving.engine import DeltaEngine, GenerationRequest, GenerationResult, create_engine
 from serving.validation import GenerateParams, validate_request
@@ -56,7 +56,9 @@ Outcome = generator_pb2.GenerateResponse | BaseException
 
 
 class ReplicaCore:
-    def __init__(self, engine: DeltaEngine, resolver: ConceptResolver, config: ServingConfig, *, replica: str = "") -> None:
+    def __init__(
+        self, engine: DeltaEngine, resolver: ConceptResolver, config: ServingConfig, *, replica: str = ""
+    ) -> None:
         self.engine = engine
         self.resolver = resolver
         self.config = config
@@ -114,9 +116,9 @@ class ReplicaCore:
         for indices in groups.values():
             group = [pending[i] for i in indices]
             try:
-                for i, response in zip(indices, self._run_group(group)):
+                for i, response in zip(indices, self._run_group(group), strict=True):
                     outcomes[i] = response
-            except Exception as e:  # the whole engine call failed: every request of it learns why
+            except Exception as e:  # noqa: BLE001 - the whole engine call failed: every request of it learns why
                 for i in indices:
                     outcomes[i] = e
             finally:
@@ -134,9 +136,11 @@ class ReplicaCore:
                 item.on_progress(step, total, (now - item.received_s) * 1000.0)  # type: ignore[misc]
 
         results = self.engine.generate([item.request for item in group], progress=progress)
-        return [self._response(item, result, started) for item, result in zip(group, results)]
+        return [self._response(item, result, started) for item, result in zip(group, results, strict=True)]
 
-    def _response(self, item: PendingRequest, result: GenerationResult, started_s: float) -> generator_pb2.GenerateResponse:
+    def _response(
+        self, item: PendingRequest, result: GenerationResult, started_s: float
+    ) -> generator_pb2.GenerateResponse:
         height, width = result.images.shape[1:3]
         timings = generator_pb2.Timings(
             queue_ms=(started_s - item.prepared_s) * 1000.0,
@@ -200,7 +204,9 @@ def build_replica(config: ServingConfig, *, replica: str = "", observer: CacheOb
     """Load the base model once and wire engine, store, merger, resolver and the registry watch."""
     model_dir = config.base_model.path or default_model_dir()
     device, dtype = resolve_device(config)
-    base = load_base_model(model_dir, device=device, dtype=dtype, single_file_config=config.base_model.single_file_config)
+    base = load_base_model(
+        model_dir, device=device, dtype=dtype, single_file_config=config.base_model.single_file_config
+    )
     engine = create_engine(base, compile=config.base_model.compile)
     stats = CacheStats()
     observers: CacheObserver = stats if observer is None else Observers(stats, observer)
@@ -211,7 +217,9 @@ def build_replica(config: ServingConfig, *, replica: str = "", observer: CacheOb
     store = ConceptStore(base.spec, registry, budgets, disk_dir, device=device, dtype=dtype, observer=observers)
     captions_file = reg_captions_path(model_dir) if model_dir.is_dir() else None
     captions = load_captions(captions_file) if captions_file else load_captions()
-    merger = ConceptMerger(engine.prompts, engine.layers, base.spec.fingerprint, captions, RegularizationCache(cache.reg_cache_dir))
+    merger = ConceptMerger(
+        engine.prompts, engine.layers, base.spec.fingerprint, captions, RegularizationCache(cache.reg_cache_dir)
+    )
     merger.regularization()  # built (or read from reg_cache_dir) now, so that no request waits for it
     core = ReplicaCore(engine, ConceptResolver(store, merger), config, replica=replica)
     watcher = RegistryWatcher(registry, store, observers, heartbeat_s=config.registry.watch_heartbeat_s).start()

@@ -42,8 +42,11 @@ MIN_JOB_KEY_BYTES = 32
 class Owned(Protocol):
     """Anything a tenant owns that may be public."""
 
-    tenant: str
-    public: bool
+    @property
+    def tenant(self) -> str: ...
+
+    @property
+    def public(self) -> bool: ...
 
 
 @dataclass(frozen=True)

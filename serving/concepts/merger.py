@@ -19,7 +19,7 @@ from shared.merge import RegularizationCache, RegularizationStats, closed_form_m
 from shared.text import PromptEncoder
 
 
-class MultiConcept(str, Enum):
+class MultiConcept(str, Enum):  # noqa: UP042 - StrEnum would change str() of a member
     MERGE = "merge"
     NAIVE_SUM = "naive_sum"
 

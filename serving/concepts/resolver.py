@@ -69,9 +69,7 @@ class ConceptResolver:
         self.store = store
         self.merger = merger
 
-    def resolve(
-        self, refs: Sequence[str], caller: Caller, mode: MultiConcept = MultiConcept.MERGE
-    ) -> ResolvedConcepts:
+    def resolve(self, refs: Sequence[str], caller: Caller, mode: MultiConcept = MultiConcept.MERGE) -> ResolvedConcepts:
         """The delta for `refs` as `caller` may use them (see the module docstring)."""
         parsed = parse_refs(refs)
         if not parsed:

@@ -247,6 +247,7 @@ class ConceptStore:
         with self._lock:
             epoch = self._epoch
             on_host = self._host.pop(key)
+        concept: LoadedConcept | None  # None only until a tier below has it
         if on_host is not None:
             tier: Tier = "host"
             concept = self._to_device(on_host)
@@ -297,7 +298,9 @@ class ConceptStore:
 
     # -- merged sets ---------------------------------------------------------------------------
 
-    def merged(self, mode: str, keys: Sequence[ConceptKey], compute: Callable[[], ConceptDelta]) -> tuple[ConceptDelta, bool]:
+    def merged(
+        self, mode: str, keys: Sequence[ConceptKey], compute: Callable[[], ConceptDelta]
+    ) -> tuple[ConceptDelta, bool]:
         """The merged delta of `keys` under `mode`, computed once per set; (delta, was_cached)."""
         merged_key: MergedKey = (mode, tuple(sorted(keys)))
         with self._lock:

@@ -21,7 +21,9 @@ Kind = registry_pb2.ConceptEvent
 
 
 class RegistryWatcher:
-    def __init__(self, client: RegistryClient, store: ConceptStore, observer: CacheObserver, *, heartbeat_s: int = 0) -> None:
+    def __init__(
+        self, client: RegistryClient, store: ConceptStore, observer: CacheObserver, *, heartbeat_s: int = 0
+    ) -> None:
         self._client = client
         self._store = store
         self._observer = observer

@@ -24,7 +24,7 @@ class RowLayout:
         starts = [sum(self.num_images[:i]) for i in range(len(self.num_images))]
         self.slices = [
             [slice(half * self.per_half + s, half * self.per_half + s + n) for half in (0, 1)]
-            for s, n in zip(starts, self.num_images)
+            for s, n in zip(starts, self.num_images, strict=True)
         ]
         requests = len(self.num_images)
         self.feature_rows = torch.tensor(

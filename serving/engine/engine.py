@@ -40,8 +40,9 @@ class DeltaEngine:
         self.unet_runner = UNetRunner(self.unet, compile=compile)
         self.prompts = PromptEncoder(pipe.tokenizer, pipe.text_encoder)
         self.layers = cross_attention_layers(self.unet)
-        self.unet.set_attn_processor({name: DeltaAttnProcessor(name.removesuffix(".processor"))
-                                      for name in self.unet.attn_processors})
+        self.unet.set_attn_processor(
+            {name: DeltaAttnProcessor(name.removesuffix(".processor")) for name in self.unet.attn_processors}
+        )
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.size_multiple = self.vae_scale * 2 ** (len(self.unet.config.block_out_channels) - 1)
         self.default_size = int(self.unet.config.sample_size) * self.vae_scale
@@ -81,9 +82,7 @@ class DeltaEngine:
         key = next(iter(keys))
         for name, size in (("height", key.height), ("width", key.width)):
             if size <= 0 or size % self.size_multiple:
-                raise InvalidArgument(
-                    f"{name} {size} must be a positive multiple of {self.size_multiple}", field=name
-                )
+                raise InvalidArgument(f"{name} {size} must be a positive multiple of {self.size_multiple}", field=name)
 
     def _encode(self, requests: Sequence[GenerationRequest]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(2 · requests, tokens, dim) features as [uncond r1…rR, cond r1…rR] in the UNet dtype, and the
@@ -152,4 +151,3 @@ class DeltaEngine:
 
 def _ms_since(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
-

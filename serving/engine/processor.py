@@ -12,6 +12,7 @@ with one batched product per projection, whatever the mix of concepts in the bat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +39,7 @@ class RowDelta:
     def gather(rows: int, parts: list[tuple[list[int], DeltaWeight]], like: torch.Tensor) -> RowDelta:
         """`parts`: (UNet rows, delta) for the rows that have one; `like`: dtype and device."""
         out_features, in_features = parts[0][1].shape
-        options = {"dtype": like.dtype, "device": like.device}
+        options: dict[str, Any] = {"dtype": like.dtype, "device": like.device}
         if any(not delta.is_low_rank for _, delta in parts):
             weight = torch.zeros(rows, out_features, in_features, **options)
             for indices, delta in parts:

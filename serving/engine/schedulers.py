@@ -28,7 +28,5 @@ def make_scheduler(name: str, base_config: FrozenDict, base_class: type[Schedule
     if name == DEFAULT:
         return base_class.from_config(base_config)
     if name not in SCHEDULERS:
-        raise InvalidArgument(
-            f"scheduler {name!r} is not one of {sorted([DEFAULT, *SCHEDULERS])}", field="scheduler"
-        )
+        raise InvalidArgument(f"scheduler {name!r} is not one of {sorted([DEFAULT, *SCHEDULERS])}", field="scheduler")
     return SCHEDULERS[name].from_config(base_config)

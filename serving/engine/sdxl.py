@@ -8,6 +8,7 @@ the attention processor and the denoising loop are `DeltaEngine`'s.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from serving.engine.engine import DeltaEngine
 from serving.engine.request import GenerationRequest
 from shared.basemodel import BaseModel
 from shared.sdxl import DualPromptEncoder, add_time_ids
+from shared.text import PromptEncoder
 
 
 class SDXLDeltaEngine(DeltaEngine):
@@ -26,7 +28,12 @@ class SDXLDeltaEngine(DeltaEngine):
     def __init__(self, base: BaseModel, *, compile: bool = False) -> None:
         super().__init__(base, compile=compile)
         pipe = base.pipeline
-        self.prompts = DualPromptEncoder(pipe.tokenizer, pipe.text_encoder, pipe.tokenizer_2, pipe.text_encoder_2)
+        # DualPromptEncoder has PromptEncoder's interface (tokenize, encode, feature_dim): the base engine,
+        # the merge and K/V set-up use it unchanged
+        self.prompts = cast(
+            PromptEncoder,
+            DualPromptEncoder(pipe.tokenizer, pipe.text_encoder, pipe.tokenizer_2, pipe.text_encoder_2),
+        )
         self.zero_empty_negative = bool(pipe.config.force_zeros_for_empty_prompt)
         if self.vae.dtype == torch.float16 and self.vae.config.force_upcast:
             # SDXL's VAE overflows in fp16; stock diffusers upcasts it for every decode, we once.
@@ -40,7 +47,7 @@ class SDXLDeltaEngine(DeltaEngine):
         unconditional rows share the conditional rows' time ids.
         """
         tokenized, tables = self._tokenize(requests)
-        features, pooled = self.prompts.encode_with_pooled(tokenized, tables)
+        features, pooled = cast(DualPromptEncoder, self.prompts).encode_with_pooled(tokenized, tables)
         if self.zero_empty_negative:
             empty = [r for r, request in enumerate(requests) if not request.negative_prompt]
             features[empty] = 0.0

@@ -37,7 +37,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (429, "Overloaded; retry later", "CAPACITY_EXCEEDED"),
         (503, "A dependency is unreachable; retry later", "UNAVAILABLE"),
     )
-}  # fmt: skip
+}
 
 
 class Backend(Protocol):

@@ -55,10 +55,14 @@ def router(context: Context, identity: Any) -> APIRouter:
 
     @routes.post(
         "/generate/stream",
-        responses={200: {"content": {"text/event-stream": {}},
-                         "description": "`progress` events ({step, total_steps, elapsed_ms}), then one `result` "
-                                        "(as /v1/generate returns); a late failure is an `error` event"}},
-    )  # fmt: skip
+        responses={
+            200: {
+                "content": {"text/event-stream": {}},
+                "description": "`progress` events ({step, total_steps, elapsed_ms}), then one `result` "
+                "(as /v1/generate returns); a late failure is an `error` event",
+            }
+        },
+    )
     async def generate_stream(body: GenerateBody, who: Identity = identity) -> Any:
         """GenerateStream as server-sent events."""
         events = backend.generate_stream(body.to_proto(), who.caller)

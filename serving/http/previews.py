@@ -46,9 +46,13 @@ class Previews:
 
     def request(self, info: common_pb2.ConceptInfo) -> generator_pb2.GenerateRequest:
         return generator_pb2.GenerateRequest(
-            prompt=preview_prompt(info), concepts=[f"{info.concept_id}@{info.version}"], steps=self._config.steps,
-            guidance_scale=self._config.guidance_scale, seed=self._config.seed, num_images=1,
-        )  # fmt: skip
+            prompt=preview_prompt(info),
+            concepts=[f"{info.concept_id}@{info.version}"],
+            steps=self._config.steps,
+            guidance_scale=self._config.guidance_scale,
+            seed=self._config.seed,
+            num_images=1,
+        )
 
     async def png(self, info: common_pb2.ConceptInfo, caller: Caller) -> bytes:
         """The preview of a concept the caller may see (the caller's visibility was checked by

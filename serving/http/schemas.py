@@ -83,14 +83,16 @@ class GenerateResult(BaseModel):
     def of(cls, response: generator_pb2.GenerateResponse) -> GenerateResult:
         return cls(
             request_id=response.request_id,
-            images=[ImageOut(png_base64=base64.b64encode(i.png).decode(), width=i.width, height=i.height)
-                    for i in response.images],
+            images=[
+                ImageOut(png_base64=base64.b64encode(i.png).decode(), width=i.width, height=i.height)
+                for i in response.images
+            ],
             seed=response.seed,
             concepts=list(response.concepts),
             timings=TimingsOut(**_fields(response.timings)),
             batch_requests=response.batch_requests,
             replica=response.replica,
-        )  # fmt: skip
+        )
 
 
 class StepOut(BaseModel):
@@ -126,8 +128,12 @@ class ConceptOut(BaseModel):
         fields = _fields(info)
         header_json = fields.pop("header_json")
         ref = f"{info.concept_id}@{info.version}"
-        return cls(**fields, ref=ref, preview_url=f"v1/concepts/{ref}/preview",
-                   header=json.loads(header_json) if with_header and header_json else None)  # fmt: skip
+        return cls(
+            **fields,
+            ref=ref,
+            preview_url=f"v1/concepts/{ref}/preview",
+            header=json.loads(header_json) if with_header and header_json else None,
+        )
 
 
 class ConceptList(BaseModel):
@@ -170,10 +176,12 @@ class TrainingJobOut(BaseModel):
         fields["state"] = training_pb2.JobState.Name(job.state)
         fields["error"] = _fields(job.error) if job.HasField("error") else None
         fields["sample"] = (
-            TrainingSampleOut(step=job.sample.step, prompt=job.sample.prompt,
-                              png_base64=base64.b64encode(job.sample.png).decode())
-            if job.HasField("sample") else None
-        )  # fmt: skip
+            TrainingSampleOut(
+                step=job.sample.step, prompt=job.sample.prompt, png_base64=base64.b64encode(job.sample.png).decode()
+            )
+            if job.HasField("sample")
+            else None
+        )
         fields["spec"] = json_format.MessageToDict(job.spec, preserving_proto_field_name=True)
         return cls(**fields)
 

@@ -29,14 +29,17 @@ SUBMIT_FORM = {
             "required": ["spec", "images"],
             "properties": {
                 "spec": {"type": "string", "description": "a TrainingSpec in the proto's JSON form"},
-                "images": {"type": "array", "items": {"type": "string", "format": "binary"},
-                           "description": "the first concept's images, and optionally its captions.txt "
-                                          "('file<TAB>caption' per line, V* where the token goes); "
-                                          "`images.1`, `images.2`… for the further concepts of a joint job"},
+                "images": {
+                    "type": "array",
+                    "items": {"type": "string", "format": "binary"},
+                    "description": "the first concept's images, and optionally its captions.txt "
+                    "('file<TAB>caption' per line, V* where the token goes); "
+                    "`images.1`, `images.2`… for the further concepts of a joint job",
+                },
             },
         }
     }
-}  # fmt: skip
+}
 
 
 def encode_job(job: training_pb2.TrainingJob) -> tuple[str, dict[str, Any]]:
@@ -137,7 +140,8 @@ def router(context: Context, identity: Any) -> APIRouter:
         FAILED_PRECONDITION (400), cancelling a cancelled one is a no-op."""
         return await run_in_threadpool(call, who, "cancel", job_id)
 
-    routes.add_api_route("/{job_id}", cancel_training, methods=["DELETE"], response_model=TrainingJobOut,
-                         summary="Cancel Training")  # fmt: skip
+    routes.add_api_route(
+        "/{job_id}", cancel_training, methods=["DELETE"], response_model=TrainingJobOut, summary="Cancel Training"
+    )
 
     return routes

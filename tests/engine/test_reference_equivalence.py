@@ -25,8 +25,15 @@ def engine_and_pristine(tiny_base):
 def concepts(tiny_base, device):
     dense = random_concept(tiny_base.spec, "dog-a", seed=1, modifier_token="<dog-a>")[1]
     low_rank = random_concept(tiny_base.spec, "cat-b", seed=2, rank=3, modifier_token="<cat-b>", category="cat")[1]
-    crossattn = random_concept(tiny_base.spec, "fox-c", seed=3, rank=2, modifier_token="<fox-c>", category="fox",
-                               projections=("to_k", "to_v", "to_q", "to_out"))[1]
+    crossattn = random_concept(
+        tiny_base.spec,
+        "fox-c",
+        seed=3,
+        rank=2,
+        modifier_token="<fox-c>",
+        category="fox",
+        projections=("to_k", "to_v", "to_q", "to_out"),
+    )[1]
     return tuple(delta.to(device) for delta in (dense, low_rank, crossattn))
 
 
@@ -36,18 +43,31 @@ def test_mixed_batch_matches_stock_diffusers_per_request(engine_and_pristine, co
     requests = [
         GenerationRequest("a photo of a dog", negative_prompt="blurry", delta=None, seed=11),
         GenerationRequest("a photo of a <dog-a> dog on the beach", delta=dense, seed=12),
-        GenerationRequest("a painting of a <cat-b> cat", negative_prompt="<cat-b>", delta=low_rank, seed=13,
-                          num_images=2, guidance_scale=3.0),
+        GenerationRequest(
+            "a painting of a <cat-b> cat",
+            negative_prompt="<cat-b>",
+            delta=low_rank,
+            seed=13,
+            num_images=2,
+            guidance_scale=3.0,
+        ),
         GenerationRequest("a <fox-c> fox", delta=crossattn, seed=14),  # mode crossattn: per-row q/out deltas
     ]
     for r in requests:
         r.steps, r.height, r.width = STEPS, SIZE, SIZE
         r.guidance_scale = r.guidance_scale if r.guidance_scale != 7.5 else GUIDANCE
     results = engine.generate(requests)
-    for request, result in zip(requests, results):
+    for request, result in zip(requests, results, strict=True):
         expected = stock_generate(
-            pristine, request.delta, request.prompt, negative_prompt=request.negative_prompt, seed=request.seed,
-            steps=STEPS, guidance_scale=request.guidance_scale, size=SIZE, num_images=request.num_images,
+            pristine,
+            request.delta,
+            request.prompt,
+            negative_prompt=request.negative_prompt,
+            seed=request.seed,
+            steps=STEPS,
+            guidance_scale=request.guidance_scale,
+            size=SIZE,
+            num_images=request.num_images,
         )
         assert result.images.shape == expected.shape
         np.testing.assert_allclose(result.images, expected, atol=1e-4, rtol=0)
@@ -55,10 +75,14 @@ def test_mixed_batch_matches_stock_diffusers_per_request(engine_and_pristine, co
 
 def test_concept_changes_the_image(engine_and_pristine, concepts):
     engine, _ = engine_and_pristine
-    base, with_concept = engine.generate([
-        GenerationRequest("a photo of a dog", steps=STEPS, height=SIZE, width=SIZE, seed=5),
-        GenerationRequest("a photo of a <dog-a> dog", delta=concepts[0], steps=STEPS, height=SIZE, width=SIZE, seed=5),
-    ])
+    base, with_concept = engine.generate(
+        [
+            GenerationRequest("a photo of a dog", steps=STEPS, height=SIZE, width=SIZE, seed=5),
+            GenerationRequest(
+                "a photo of a <dog-a> dog", delta=concepts[0], steps=STEPS, height=SIZE, width=SIZE, seed=5
+            ),
+        ]
+    )
     assert np.abs(base.images - with_concept.images).max() > 1e-2
 
 

@@ -60,8 +60,15 @@ def test_a_mixed_batch_of_crossattn_concepts_equals_each_request_alone(tiny_base
 
     def request(i: int, delta) -> GenerationRequest:
         token = next(iter(delta.token_embeddings)) if delta else "plain"
-        return GenerationRequest(f"a {token} dog", delta=None if delta is None else delta.to(device),
-                                 steps=3, height=16, width=16, seed=20 + i, num_images=1 + i % 2)  # fmt: skip
+        return GenerationRequest(
+            f"a {token} dog",
+            delta=None if delta is None else delta.to(device),
+            steps=3,
+            height=16,
+            width=16,
+            seed=20 + i,
+            num_images=1 + i % 2,
+        )
 
     batch = engine.generate([request(i, d) for i, d in enumerate(concepts)])
     for i, delta in enumerate(concepts):

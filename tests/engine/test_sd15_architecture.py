@@ -29,7 +29,7 @@ def sd15(device):
 
 
 def test_layer_map(sd15):
-    unet, _, spec = sd15
+    _, _, spec = sd15
     assert len(spec.layers) == 16
     assert {layer.out_features for layer in spec.layers} == {320, 640, 1280}
     assert all(layer.in_features == 768 for layer in spec.layers)
@@ -41,15 +41,16 @@ def test_layer_map(sd15):
 def test_mixed_batch_equals_patched_weights(sd15):
     unet, encoder, spec = sd15
     concepts = [None] + [
-        random_concept(spec, f"c{i}", seed=i, rank=4 if i == 2 else None, modifier_token=f"<c{i}>", scale=0.05)[1]
-        .to(unet.device)
+        random_concept(spec, f"c{i}", seed=i, rank=4 if i == 2 else None, modifier_token=f"<c{i}>", scale=0.05)[1].to(
+            unet.device
+        )
         for i in (1, 2)
     ]
     prompts = ["a photo of a dog", "a photo of a <c1> dog", "a <c2> cat"]
     texts = [""] * 3 + prompts  # [uncond r1..r3, cond r1..r3], each request with its own concept
     owners = concepts * 2
     features = encoder.encode(
-        [encoder.tokenize(text, list(c.token_embeddings) if c else []) for text, c in zip(texts, owners)],
+        [encoder.tokenize(text, list(c.token_embeddings) if c else []) for text, c in zip(texts, owners, strict=True)],
         [c.token_embeddings if c else {} for c in owners],
     )
     layout = RowLayout([1, 1, 1])
@@ -59,8 +60,12 @@ def test_mixed_batch_equals_patched_weights(sd15):
     unet.set_attn_processor({n: DeltaAttnProcessor(n.removesuffix(".processor")) for n in original})
     latents = torch.randn(6, 4, 8, 8, generator=torch.Generator().manual_seed(0)).to(unet.device)
     t = torch.tensor(500, device=unet.device)
-    batched = unet(latents, t, encoder_hidden_states=features[layout.feature_rows],
-                   cross_attention_kwargs={"conditioning": conditioning}).sample
+    batched = unet(
+        latents,
+        t,
+        encoder_hidden_states=features[layout.feature_rows],
+        cross_attention_kwargs={"conditioning": conditioning},
+    ).sample
     for r, delta in enumerate(concepts):
         rows = [r, 3 + r]
         with _patched(layers, delta):
@@ -75,7 +80,7 @@ class _patched:
         self.layers, self.delta, self.saved = layers, delta, {}
 
     def __enter__(self):
-        for name, projections in (self.delta.layers.items() if self.delta else []):
+        for name, projections in self.delta.layers.items() if self.delta else []:
             for projection, weight in projections.items():
                 linear = getattr(self.layers[name], projection)
                 self.saved[(name, projection)] = linear.weight.clone()
@@ -89,8 +94,10 @@ class _patched:
 def test_closed_form_merge_at_sd15_width(sd15):
     unet, encoder, spec = sd15
     stats = regularization_stats(encoder, load_captions()[:32])
-    concepts = [random_concept(spec, n, seed=i, rank=2, modifier_token=f"<{n}>", category=n, scale=0.05)
-                for i, n in enumerate(["dog", "cat"])]
+    concepts = [
+        random_concept(spec, n, seed=i, rank=2, modifier_token=f"<{n}>", category=n, scale=0.05)
+        for i, n in enumerate(["dog", "cat"])
+    ]
     merged, report = closed_form_merge(concepts, encoder, cross_attention_layers(unet), stats)
     assert len(merged.layers) == 16
     assert report.max_constraint_residual < 1e-3

@@ -77,16 +77,24 @@ def http_stack(tmp_path_factory: pytest.TempPathFactory, tiny_base_dir: Path) ->
     tokens_file.write_text(yaml.safe_dump({"tokens": TOKENS}))
     with training_stack(root, tiny_base_dir, LIMITS, TOKENS) as stack:
         serving = ServingConfig(
-            app_name="gen", route_prefix="/gen", grpc_port=free_port(), http_port=free_port(),
-            metrics_export_port=free_port(), base_model={"path": tiny_base_dir},
+            app_name="gen",
+            route_prefix="/gen",
+            grpc_port=free_port(),
+            http_port=free_port(),
+            metrics_export_port=free_port(),
+            base_model={"path": tiny_base_dir},
             registry={"address": stack.registry_target, "token": "tok-ops", "watch_heartbeat_s": 1},
-            auth={"tokens_file": tokens_file}, cache={"reg_cache_dir": root / "creg"},
+            auth={"tokens_file": tokens_file},
+            cache={"reg_cache_dir": root / "creg"},
             ray_actor_options={"num_cpus": 0.2, "num_gpus": "auto"},
-        )  # fmt: skip
+        )
         config = HttpConfig(
-            training_address=stack.target, max_body_bytes=64_000, max_upload_bytes=MAX_UPLOAD_BYTES,
-            preview={"steps": 3, "cache_dir": root / "previews"}, training_recipe={"steps": 2, "batch_size": 2},
-        )  # fmt: skip
+            training_address=stack.target,
+            max_body_bytes=64_000,
+            max_upload_bytes=MAX_UPLOAD_BYTES,
+            preview={"steps": 3, "cache_dir": root / "previews"},
+            training_recipe={"steps": 2, "batch_size": 2},
+        )
         try:
             run_app(serving)
             url = run_http_app(serving, config)

@@ -59,9 +59,16 @@ def expect_error(response: requests.Response, status: int, reason: str, field: s
 def test_openapi_describes_every_route(http_stack: HttpStack) -> None:
     paths = http_stack.call("GET", "openapi.json").json()["paths"]
     assert set(paths) == {
-        "/v1/generate", "/v1/generate/stream", "/v1/concepts", "/v1/concepts/{ref}", "/v1/concepts/{ref}/preview",
-        "/v1/trainings", "/v1/trainings/{job_id}", "/v1/trainings/{job_id}/events", "/v1/trainings/{job_id}:cancel",
-    }  # fmt: skip
+        "/v1/generate",
+        "/v1/generate/stream",
+        "/v1/concepts",
+        "/v1/concepts/{ref}",
+        "/v1/concepts/{ref}/preview",
+        "/v1/trainings",
+        "/v1/trainings/{job_id}",
+        "/v1/trainings/{job_id}/events",
+        "/v1/trainings/{job_id}:cancel",
+    }
     assert set(paths["/v1/trainings/{job_id}"]) == set(paths["/v1/concepts/{ref}"]) == {"get", "delete"}
     assert set(paths["/v1/concepts"]) == set(paths["/v1/trainings"]) == {"get", "post"}
     assert "multipart/form-data" in paths["/v1/trainings"]["post"]["requestBody"]["content"]
@@ -276,8 +283,11 @@ def training_form(
     captions = "".join(f"{i:03d}.png\ta V* star number {i}\n" for i in range(count))
     files = [("images", (f"targets/{i:03d}.png", open(path, "rb").read(), "image/png")) for i, path in enumerate(paths)]
     files.append(("images", ("targets/captions.txt", captions.encode(), "text/plain")))
-    fields = {"concepts": [{"concept_id": concept_id, "category": "star", "regularization": "NONE"}],
-              "recipe": {"steps": steps, "batch_size": 2}, **spec}  # fmt: skip
+    fields = {
+        "concepts": [{"concept_id": concept_id, "category": "star", "regularization": "NONE"}],
+        "recipe": {"steps": steps, "batch_size": 2},
+        **spec,
+    }
     return {"data": {"spec": json.dumps(fields)}, "files": files}
 
 

@@ -103,9 +103,12 @@ def test_a_generate_body_becomes_the_same_request_as_over_grpc() -> None:
 
 def test_a_training_job_converts_with_its_state_error_and_spec() -> None:
     job = training_pb2.TrainingJob(
-        job_id="j", state=training_pb2.FAILED, published=["a@1"], error=common_pb2.ErrorDetail(reason="R", message="m"),
+        job_id="j",
+        state=training_pb2.FAILED,
+        published=["a@1"],
+        error=common_pb2.ErrorDetail(reason="R", message="m"),
         spec=training_pb2.TrainingSpec(concepts=[training_pb2.ConceptSpec(concept_id="a", category="dog")]),
-    )  # fmt: skip
+    )
     out = TrainingJobOut.of(job)
     assert (
         out.state == "FAILED" and out.published == ["a@1"] and out.error == {"reason": "R", "field": "", "message": "m"}

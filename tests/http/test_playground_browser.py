@@ -18,11 +18,20 @@ from tests.http.conftest import HttpStack
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).is_file(), reason="chromium is not installed (tools/install-test-prerequisites.sh, run by ./dev test, installs it)"
+    not Path(CHROMIUM).is_file(),
+    reason="chromium is not installed (tools/install-test-prerequisites.sh, run by ./dev test, installs it)",
 )
 
 

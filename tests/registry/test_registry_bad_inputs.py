@@ -53,11 +53,18 @@ CASES = {
     "truncated stream": lambda d, spec: [registry_pb2.PublishRequest(header=header(d), data=d[: len(d) // 2])],
     "more than declared": lambda d, spec: [registry_pb2.PublishRequest(header=header(d[:-1]), data=d)],
     "no header": lambda d, spec: [registry_pb2.PublishRequest(data=d)],
-    "second header": lambda d, spec: [registry_pb2.PublishRequest(header=header(d)), registry_pb2.PublishRequest(header=header(d), data=d)],
+    "second header": lambda d, spec: [
+        registry_pb2.PublishRequest(header=header(d)),
+        registry_pb2.PublishRequest(header=header(d), data=d),
+    ],
     "not an artifact": lambda d, spec: [registry_pb2.PublishRequest(header=header(b"x" * 100), data=b"x" * 100)],
     "NaN tensor": lambda d, spec: [registry_pb2.PublishRequest(header=header(a := nan_artifact(spec)), data=a)],
-    "wrong shapes": lambda d, spec: [registry_pb2.PublishRequest(header=header(a := wrong_shape_artifact(spec)), data=a)],
-    "malformed concept id": lambda d, spec: [registry_pb2.PublishRequest(header=header(d, concept_id="Bad Id"), data=d)],
+    "wrong shapes": lambda d, spec: [
+        registry_pb2.PublishRequest(header=header(a := wrong_shape_artifact(spec)), data=a)
+    ],
+    "malformed concept id": lambda d, spec: [
+        registry_pb2.PublishRequest(header=header(d, concept_id="Bad Id"), data=d)
+    ],
     "wrong base fingerprint": lambda d, spec: [
         registry_pb2.PublishRequest(header=header(a := to_bytes(*random_concept(other_base(spec), "alien"))), data=a)
     ],
@@ -99,7 +106,9 @@ def test_a_client_that_gives_up_mid_upload_leaves_no_trace(server, earlier, make
         stub = registry_pb2_grpc.RegistryStub(channel)
         release = threading.Event()
         messages = [registry_pb2.PublishRequest(header=header(data), data=data[:1000])]
-        future = stub.Publish.future(iter_then_block(messages, release), metadata=(("authorization", "Bearer tok-acme"),))
+        future = stub.Publish.future(
+            iter_then_block(messages, release), metadata=(("authorization", "Bearer tok-acme"),)
+        )
         wait_for_staged_upload(server)
         future.cancel()
         release.set()
@@ -125,13 +134,23 @@ def wait_for_staged_upload(server) -> None:
         (lambda stub: list(stub.Fetch(registry_pb2.FetchRequest(ref="earlier", offset=10**9))), Code.INVALID_ARGUMENT),
     ],
     ids=[
-        "Get ref 'unknown'", "Fetch ref 'unknown@1'", "Delete ref 'unknown'", "Get ref 'Bad Id'",
-        "Get ref 'earlier@0'", "Get ref 'earlier@x'", "Get ref 'earlier@1@2'", "Get empty ref",
-        "List page_token 'garbage'", "Fetch offset beyond the artifact's end",
+        "Get ref 'unknown'",
+        "Fetch ref 'unknown@1'",
+        "Delete ref 'unknown'",
+        "Get ref 'Bad Id'",
+        "Get ref 'earlier@0'",
+        "Get ref 'earlier@x'",
+        "Get ref 'earlier@1@2'",
+        "Get empty ref",
+        "List page_token 'garbage'",
+        "Fetch offset beyond the artifact's end",
     ],
 )
-@pytest.mark.bad_input(service=lambda p: "Registry/" + p["_id"].split()[0], case=lambda p: p["_id"].split(" ", 1)[1],
-                       code=lambda p: p["code"])  # fmt: skip
+@pytest.mark.bad_input(
+    service=lambda p: "Registry/" + p["_id"].split()[0],
+    case=lambda p: p["_id"].split(" ", 1)[1],
+    code=lambda p: p["code"],
+)
 def test_bad_references_get_precise_statuses(server, earlier, call, code):
     before = store_snapshot(server)
     with grpc.insecure_channel(server.target) as channel:
