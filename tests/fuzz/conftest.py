@@ -11,14 +11,14 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-Code = grpc.StatusCode
+Code: TypeAlias = grpc.StatusCode
 NEVER = (Code.INTERNAL, Code.UNKNOWN)
 """A server's own failure, whatever the input: the fuzz tests' one forbidden answer."""
 CALL_TIMEOUT_S = 30.0

@@ -10,7 +10,7 @@ examples get past the first check and reach the code behind it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -97,6 +97,11 @@ def _is_real_oneof(field: FieldDescriptor) -> bool:
     return oneof is not None and (len(oneof.fields) > 1 or oneof.name != f"_{field.name}")
 
 
+def _keyed(name: str) -> Callable[[Any], dict[str, Any]]:
+    """A value into the keyword arguments that set field `name` to it."""
+    return lambda v: {name: v}
+
+
 def message_fields(
     descriptor: Descriptor, hints: Mapping[str, st.SearchStrategy[Any]] | None = None, depth: int = 0
 ) -> st.SearchStrategy[dict[str, Any]]:
@@ -106,7 +111,7 @@ def message_fields(
         return st.just({})
     plain = {f.name: value(f, hints, depth) for f in descriptor.fields if not _is_real_oneof(f)}
     choices = [
-        st.one_of(st.just({}), *[value(f, hints, depth).map(lambda v, n=f.name: {n: v}) for f in oneof.fields])
+        st.one_of(st.just({}), *[value(f, hints, depth).map(_keyed(f.name)) for f in oneof.fields])
         for oneof in descriptor.oneofs
         if _is_real_oneof(oneof.fields[0])
     ]
