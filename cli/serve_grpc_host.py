@@ -23,8 +23,8 @@ def install() -> None:
 
     add_on_every_interface = default_impl.add_grpc_address
 
-    def add_on_host(server: Any, address: str) -> None:
-        add_on_every_interface(server, f"{host}:{address.rpartition(':')[2]}")
+    def add_on_host(grpc_server: Any, server_address: str) -> None:
+        add_on_every_interface(grpc_server, f"{host}:{server_address.rpartition(':')[2]}")
 
     default_impl.add_grpc_address = add_on_host
 

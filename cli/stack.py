@@ -305,7 +305,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _init_ray(**options: object) -> Any:
+def _init_ray(**options: Any) -> Any:
     """`ray.init`, once more if the dashboard's start loses a race with its own log file: Ray 2.60
     raised "Failed to read dashboard.err" in 1 of ~10 demo runs here, and a second start succeeds."""
     import ray

@@ -264,7 +264,8 @@ def verify_content(
         file.seek(entry.start)
         position = entry.start
         while position < entry.end:
-            read = file.readinto(memoryview(buffer)[: min(READ_CHUNK_BYTES, entry.end - position)])
+            chunk = memoryview(buffer)[: min(READ_CHUNK_BYTES, entry.end - position)]
+            read = file.readinto(chunk)  # type: ignore[attr-defined]  # typeshed's BinaryIO lacks readinto; callers pass buffered files
             if not read:
                 raise InvalidArtifact(f"{name}: tensor data is truncated at byte {position}")
             digest.update(memoryview(buffer)[:read])

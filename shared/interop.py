@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -40,7 +41,7 @@ _SUFFIX = {
 }
 
 
-def _base_linear(attn: torch.nn.Module, projection: str) -> torch.nn.Linear:
+def _base_linear(attn: Any, projection: str) -> torch.nn.Linear:
     return attn.to_out[0] if projection == "to_out" else getattr(attn, projection)
 
 
@@ -56,7 +57,7 @@ def _token_file(token: str, embedding: torch.Tensor, spec: BaseSpec) -> dict[str
     vector = embedding.float().cpu().contiguous()
     if not spec.token_dims:
         return {token: vector}
-    parts = torch.split(vector, spec.token_dims)
+    parts = torch.split(vector, list(spec.token_dims))
     return {name: part.contiguous() for name, part in zip(TEXT_ENCODER_NAMES, parts, strict=True)}
 
 

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers.models.attention_processor import Attention
@@ -82,7 +83,7 @@ def regularization_stats(
     gram = torch.zeros(dim, dim, dtype=torch.float64)
     count = 0
     for start in range(0, len(captions), batch_size):
-        tokenized = [encoder.tokenize(c) for c in captions[start : start + batch_size]]
+        tokenized: list[Any] = [encoder.tokenize(c) for c in captions[start : start + batch_size]]
         features = encoder.encode(tokenized).double().cpu().reshape(-1, dim)
         gram += features.T @ features
         count += features.shape[0]
@@ -158,7 +159,7 @@ def _target_features(
         start = sum(r.shape[0] for r in rows)
         for part in header.concepts:
             captions = sorted(set(part.captions)) or [f"photo of a {part.modifier_token} {part.category}"]
-            tokenized = [encoder.tokenize(c, list(delta.token_embeddings)) for c in captions]
+            tokenized: list[Any] = [encoder.tokenize(c, list(delta.token_embeddings)) for c in captions]
             features = encoder.encode(tokenized, delta.token_embeddings).double().cpu()
             for caption, prompt, feature in zip(captions, tokenized, features, strict=True):
                 positions = [pos for pos, token in prompt.token_positions if token == part.modifier_token]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
@@ -105,7 +106,7 @@ class DualPromptEncoder:
         return first, second
 
 
-def prompt_encoder_for(pipeline: object) -> PromptEncoder | DualPromptEncoder:
+def prompt_encoder_for(pipeline: Any) -> PromptEncoder | DualPromptEncoder:
     """The prompt encoder of a base pipeline: both text encoders when it has two (SDXL)."""
     if getattr(pipeline, "text_encoder_2", None) is not None:
         return DualPromptEncoder(

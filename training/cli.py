@@ -111,7 +111,7 @@ def _train(args: argparse.Namespace) -> int:
         concept_id=args.concept_id,
         category=args.category,
         modifier_token=args.modifier_token,
-        regularization=reg[args.reg],
+        regularization=reg[args.reg],  # type: ignore[arg-type]  # the generated stub names the enum class; protobuf takes its int
         regularization_uri=args.reg_dir,
     )
     spec = training_pb2.TrainingSpec(concepts=[concept], recipe=recipe, public=args.public)

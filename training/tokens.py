@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
@@ -66,7 +67,7 @@ def initial_embeddings(
     return [table[single_token_id(tokenizer, word)].detach().float().clone() for word in words]
 
 
-def initial_token_embeddings(pipeline: object, words: Sequence[str]) -> list[torch.Tensor]:
+def initial_token_embeddings(pipeline: Any, words: Sequence[str]) -> list[torch.Tensor]:
     """One start vector per word: its embedding row, or on SDXL the rows of both text encoders
     concatenated in encoder order (the word must be one token for both tokenizers)."""
     tables = [(pipeline.tokenizer, pipeline.text_encoder)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any, cast
 
 import torch
 from diffusers import DDPMScheduler
@@ -44,7 +45,7 @@ class Denoiser(torch.nn.Module):
 
     def __init__(
         self,
-        unet: torch.nn.Module,
+        unet: Any,
         prompts: PromptEncoder | DualPromptEncoder,
         tokens: list[str],
         embeddings: list[torch.Tensor],
@@ -70,7 +71,7 @@ class Denoiser(torch.nn.Module):
         self,
         noisy: torch.Tensor,
         timesteps: torch.Tensor,
-        prompts: tuple[TokenizedPrompt, ...],
+        prompts: tuple[Any, ...],
         stand_ins: tuple[torch.Tensor | None, ...] = (),
         time_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -80,7 +81,7 @@ class Denoiser(torch.nn.Module):
         tables = [own if v is None else {**own, STAND_IN: v} for v in stand_ins] if stand_ins else own
         if isinstance(self.prompts, DualPromptEncoder):
             features, pooled = self.prompts.encode_with_pooled(prompts, tables)
-            added = {"text_embeds": pooled, "time_ids": time_ids.to(pooled.device, pooled.dtype)}
+            added = {"text_embeds": pooled, "time_ids": cast(torch.Tensor, time_ids).to(pooled.device, pooled.dtype)}
         else:
             features, added = self.prompts.encode(prompts, tables), None
         return self.unet(noisy, timesteps, encoder_hidden_states=features, added_cond_kwargs=added).sample
@@ -129,7 +130,7 @@ class ConceptTrainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
         self.step = 0
         self.losses: list[float] = []
-        self._tokenized: dict[str, TokenizedPrompt] = {}
+        self._tokenized: dict[str, Any] = {}
 
     # -- one step -------------------------------------------------------------------------------
 
@@ -217,7 +218,7 @@ class ConceptTrainer:
 
     def trainable_tensors(self) -> dict[str, torch.Tensor]:
         """Everything that can change: 'unet.{name}' and 'token.{modifier token}'."""
-        tensors = {f"unet.{name}": p for name, p in self.trainable.items()}
+        tensors: dict[str, torch.Tensor] = {f"unet.{name}": p for name, p in self.trainable.items()}
         tensors.update({f"token.{token}": e for token, e in self.denoiser.token_embeddings().items()})
         return tensors
 

@@ -67,7 +67,7 @@ def resolve_state(recorded: str, progress_state: str | None, ray_status: str | N
     if recorded == "CANCELLED":
         return recorded
     if progress_state in TERMINAL_STATES:
-        return progress_state  # type: ignore[return-value]
+        return progress_state
     if ray_status == "STOPPED":
         return "CANCELLED"
     if ray_status in ("FAILED", "SUCCEEDED"):

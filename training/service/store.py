@@ -4,9 +4,11 @@ progress file, which the service reads."""
 
 from __future__ import annotations
 
+import builtins
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from shared.errors import NotFound
 from shared.sqlite import connect, migrate
@@ -79,7 +81,7 @@ class JobStore:
             )
         return record
 
-    def update(self, record: JobRecord, **changes: str) -> JobRecord:
+    def update(self, record: JobRecord, **changes: Any) -> JobRecord:
         updated = replace(record, **changes)
         with self._lock:
             self._db.execute(
@@ -99,7 +101,8 @@ class JobStore:
         self, *, tenant: str | None, state: str | None, after: tuple[int, str] | None, limit: int
     ) -> list[JobRecord]:
         """Oldest first, after the (created_ms, job_id) cursor; tenant None: every tenant's."""
-        clauses, values = [], []
+        clauses: builtins.list[str] = []
+        values: builtins.list[str | int] = []
         if tenant is not None:
             clauses.append("tenant = ?")
             values.append(tenant)
@@ -115,7 +118,7 @@ class JobStore:
             rows = self._db.execute(query, (*values, limit)).fetchall()
         return [JobRecord(*row) for row in rows]
 
-    def unfinished(self) -> list[JobRecord]:
+    def unfinished(self) -> builtins.list[JobRecord]:
         marks = ", ".join("?" * len(TERMINAL_STATES))
         with self._lock:
             rows = self._db.execute(

@@ -22,9 +22,11 @@ for reasons of scale (docs/quality.md has what each one buys, measured):
 The regularisation captions are filtered at the paper's similarity 0.85 with "photo of a {category}".
 """
 
+from typing import Any
+
 from training.config import Recipe
 
-WORLD_RECIPE: dict[str, float | bool] = {
+WORLD_RECIPE: dict[str, Any] = {
     "steps": 400,
     "learning_rate": 5e-5,
     "token_learning_rate": 1e-3,
