@@ -24,13 +24,9 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import tempfile
-from pathlib import Path
-
-import torch
 
 from bench.common import write_result
-from bench.quality import FIRST, SECOND, Bench, Subject, target_set_parser, token_of
+from bench.quality import FIRST, SECOND, Bench, Subject, target_set_bench, target_set_parser, token_of
 from shared.merge import MergeInput, naive_sum
 from training.world.concepts import CONCEPTS, TARGET_COMPANIONS, Concept
 
@@ -165,19 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
         concepts = catalogue_concepts(args.concepts)
     except ValueError as e:
         parser.error(f"--concepts: {e}")
-    torch.set_num_threads(2)
-    work = Path(tempfile.mkdtemp(prefix="cdserve-pairs-"))
-    shared = Bench(
-        Path(args.model),
-        work,
-        args.samples,
-        args.steps,
-        False,
-        target_images=args.images,
-        target_companions=args.companions,
-        target_wordings=args.wordings,
-        stand_in=args.stand_in,
-        target_concept_second=args.concept_second,
+    shared, work = target_set_bench(
+        args, "cdserve-pairs-", target_images=args.images, target_companions=args.companions
     )
     per_seed = {}
     seeds, run_seeds = ([int(s) for s in listing.split(",")] for listing in (args.seeds, args.run_seeds))

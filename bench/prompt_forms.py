@@ -19,15 +19,12 @@ bench/results/prompt_forms[-TAG].json and .md.
 from __future__ import annotations
 
 import statistics
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import torch
 
 from bench.common import write_result
-from bench.quality import FIRST, Bench, Subject, in_words, target_set_parser, token_of
+from bench.quality import FIRST, Bench, Subject, in_words, target_set_bench, target_set_parser, token_of
 from training.world.captions import describe
 from training.world.concepts import Concept
 from training.world.metrics import concept_fidelity
@@ -137,18 +134,7 @@ def markdown(per_seed: dict[int, dict[str, dict[str, float]]]) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     args = target_set_parser(__doc__, samples=32).parse_args(argv)
-    torch.set_num_threads(2)
-    work = Path(tempfile.mkdtemp(prefix="cdserve-forms-"))
-    shared = Bench(
-        Path(args.model),
-        work,
-        args.samples,
-        args.steps,
-        False,
-        target_wordings=args.wordings,
-        stand_in=args.stand_in,
-        target_concept_second=args.concept_second,
-    )
+    shared, work = target_set_bench(args, "cdserve-forms-")
     per_seed = {}
     for seed in (int(s) for s in args.seeds.split(",")):
         per_seed[seed] = measure_seed(shared.for_targets(seed, work / str(seed)), FIRST, args.samples)

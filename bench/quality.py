@@ -297,6 +297,25 @@ def target_set_parser(doc: str | None, *, samples: int) -> argparse.ArgumentPars
     return parser
 
 
+def target_set_bench(args: argparse.Namespace, prefix: str, **targets: int) -> tuple[Bench, Path]:
+    """Two torch threads, a fresh work folder named `prefix`… and the `Bench` of a target-set bench,
+    set from `target_set_parser`'s options (`targets`: the target-set options a bench adds)."""
+    torch.set_num_threads(2)
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    bench = Bench(
+        Path(args.model),
+        work,
+        args.samples,
+        args.steps,
+        False,
+        **targets,
+        target_wordings=args.wordings,
+        stand_in=args.stand_in,
+        target_concept_second=args.concept_second,
+    )
+    return bench, work
+
+
 def run(args: argparse.Namespace) -> dict:
     work = Path(args.work or tempfile.mkdtemp(prefix="cdserve-quality-"))
     bench = Bench(
