@@ -3,8 +3,8 @@
 Shared by every cdserve gRPC service (registry, training) so tokens mean the same everywhere.
 
 Tokens come from a YAML/JSON file (`tokens: {<token>: <tenant>}`) or the same text in an
-environment variable (read by the CLI, `CDSERVE_REGISTRY_TOKENS`). Only their sha256 is kept in memory and no token is ever
-logged; a lookup by digest also avoids comparing secrets byte by byte.
+environment variable (read by the CLI, `CDSERVE_REGISTRY_TOKENS`). Only their sha256 is kept in
+memory and no token is ever logged; a lookup by digest also avoids comparing secrets byte by byte.
 
 A training job publishes with a *job token* instead of its submitter's token: minted by the
 training service for one job (`mint_job_token`), signed with a key the registry shares, it names the
@@ -90,7 +90,7 @@ class Caller:
         return self.tenant
 
 
-_caller: ContextVar[Caller] = ContextVar("cdserve_caller", default=Caller())
+_caller: ContextVar[Caller] = ContextVar("cdserve_caller", default=Caller())  # noqa: B039 (Caller is frozen)
 
 
 class TokensFile(StrictModel):

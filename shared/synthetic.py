@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from shared.artifact import ArtifactHeader, ConceptPart
-from shared.spec import BaseSpec
 from shared.delta import KV_PROJECTIONS, ConceptDelta, DeltaWeight
+from shared.spec import BaseSpec
 
 
 def random_concept(
