@@ -546,16 +546,10 @@ def test_cluster_launcher_config_passes_rays_own_validation() -> None:
 
 
 # -- TLS front of the Generator ------------------------------------------------------------------------
-# Envoy cannot be installed here, so its config is not run: it is parsed with Envoy's own API
-# protos (xds-protos: field names, types, enums, every typed config) and its cross-references are
-# checked (mounted certificate files, ports, the upstream Service).
-
-ENVOY_TYPED_CONFIGS = (
-    "envoy.extensions.transport_sockets.tls.v3.tls_pb2",
-    "envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2",
-    "envoy.extensions.filters.http.router.v3.router_pb2",
-    "envoy.extensions.upstreams.http.v3.http_protocol_options_pb2",
-)
+# Envoy cannot be installed here, so its config is not run; its structure and its cross-references
+# are checked (mounted certificate files, ports, the upstream Service). Envoy's API protos
+# (xds-protos) are not used: that package overwrites modules of opentelemetry-proto and
+# googleapis-common-protos, which silences every Ray actor's metrics.
 
 
 def generator_tls_front() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -564,23 +558,6 @@ def generator_tls_front() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any
     c = container(template)
     config_path = c["args"][c["args"].index("--config-path") + 1]
     return template, c, yaml.safe_load(file_behind(template, c, config_path))
-
-
-def test_the_envoy_config_is_a_valid_envoy_bootstrap() -> None:
-    import importlib
-
-    bootstrap_pb2 = pytest.importorskip("envoy.config.bootstrap.v3.bootstrap_pb2")
-    from google.protobuf.json_format import ParseDict, ParseError
-
-    for module in ENVOY_TYPED_CONFIGS:  # registers the "@type"s the config may name
-        importlib.import_module(module)
-    _, _, envoy = generator_tls_front()
-    ParseDict(envoy, bootstrap_pb2.Bootstrap())
-    typo = yaml.safe_load(yaml.safe_dump(envoy))
-    (cluster,) = typo["static_resources"]["clusters"]
-    cluster["conect_timeout"] = cluster.pop("connect_timeout")
-    with pytest.raises(ParseError, match="conect_timeout"):  # the parser is strict
-        ParseDict(typo, bootstrap_pb2.Bootstrap())
 
 
 def test_the_generator_tls_front_terminates_tls_and_forwards_http2_to_the_serve_grpc_proxy() -> None:
