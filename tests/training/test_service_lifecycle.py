@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import signal
 import threading
@@ -147,6 +148,7 @@ def cancelled_while_training(stack):
             lambda: (j := acme.get(job.job_id)).state == training_pb2.RUNNING and j.step > CHECKPOINT_EVERY and j,
             what="the job to train past its first checkpoint",
         )
+        wait_for(lambda: checkpoint_registered(stack, job.job_id), what="Ray Train to register that checkpoint")
         ray_job_hex = stack.jobs.get_job_info(job.ray_job_id).job_id
         kill_worker(stack, ray_job_hex)
         running = seen["resumed"] = wait_for(
@@ -170,6 +172,15 @@ def cancelled_while_training(stack):
     seen["watch_throughout"] = watch.join()
     seen["job"], seen["running"] = job, running
     return seen
+
+
+def checkpoint_registered(stack, job_id: str) -> bool:
+    """Whether Ray Train's controller has recorded a checkpoint of the job: a worker that dies
+    before that restarts from step 0, however far its progress file had got."""
+    snapshots = (Path(stack.root) / "training" / "jobs" / job_id / "output" / "ray").glob(
+        "*/checkpoint_manager_snapshot.json"
+    )
+    return any(json.loads(path.read_text()).get("latest_checkpoint_result") for path in snapshots)
 
 
 @pytest.fixture(scope="module")
