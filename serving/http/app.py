@@ -18,7 +18,9 @@ from serving.http.deployment import HttpIngress
 
 
 def build_http_app(serving: ServingConfig, config: HttpConfig) -> Application:
-    options = {"num_replicas": config.num_replicas, "ray_actor_options": {"num_cpus": 0.1, "num_gpus": 0}}
+    # No CPU reserved, like Serve's own proxies: the ingress waits on I/O, and a share of a CPU here
+    # would leave a two-core node without the whole CPU a training worker asks for.
+    options = {"num_replicas": config.num_replicas, "ray_actor_options": {"num_cpus": 0, "num_gpus": 0}}
     return HttpIngress.options(**options).bind(  # type: ignore[attr-defined]
         serving.model_dump_json(), config.model_dump_json()
     )
