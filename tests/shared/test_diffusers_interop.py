@@ -62,35 +62,34 @@ def _stock_with_exported(tiny_base, folder):
     return pipe
 
 
-def test_exported_concept_runs_in_stock_diffusers_and_matches_the_engine(tiny_base, concept, engine, tmp_path):
-    export_diffusers(concept, tiny_base, tmp_path)
-    pipe = _stock_with_exported(tiny_base, tmp_path)
-    prompt = "a photo of a <dog-x> dog"
-    stock = pipe(
+def stock_images(pipe, prompt: str, *, seed: int) -> np.ndarray:
+    """Stock diffusers' images for `prompt` with the settings every comparison here uses."""
+    return pipe(
         prompt,
         num_inference_steps=STEPS,
         guidance_scale=5.0,
         height=SIZE,
         width=SIZE,
         output_type="np",
-        generator=torch.Generator().manual_seed(1),
+        generator=torch.Generator().manual_seed(seed),
     ).images
-    plain = copy.deepcopy(tiny_base.pipeline)(
-        "a photo of a dog",
-        num_inference_steps=STEPS,
-        guidance_scale=5.0,
-        height=SIZE,
-        width=SIZE,
-        output_type="np",
-        generator=torch.Generator().manual_seed(1),
-    ).images
-    ours = engine.generate(
-        [
-            GenerationRequest(
-                prompt, delta=concept.delta, steps=STEPS, guidance_scale=5.0, height=SIZE, width=SIZE, seed=1
-            )
-        ]
-    )[0].images
+
+
+def engine_images(engine, prompt: str, delta, *, seed: int) -> np.ndarray:
+    """The engine's images for the same settings, with `delta` applied per request."""
+    request = GenerationRequest(
+        prompt, delta=delta, steps=STEPS, guidance_scale=5.0, height=SIZE, width=SIZE, seed=seed
+    )
+    return engine.generate([request])[0].images
+
+
+def test_exported_concept_runs_in_stock_diffusers_and_matches_the_engine(tiny_base, concept, engine, tmp_path):
+    export_diffusers(concept, tiny_base, tmp_path)
+    pipe = _stock_with_exported(tiny_base, tmp_path)
+    prompt = "a photo of a <dog-x> dog"
+    stock = stock_images(pipe, prompt, seed=1)
+    plain = stock_images(copy.deepcopy(tiny_base.pipeline), "a photo of a dog", seed=1)
+    ours = engine_images(engine, prompt, concept.delta, seed=1)
     assert np.abs(stock - plain).max() > 1e-2
     assert sum(isinstance(p, CustomDiffusionAttnProcessor) for p in pipe.unet.attn_processors.values()) == 7
     np.testing.assert_allclose(ours, stock, atol=1e-4, rtol=0)
@@ -158,20 +157,6 @@ def test_folder_saved_by_stock_diffusers_imports_and_matches(tiny_base, engine, 
     header, delta = import_diffusers(tmp_path, tiny_base, concept_id="from-diffusers", categories=["dog"])
     concept = artifact.from_bytes(artifact.to_bytes(header, delta), base=tiny_base.spec)
     prompt = "a photo of a <new1> dog"
-    stock = pipe(
-        prompt,
-        num_inference_steps=STEPS,
-        guidance_scale=5.0,
-        height=SIZE,
-        width=SIZE,
-        output_type="np",
-        generator=torch.Generator().manual_seed(2),
-    ).images
-    ours = engine.generate(
-        [
-            GenerationRequest(
-                prompt, delta=concept.delta, steps=STEPS, guidance_scale=5.0, height=SIZE, width=SIZE, seed=2
-            )
-        ]
-    )[0].images
+    stock = stock_images(pipe, prompt, seed=2)
+    ours = engine_images(engine, prompt, concept.delta, seed=2)
     np.testing.assert_allclose(ours, stock, atol=1e-4, rtol=0)
