@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -80,26 +80,12 @@ class ReplicaCore:
         )
         resolved = self.resolver.resolve(params.concepts, caller, params.mode)
         try:
-            for text in (params.prompt, params.negative_prompt):
+            for text in (params.generation.prompt, params.generation.negative_prompt):
                 self.engine.prompts.tokenize(text, resolved.modifier_tokens)
         except BaseException:
             resolved.release()
             raise
-        request = GenerationRequest(
-            prompt=params.prompt,
-            negative_prompt=params.negative_prompt,
-            delta=resolved.delta,
-            steps=params.steps,
-            guidance_scale=params.guidance_scale,
-            seed=params.seed,
-            height=params.height,
-            width=params.width,
-            num_images=params.num_images,
-            scheduler=params.scheduler,
-            original_size=params.original_size,
-            crop_top_left=params.crop_top_left,
-            target_size=params.target_size,
-        )
+        request = replace(params.generation, delta=resolved.delta)
         return PendingRequest(params, resolved, request, received, time.perf_counter(), on_progress)
 
     def run_batch(self, pending: Sequence[PendingRequest]) -> list[Outcome]:
@@ -154,7 +140,7 @@ class ReplicaCore:
         return generator_pb2.GenerateResponse(
             request_id=item.params.request_id,
             images=[generator_pb2.Image(png=to_png(image), width=width, height=height) for image in result.images],
-            seed=item.params.seed,
+            seed=item.request.seed,
             concepts=item.resolved.refs,
             timings=timings,
             batch_requests=result.batch_requests,

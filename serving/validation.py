@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from proto import generator_pb2
 from serving.concepts.merger import MultiConcept
 from serving.config import RequestLimits
+from serving.engine.request import GenerationRequest
 from serving.engine.schedulers import DEFAULT, SCHEDULERS
 from shared.errors import InvalidArgument
 
@@ -45,25 +46,14 @@ numbers that are no size at all."""
 
 @dataclass(frozen=True)
 class GenerateParams:
-    """A validated request with every default filled in."""
+    """A validated request with every default filled in: the engine's request (its `delta` is
+    concept resolution's to fill in) and what only serving uses, the concepts to resolve and the id
+    to answer with."""
 
-    prompt: str
-    negative_prompt: str
+    generation: GenerationRequest
     concepts: tuple[str, ...]
     mode: MultiConcept
-    steps: int
-    guidance_scale: float
-    seed: int
-    width: int
-    height: int
-    num_images: int
-    scheduler: str
     request_id: str
-    original_size: tuple[int, int]
-    """SDXL size conditioning as the engine takes it, (height, width) pairs and (top, left); stock
-    diffusers' defaults where the request left the fields 0 (always, on other families)."""
-    crop_top_left: tuple[int, int]
-    target_size: tuple[int, int]
 
 
 def _within(field: str, value: float, low: float, high: float) -> None:
@@ -159,20 +149,24 @@ def validate_request(
     if request.HasField("seed") and request.seed > MAX_SEED:
         raise InvalidArgument(f"seed {request.seed} exceeds {MAX_SEED}", field="seed")
     _check_size_conditioning(request, accepted=size_conditioning)
-    return GenerateParams(
+    generation = GenerationRequest(
         prompt=request.prompt,
         negative_prompt=request.negative_prompt,
-        concepts=tuple(request.concepts),
-        mode=MODES[request.multi_concept],
         steps=steps,
         guidance_scale=guidance,
         seed=request.seed if request.HasField("seed") else secrets.randbelow(MAX_SEED),
-        width=width,
         height=height,
+        width=width,
         num_images=num_images,
         scheduler=scheduler,
-        request_id=request.request_id or secrets.token_hex(8),
+        # stock diffusers' defaults where the request left the fields 0 (always, on other families)
         original_size=(request.original_height or height, request.original_width or width),
         crop_top_left=(request.crop_top, request.crop_left),
         target_size=(request.target_height or height, request.target_width or width),
+    )
+    return GenerateParams(
+        generation,
+        concepts=tuple(request.concepts),
+        mode=MODES[request.multi_concept],
+        request_id=request.request_id or secrets.token_hex(8),
     )

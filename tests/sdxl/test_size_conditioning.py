@@ -16,6 +16,7 @@ from PIL import Image
 from proto import generator_pb2
 from serving.basemodels import materialize_tiny
 from serving.config import RequestLimits, ServingConfig
+from serving.engine import GenerationRequest
 from serving.replica import Replica, build_replica
 from serving.validation import MAX_SIZE_CONDITIONING_PX, SIZE_CONDITIONING, validate_request
 from shared.artifact import ArtifactHeader, to_bytes
@@ -40,11 +41,11 @@ CONDITIONED = {
 }
 
 
-def validate(size_conditioning: bool = True, **fields: int) -> object:
+def validate(size_conditioning: bool = True, **fields: int) -> GenerationRequest:
     message = generator_pb2.GenerateRequest(prompt="a dog", width=32, height=16, **fields)
     return validate_request(
         message, RequestLimits(), default_size=16, size_multiple=8, size_conditioning=size_conditioning
-    )
+    ).generation
 
 
 def test_zero_size_conditioning_is_stock_diffusers_default() -> None:
