@@ -12,6 +12,10 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+"""The kept results: the latest output of each bench and device (bench/README.md lists which)."""
+SCRATCH = Path(__file__).resolve().parents[1] / "out" / "bench"
+"""Where the GPU benches write when run on a CPU (ignored by git): their tiny-model figures only
+show that the bench runs, not how a GPU does."""
 
 
 def device_name(device: str) -> str:

@@ -4,17 +4,20 @@ naive way (patch each request's weights into the UNet, run requests one by one).
     python -m bench.engine [--model tiny|mid|sd15] [--device cuda] [--dtype fp16]
 
 Prints images/s and the ratios b/a and c/a measured side by side in one run; writes
-bench/results/engine-{model}-{cpu|gpu}-{dtype}[-rank{r}].json.
+engine-{model}-{cpu|gpu}-{dtype}[-rank{r}].json to `--out` (default out/bench/, ignored by git):
+bench/results keeps none of its output, since its ratios only speak for a GPU, where the GPU check's
+serving part measures the same comparison through Ray Serve (bench/README.md).
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline
 
-from bench.common import device_name, interleaved_medians, write_result
+from bench.common import SCRATCH, device_name, interleaved_medians, write_result
 from serving.engine import DeltaEngine, GenerationRequest
 from shared.basemodel import BaseModel, cross_attention_layers, prepare_base_model
 from shared.delta import ConceptDelta
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rank", type=int, default=0, help="low-rank concepts of this rank (0: dense)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds; a, b and c take turns in each")
+    parser.add_argument("--out", type=Path, default=SCRATCH, help="results folder (default out/bench)")
     args = parser.parse_args(argv)
 
     base, size = build_model(args.model, args.device, DTYPES[args.dtype])
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"b/a = {result['ratio_b_over_a']:.3f}   c/a = {result['ratio_c_over_a']:.3f}")
     device = "gpu" if args.device.startswith("cuda") else "cpu"
     rank = f"-rank{args.rank}" if args.rank else ""
-    print(f"wrote {write_result(f'engine-{args.model}-{device}-{args.dtype}{rank}', result)}")
+    print(f"wrote {write_result(f'engine-{args.model}-{device}-{args.dtype}{rank}', result, folder=args.out)}")
     return result
 
 

@@ -7,18 +7,20 @@ deleting concepts, over more concepts than the caches hold. It counts every outc
 was expected: a concept deleted before the request is NOT_FOUND, anything else must succeed. Every
 `--sample-s` it reads the resident memory of the Serve replica(s) and of the registry from /proc.
 At the end it compares the cache folder with the disk budget and looks for staged uploads left
-behind, then writes `bench/results/soak-{device}.json`, `.md` and a memory plot `.png`.
+behind, then writes `bench/results/soak-{device}.json` (every sample) and `.md` (the outcomes and
+the memory of each process minute by minute); `--render-only` writes the `.md` again from the JSON.
 
 Growth is judged after a warm-up (the first `--warmup-fraction` of the run): the first caches fill,
 the merge's regularisation matrix and the schedulers' graphs are built once, the allocator reaches
 its working set. A leak keeps growing after that; warm-up flattens.
 
-    python -m bench.soak [--minutes 10] [--concepts 24]
+    python -m bench.soak [--minutes 10] [--concepts 24] [--render-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import re
 import statistics
@@ -33,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from PIL import Image, ImageDraw
 
 from bench.common import RESULTS, write_result
 from bench.serving import free_port
@@ -305,41 +306,18 @@ def files_report(data: Path, disk_max_bytes: int) -> dict[str, Any]:
     }
 
 
-def plot(samples: list[dict[str, Any]], warmup_s: float, path: Path, title: str) -> None:
-    """RSS (MiB) of every watched process over time, with the end of warm-up marked."""
-    width, height, margin = 760, 360, 60
+def per_minute(samples: list[dict[str, Any]]) -> list[str]:
+    """The median RSS (MiB) of every watched process in each minute of the run, as table rows."""
     names = sorted({k for row in samples for k in row if k != "t_s"})
-    values = [row[n] for row in samples for n in names if n in row]
-    t_end = max(row["t_s"] for row in samples) or 1
-    low, high = 0.0, max(values) * 1.1
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    left, top, right, bottom = margin, 30, width - 160, height - margin
-
-    def xy(t: float, v: float) -> tuple[float, float]:
-        return left + (right - left) * t / t_end, bottom - (bottom - top) * (v - low) / (high - low)
-
-    draw.rectangle([left, top, right, bottom], outline="black")
-    draw.text((left, 8), title, fill="black")
-    for level in range(0, int(high) + 1, max(100, int(high / 6) // 100 * 100)):
-        y = xy(0, level)[1]
-        draw.line([left, y, right, y], fill=(220, 220, 220))
-        draw.text((8, y - 6), f"{level} MiB", fill="black")
-    for minute in range(0, int(t_end // 60) + 1):
-        x = xy(minute * 60, 0)[0]
-        draw.text((x - 4, bottom + 6), f"{minute}", fill="black")
-    draw.text(((left + right) / 2 - 30, bottom + 24), "minutes", fill="black")
-    x = xy(warmup_s, 0)[0]
-    draw.line([x, top, x, bottom], fill=(120, 200, 120))
-    draw.text((x + 3, top + 3), "warm-up ends", fill=(60, 140, 60))
-    colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
-    for i, name in enumerate(names):
-        line = [xy(row["t_s"], row[name]) for row in samples if name in row]
-        colour = colours[i % len(colours)]
-        if len(line) > 1:
-            draw.line(line, fill=colour, width=2)
-        draw.text((right + 10, top + 16 * i), name, fill=colour)
-    image.save(path)
+    rows = [f"| minute | {' | '.join(f'{name} MiB' for name in names)} |", "|---" * (len(names) + 1) + "|"]
+    for minute in range(int(max(row["t_s"] for row in samples) // 60) + 1):
+        window = [row for row in samples if minute * 60 <= row["t_s"] < (minute + 1) * 60]
+        cells = [
+            f"{statistics.median(values):.1f}" if (values := [row[n] for row in window if n in row]) else ""
+            for n in names
+        ]
+        rows.append(f"| {minute} | {' | '.join(cells)} |")
+    return rows
 
 
 def table(payload: dict[str, Any]) -> str:
@@ -358,15 +336,14 @@ def table(payload: dict[str, Any]) -> str:
         "",
         f"Unexpected errors: **{len(payload['errors'])}**.",
         "",
-        "| process | start MiB | after warm-up | end | peak | growth after warm-up | MiB/min | median per 2 min |",
-        "|---|---|---|---|---|---|---|---|",
+        "| process | start MiB | after warm-up | end | peak | growth after warm-up | MiB/min |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, g in sorted(payload["memory"].items()):
         if g:
             lines.append(
                 f"| {name} | {g['start_mib']} | {g['after_warmup_mib']} | {g['end_mib']} | {g['peak_mib']} | "
-                f"{g['growth_after_warmup_pct']} % | {g['slope_mib_per_min']} | "
-                f"{' → '.join(map(str, g['median_per_2_min_mib']))} |"
+                f"{g['growth_after_warmup_pct']} % | {g['slope_mib_per_min']} |"
             )
     files = payload["files"]
     lines += [
@@ -375,7 +352,9 @@ def table(payload: dict[str, Any]) -> str:
         f"(budget {files['cache_budget_bytes']}); partial cache files {files['cache_partial_files'] or 'none'}; "
         f"registry staging {files['registry_staged_files'] or 'empty'}.",
         "",
-        f"![memory](soak-{payload['device']}.png)",
+        f"Resident memory minute by minute (median of the samples; warm-up ends at {payload['warmup_s'] / 60:g} min):",
+        "",
+        *per_minute(payload["samples"]),
         "",
     ]
     return "\n".join(lines)
@@ -391,11 +370,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup-fraction", type=float, default=0.2)
     parser.add_argument("--machine", default="shared 2-core CPU machine, loaded by other work")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--render-only", action="store_true", help="write soak-cpu.md again from soak-cpu.json, without a run"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.render_only:
+        payload = json.loads((RESULTS / "soak-cpu.json").read_text())
+        (RESULTS / "soak-cpu.md").write_text(table(payload))
+        print(table(payload))
+        return payload
     work = Path(tempfile.mkdtemp(prefix="cdserve-soak-"))
     probe_spec = None
     stack = None
@@ -468,7 +455,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "files": files_report(stack.data, cache["disk_max_bytes"]),
             "samples": samples,
         }
-        plot(samples, warmup_s, RESULTS / "soak-cpu.png", f"RSS during {args.minutes:g} minutes of concept churn")
         write_result("soak-cpu", payload, table=table(payload))
         print(table(payload))
         return payload

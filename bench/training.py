@@ -4,6 +4,9 @@ images per step, mode kv), extrapolated to the paper's 250 steps.
     python -m bench.training                                    # tiny model, CPU → training-cpu.json
     python -m bench.training --model sd15 --device cuda --precision bf16   # SD 1.5 architecture @512
 
+Writes to `--out` (default out/bench/, ignored by git): bench/results keeps none of its output, since
+the tiny CPU run only shows that the bench runs (bench/README.md).
+
 The SD 1.5 run uses random weights (nothing can be downloaded): speed and memory do not depend on
 the values. Target on one H100: ≤ 3 min for 250 steps (the paper: ~6 min on 2×A100).
 """
@@ -19,7 +22,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from bench.common import device_name, write_result
+from bench.common import SCRATCH, device_name, write_result
 from bench.engine import build_model
 from training.config import ConceptConfig, Recipe, TrainConfig
 from training.loop import build_trainer
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=20, help="timed steps (after 2 warm-up steps)")
     parser.add_argument("--no-reg", action="store_true", help="targets only (half the images per step)")
+    parser.add_argument("--out", type=Path, default=SCRATCH, help="results folder (default out/bench)")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -113,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
         if (args.model, device.type) == ("tiny", "cpu")
         else f"training-{args.model}-{device.type}-{result['precision']}"
     )
-    path = write_result(name, result)
+    path = write_result(name, result, folder=args.out)
     print(result)
     print(f"wrote {path}")
     return result
