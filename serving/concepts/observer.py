@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import Literal, Protocol
 
 Tier = Literal["device", "host", "disk", "registry", "merged"]
@@ -104,30 +105,27 @@ class Observers:
     def __init__(self, *observers: CacheObserver) -> None:
         self._observers = observers
 
+    def _tell_each(self, event: Callable[[CacheObserver], None]) -> None:
+        for observer in self._observers:
+            event(observer)
+
     def hit(self, tier: Tier) -> None:
-        for o in self._observers:
-            o.hit(tier)
+        self._tell_each(lambda o: o.hit(tier))
 
     def miss(self, tier: Tier) -> None:
-        for o in self._observers:
-            o.miss(tier)
+        self._tell_each(lambda o: o.miss(tier))
 
     def evicted(self, tier: Tier, count: int = 1) -> None:
-        for o in self._observers:
-            o.evicted(tier, count)
+        self._tell_each(lambda o: o.evicted(tier, count))
 
     def resident(self, tier: Tier, nbytes: int) -> None:
-        for o in self._observers:
-            o.resident(tier, nbytes)
+        self._tell_each(lambda o: o.resident(tier, nbytes))
 
     def loaded(self, tier: Tier, seconds: float) -> None:
-        for o in self._observers:
-            o.loaded(tier, seconds)
+        self._tell_each(lambda o: o.loaded(tier, seconds))
 
     def merged(self, seconds: float) -> None:
-        for o in self._observers:
-            o.merged(seconds)
+        self._tell_each(lambda o: o.merged(seconds))
 
     def watch_lag(self, seconds: float) -> None:
-        for o in self._observers:
-            o.watch_lag(seconds)
+        self._tell_each(lambda o: o.watch_lag(seconds))
