@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from wsgiref.simple_server import WSGIServer
-
-import grpc
-from grpc_health.v1 import health
 
 from proto import registry_pb2, registry_pb2_grpc
 from serving.registry.blob_files import FileBlobStore
@@ -21,7 +16,7 @@ from serving.registry.servicer import RegistryServicer
 from serving.registry.sqlite_store import SqliteMetadataStore
 from shared.auth import load_job_token_key, load_tokens
 from shared.errors import InvalidArgument
-from shared.rpc_server import new_server, start_metrics_http, start_serving
+from shared.rpc_server import RunningServer, ServiceHandle, new_server, start_serving
 from shared.spec import BaseSpec
 
 log = logging.getLogger("cdserve.registry")
@@ -39,32 +34,23 @@ def load_base_spec(path: str | Path) -> BaseSpec:
         ) from e
 
 
-@dataclass
-class RegistryHandle:
+class RegistryHandle(ServiceHandle):
     """A running registry. `stop()` ends watches, lets calls finish within the grace, then closes."""
 
-    port: int
-    metrics_port: int | None
-    registry: Registry
-    metrics: RegistryMetrics
-    _server: grpc.aio.Server
-    _health: health.aio.HealthServicer
-    _metadata: SqliteMetadataStore
-    _metrics_http: WSGIServer | None
-    _grace_s: float
+    def __init__(
+        self, running: RunningServer, registry: Registry, metrics: RegistryMetrics, metadata: SqliteMetadataStore
+    ) -> None:
+        super().__init__(running)
+        self.registry = registry
+        self.metrics = metrics
+        self._metadata = metadata
 
-    async def stop(self, grace_s: float | None = None) -> None:
-        await self._health.enter_graceful_shutdown()
+    async def _end_streams(self) -> None:
         await self.registry.close()
-        await self._server.stop(self._grace_s if grace_s is None else grace_s)
-        if self._metrics_http is not None:
-            self._metrics_http.shutdown()
-            self._metrics_http.server_close()
+
+    def _close(self) -> None:
         self._metadata.close()
         log.info("registry.stopped", extra={"fields": {"port": self.port}})
-
-    async def wait_for_termination(self) -> None:
-        await self._server.wait_for_termination()
 
 
 async def start_registry(
@@ -87,24 +73,13 @@ async def start_registry(
     job_key = load_job_token_key(config.job_token_key_file) if config.job_token_key_file else None
     server = new_server(metrics, all_tokens, max_message_bytes=config.max_message_bytes, job_token_key=job_key)
     registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(registry), server)
-    port, health_servicer = await start_serving(server, SERVICE_NAME, config)
-    metrics_http = start_metrics_http(config.metrics_port, config.host, metrics.registry)
-    handle = RegistryHandle(
-        port=port,
-        metrics_port=metrics_http.server_port if metrics_http else None,
-        registry=registry,
-        metrics=metrics,
-        _server=server,
-        _health=health_servicer,
-        _metadata=metadata,
-        _metrics_http=metrics_http,
-        _grace_s=config.shutdown_grace_s,
-    )
+    running = await start_serving(server, SERVICE_NAME, config, metrics.registry)
+    handle = RegistryHandle(running, registry, metrics, metadata)
     log.info(
         "registry.started",
         extra={
             "fields": {
-                "port": port,
+                "port": handle.port,
                 "metrics_port": handle.metrics_port,
                 "data_dir": str(config.data_dir),
                 "tls": config.tls_cert_file is not None,

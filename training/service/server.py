@@ -7,15 +7,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
-
-import grpc
-from grpc_health.v1 import health
 
 from proto import training_pb2, training_pb2_grpc
 from shared.auth import load_tokens
-from shared.rpc_server import new_server, start_metrics_http, start_serving
+from shared.rpc_server import RunningServer, ServiceHandle, new_server, start_serving
 from training.service.config import TrainingServiceConfig
 from training.service.launcher import RayJobLauncher
 from training.service.metrics import TrainingMetrics
@@ -28,30 +23,29 @@ SERVICE_NAME = training_pb2.DESCRIPTOR.services_by_name["Training"].full_name
 DB_FILE = "jobs.sqlite3"
 
 
-@dataclass
-class TrainingServiceHandle:
-    port: int
-    metrics_port: int | None
-    service: TrainingService
-    metrics: TrainingMetrics
-    _server: grpc.aio.Server
-    _health: health.aio.HealthServicer
-    _store: JobStore
-    _refresher: asyncio.Task
-    _metrics_http: WSGIServer | None
-    _grace_s: float
+class TrainingServiceHandle(ServiceHandle):
+    """A running training service. `stop()` ends the job-state refresher, lets calls finish within
+    the grace, then closes the job store."""
 
-    async def stop(self, grace_s: float | None = None) -> None:
-        await self._health.enter_graceful_shutdown()
+    def __init__(
+        self,
+        running: RunningServer,
+        service: TrainingService,
+        metrics: TrainingMetrics,
+        store: JobStore,
+        refresher: asyncio.Task,
+    ) -> None:
+        super().__init__(running)
+        self.service = service
+        self.metrics = metrics
+        self._store = store
+        self._refresher = refresher
+
+    async def _end_streams(self) -> None:
         self._refresher.cancel()
-        await self._server.stop(self._grace_s if grace_s is None else grace_s)
-        if self._metrics_http is not None:
-            self._metrics_http.shutdown()
-            self._metrics_http.server_close()
-        self._store.close()
 
-    async def wait_for_termination(self) -> None:
-        await self._server.wait_for_termination()
+    def _close(self) -> None:
+        self._store.close()
 
 
 async def start_training_service(
@@ -66,21 +60,14 @@ async def start_training_service(
     service = TrainingService(config, store, launcher, metrics)
     server = new_server(metrics, all_tokens, max_message_bytes=config.max_message_bytes)
     training_pb2_grpc.add_TrainingServicer_to_server(TrainingServicer(service), server)
-    port, health_servicer = await start_serving(server, SERVICE_NAME, config)
-    metrics_http = start_metrics_http(config.metrics_port, config.host, metrics.registry)
+    running = await start_serving(server, SERVICE_NAME, config, metrics.registry)
     await service.fail_unlaunched()
     refresher = asyncio.get_running_loop().create_task(service.refresh_forever())
-    metrics_port = metrics_http.server_port if metrics_http else None
-    log.info("training service on port %d (tls %s, metrics %s)", port, config.tls_cert_file is not None, metrics_port)
-    return TrainingServiceHandle(
-        port=port,
-        metrics_port=metrics_port,
-        service=service,
-        metrics=metrics,
-        _server=server,
-        _health=health_servicer,
-        _store=store,
-        _refresher=refresher,
-        _metrics_http=metrics_http,
-        _grace_s=config.shutdown_grace_s,
+    handle = TrainingServiceHandle(running, service, metrics, store, refresher)
+    log.info(
+        "training service on port %d (tls %s, metrics %s)",
+        handle.port,
+        config.tls_cert_file is not None,
+        handle.metrics_port,
     )
+    return handle
