@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,3 +51,17 @@ def load_yaml(model: type[T], path: str | Path, *, section: str | None = None) -
     if section is not None:
         raw = raw.get(section, {}) or {}
     return validated(model, raw, field=section or "", source=str(path))
+
+
+def file_and_flag_fields(model: type[T], config_file: Path | None, flags: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of `model` that the YAML `config_file` sets (none without a file), each replaced
+    by the command-line flag of the same name when given, so that a flag states only what differs
+    from the file; a repeatable flag (a list) adds to the file's list. `flags` holds every parsed
+    argument (`vars(args)`): those that are no field of `model`, or were not given (None or an empty
+    list), are passed over. Returned unvalidated, for the command to check what it requires first."""
+    fields = load_yaml(model, config_file).model_dump(exclude_unset=True) if config_file else {}
+    for name, value in flags.items():
+        if name not in model.model_fields or value is None or value == []:
+            continue
+        fields[name] = [*fields.get(name, []), *value] if isinstance(value, list) else value
+    return fields

@@ -177,29 +177,15 @@ def _serve(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from shared.config import load_yaml
+    from shared.config import file_and_flag_fields
     from training.service.config import TrainingServiceConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    base = load_yaml(TrainingServiceConfig, args.config).model_dump(exclude_unset=True) if args.config else {}
-    flags = (
-        "data_dir",
-        "base_model",
-        "host",
-        "port",
-        "metrics_port",
-        "ray_address",
-        "registry",
-        "job_token_key_file",
-        "tokens_file",
-        "tls_cert_file",
-        "tls_key_file",
-    )
-    merged = {**base, **{name: getattr(args, name) for name in flags if getattr(args, name) is not None}}
-    missing = [name for name in ("data_dir", "base_model") if name not in merged]
+    fields = file_and_flag_fields(TrainingServiceConfig, args.config, vars(args))
+    missing = [name for name in ("data_dir", "base_model") if name not in fields]
     if missing:
         args.serve_parser.error(f"{', '.join(missing)} required (flag or --config)")
-    asyncio.run(_serve_until_signalled(TrainingServiceConfig(**merged)))
+    asyncio.run(_serve_until_signalled(TrainingServiceConfig(**fields)))
     return 0
 
 

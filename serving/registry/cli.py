@@ -83,28 +83,15 @@ def _serve(args: argparse.Namespace) -> int:
     from serving.registry.config import RegistryConfig
     from serving.registry.logs import configure_logging
     from shared.auth import parse_tokens
-    from shared.config import load_yaml
+    from shared.config import file_and_flag_fields
 
     configure_logging(args.log_level)
-    base = load_yaml(RegistryConfig, args.config).model_dump(exclude_unset=True) if args.config else {}
-    flags = (
-        "data_dir",
-        "host",
-        "port",
-        "metrics_port",
-        "tokens_file",
-        "tls_cert_file",
-        "tls_key_file",
-        "max_upload_bytes",
-    )
-    overrides: dict[str, Any] = {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
-    if args.base_spec_files:
-        overrides["base_spec_files"] = [*base.get("base_spec_files", []), *args.base_spec_files]
+    fields = file_and_flag_fields(RegistryConfig, args.config, vars(args))
     if args.no_metrics:
-        overrides["metrics_port"] = None
-    if "data_dir" not in {**base, **overrides}:
+        fields["metrics_port"] = None
+    if "data_dir" not in fields:
         args.registry_parser.error("--data (or data_dir in --config) is required")
-    config = RegistryConfig(**{**base, **overrides})
+    config = RegistryConfig(**fields)
     specs = [_spec_of_model(path) for path in args.base_model]
     tokens = parse_tokens(os.environ[TOKENS_ENV], source=TOKENS_ENV) if TOKENS_ENV in os.environ else {}
     asyncio.run(_serve_until_signalled(config, specs, tokens))

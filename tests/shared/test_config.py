@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import Field, model_validator
 
-from shared.config import StrictModel, load_yaml, validated
+from shared.config import StrictModel, file_and_flag_fields, load_yaml, validated
 from shared.errors import InvalidArgument, InvalidArtifact
 
 
@@ -46,3 +46,24 @@ def test_a_yaml_file_names_itself_and_the_section(tmp_path) -> None:
         load_yaml(Outer, path, section="serving")
     assert caught.value.message.startswith(f"{path}: serving.")
     assert caught.value.field in ("serving.inner.steps", "serving.typo")
+
+
+class Served(StrictModel):
+    host: str = "127.0.0.1"
+    port: int = 0
+    spec_files: list[str] = Field(default_factory=list)
+
+
+def test_a_flag_replaces_the_file_field_and_a_repeated_flag_adds_to_its_list(tmp_path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("host: 0.0.0.0\nport: 50051\nspec_files: [a.json]\n")
+    flags = {"config": path, "port": 6000, "host": None, "spec_files": ["b.json"], "log_level": "INFO"}
+    assert file_and_flag_fields(Served, path, flags) == {
+        "host": "0.0.0.0",
+        "port": 6000,
+        "spec_files": ["a.json", "b.json"],
+    }
+
+
+def test_without_a_file_only_the_given_flags_are_fields() -> None:
+    assert file_and_flag_fields(Served, None, {"host": None, "port": 7, "spec_files": []}) == {"port": 7}
