@@ -8,7 +8,10 @@ tokenizer), random seeded weights, nothing downloaded. The tokenizer was trained
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
@@ -34,24 +37,40 @@ def sd_scheduler() -> DDIMScheduler:
     )
 
 
+def clip_text_config(
+    tokenizer: CLIPTokenizer, *, hidden: int, layers: int, heads: int, mlp_ratio: int = 4, **options: Any
+) -> CLIPTextConfig:
+    """A CLIP text config whose vocabulary, positions and special ids follow `tokenizer` (the pipeline
+    pads to `model_max_length`, so the encoder must have that many positions); `options` are further
+    `CLIPTextConfig` fields."""
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=mlp_ratio * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        max_position_embeddings=int(tokenizer.model_max_length),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **options,
+    )
+
+
 def clip_text_encoder(
     tokenizer: CLIPTokenizer, *, hidden: int, layers: int, heads: int, mlp_ratio: int = 4
 ) -> CLIPTextModel:
-    """A CLIPTextModel whose vocabulary, positions and special ids follow `tokenizer` (the pipeline pads
-    to `model_max_length`, so the encoder must have that many positions)."""
-    return CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=hidden,
-            intermediate_size=mlp_ratio * hidden,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            max_position_embeddings=int(tokenizer.model_max_length),
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    """A CLIPTextModel over `tokenizer` (see `clip_text_config`)."""
+    return CLIPTextModel(clip_text_config(tokenizer, hidden=hidden, layers=layers, heads=heads, mlp_ratio=mlp_ratio))
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Weights built inside come from torch's CPU generator seeded with `seed`; the caller's random
+    state is restored afterwards, so building a model does not shift the caller's draws."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def tiny_tokenizer() -> CLIPTokenizer:
@@ -85,30 +104,26 @@ def build_tiny_pipeline(
 ) -> StableDiffusionPipeline:
     """A ~1 M-parameter SD pipeline: 16×16 images, 8×8 latents, 5 cross-attention layers."""
     tokenizer = tiny_tokenizer()
-    generator_state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        text_encoder = clip_text_encoder(tokenizer, hidden=text_dim, layers=2, heads=4, mlp_ratio=2)
-        unet = UNet2DConditionModel(
-            sample_size=sample_size,
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=block_out_channels,
-            layers_per_block=1,
-            down_block_types=("CrossAttnDownBlock2D",) * len(block_out_channels),
-            up_block_types=("CrossAttnUpBlock2D",) * len(block_out_channels),
-            cross_attention_dim=text_dim,
-            attention_head_dim=8,
-            norm_num_groups=16,
-        )
-        vae = tiny_vae(sample_size * 2)
-    finally:
-        torch.random.set_rng_state(generator_state)
+    with seeded(seed):
+        components = {  # drawn in this order
+            "text_encoder": clip_text_encoder(tokenizer, hidden=text_dim, layers=2, heads=4, mlp_ratio=2),
+            "unet": UNet2DConditionModel(
+                sample_size=sample_size,
+                in_channels=4,
+                out_channels=4,
+                block_out_channels=block_out_channels,
+                layers_per_block=1,
+                down_block_types=("CrossAttnDownBlock2D",) * len(block_out_channels),
+                up_block_types=("CrossAttnUpBlock2D",) * len(block_out_channels),
+                cross_attention_dim=text_dim,
+                attention_head_dim=8,
+                norm_num_groups=16,
+            ),
+            "vae": tiny_vae(sample_size * 2),
+        }
     return StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
+        **components,
         tokenizer=tokenizer,
-        unet=unet,
         scheduler=sd_scheduler(),
         safety_checker=None,
         feature_extractor=None,
@@ -132,19 +147,11 @@ SD15_UNET_CONFIG = dict(
 
 def build_sd15_unet(seed: int = 0) -> UNet2DConditionModel:
     """SD 1.5's UNet architecture with random weights (≈ 20 s and 3.4 GB on a CPU)."""
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
+    with seeded(seed):
         return UNet2DConditionModel(**SD15_UNET_CONFIG)
-    finally:
-        torch.random.set_rng_state(state)
 
 
 def build_clip_l_text_encoder(tokenizer: CLIPTokenizer, seed: int = 0) -> CLIPTextModel:
     """CLIP ViT-L/14's text transformer shape (768-d, 12 layers) over the given tokenizer's vocabulary."""
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
+    with seeded(seed):
         return clip_text_encoder(tokenizer, hidden=768, layers=12, heads=12)
-    finally:
-        torch.random.set_rng_state(state)

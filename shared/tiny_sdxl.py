@@ -10,9 +10,17 @@ from __future__ import annotations
 
 import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+from transformers import CLIPTextModelWithProjection
 
-from shared.tiny import TINY_MAX_LENGTH, TINY_TOKENIZER_DIR, clip_text_encoder, tiny_tokenizer, tiny_vae
+from shared.tiny import (
+    TINY_MAX_LENGTH,
+    TINY_TOKENIZER_DIR,
+    clip_text_config,
+    clip_text_encoder,
+    seeded,
+    tiny_tokenizer,
+    tiny_vae,
+)
 from shared.tokenizer import load_clip_tokenizer
 
 TIME_IDS = 6
@@ -64,52 +72,43 @@ def build_tiny_sdxl_pipeline(
     tokenizer = tiny_tokenizer()
     tokenizer_2 = load_clip_tokenizer(TINY_TOKENIZER_DIR, model_max_length=TINY_MAX_LENGTH)
     time_embed_dim = 8
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        text_encoder = clip_text_encoder(tokenizer, hidden=text_dims[0], layers=2, heads=4, mlp_ratio=2)
-        text_encoder_2 = CLIPTextModelWithProjection(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer_2),
-                hidden_size=text_dims[1],
-                intermediate_size=2 * text_dims[1],
-                projection_dim=projection_dim,
-                num_hidden_layers=text_encoder_2_layers,
-                num_attention_heads=4,
-                hidden_act="gelu",
-                max_position_embeddings=int(tokenizer_2.model_max_length),
-                bos_token_id=tokenizer_2.bos_token_id,
-                eos_token_id=tokenizer_2.eos_token_id,
-                pad_token_id=tokenizer_2.pad_token_id,
-            )
-        )
-        unet = UNet2DConditionModel(
-            sample_size=8,
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            transformer_layers_per_block=(1, 2),
-            attention_head_dim=(2, 4),
-            cross_attention_dim=sum(text_dims),
-            use_linear_projection=True,
-            addition_embed_type="text_time",
-            addition_time_embed_dim=time_embed_dim,
-            projection_class_embeddings_input_dim=TIME_IDS * time_embed_dim + projection_dim,
-            norm_num_groups=16,
-        )
-        vae = tiny_vae(16, scaling_factor=0.13025)  # SDXL VAE's scaling factor
-    finally:
-        torch.random.set_rng_state(state)
+    with seeded(seed):
+        components = {  # drawn in this order
+            "text_encoder": clip_text_encoder(tokenizer, hidden=text_dims[0], layers=2, heads=4, mlp_ratio=2),
+            "text_encoder_2": CLIPTextModelWithProjection(
+                clip_text_config(
+                    tokenizer_2,
+                    hidden=text_dims[1],
+                    layers=text_encoder_2_layers,
+                    heads=4,
+                    mlp_ratio=2,
+                    projection_dim=projection_dim,
+                    hidden_act="gelu",
+                )
+            ),
+            "unet": UNet2DConditionModel(
+                sample_size=8,
+                in_channels=4,
+                out_channels=4,
+                block_out_channels=(32, 64),
+                layers_per_block=1,
+                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+                transformer_layers_per_block=(1, 2),
+                attention_head_dim=(2, 4),
+                cross_attention_dim=sum(text_dims),
+                use_linear_projection=True,
+                addition_embed_type="text_time",
+                addition_time_embed_dim=time_embed_dim,
+                projection_class_embeddings_input_dim=TIME_IDS * time_embed_dim + projection_dim,
+                norm_num_groups=16,
+            ),
+            "vae": tiny_vae(16, scaling_factor=0.13025),  # SDXL VAE's scaling factor
+        }
     return StableDiffusionXLPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        text_encoder_2=text_encoder_2,
+        **components,
         tokenizer=tokenizer,
         tokenizer_2=tokenizer_2,
-        unet=unet,
         scheduler=sdxl_scheduler(),
         add_watermarker=False,
     )
