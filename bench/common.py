@@ -43,6 +43,11 @@ def interleaved_medians(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def results_heading(title: str, command: str, summary: str) -> list[str]:
+    """The opening lines of a results page: its title, then the command that produced it and what it ran."""
+    return [f"# {title}", "", f"`{command}` — {summary}", ""]
+
+
 def write_result(name: str, payload: dict, *, table: str | None = None, folder: Path | None = None) -> Path:
     """FOLDER/NAME.json (default folder: bench/results), and with `table` its Markdown beside it."""
     folder = folder or RESULTS

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.common import device_name, write_result
+from bench.common import device_name, results_heading, write_result
 from proto import generator_pb2
 from serving.client import GeneratorClient
 from serving.config import ServingConfig
@@ -290,12 +290,13 @@ def publish_to_first_image_ms(bench: Bench) -> float:
 
 def table(payload: dict[str, Any]) -> str:
     rows = [
-        f"# Serving through the Ray Serve gRPC proxy: {payload['model']} on {payload['device']}",
-        "",
-        f"`{payload['command']}` — {payload['steps']} steps, batches of up to {payload['max_batch']}, "
-        f"{payload['clients']} concurrent clients, catalogue of {payload['catalogue']}; steady states are the median "
-        f"of {payload['rounds']} rounds in which a, b and c take turns, cold starts are measured once.",
-        "",
+        *results_heading(
+            f"Serving through the Ray Serve gRPC proxy: {payload['model']} on {payload['device']}",
+            payload["command"],
+            f"{payload['steps']} steps, batches of up to {payload['max_batch']}, {payload['clients']} concurrent "
+            f"clients, catalogue of {payload['catalogue']}; steady states are the median of {payload['rounds']} "
+            "rounds in which a, b and c take turns, cold starts are measured once.",
+        ),
         "| scenario | images/s | p50 ms | p95 ms | p99 ms | mean batch fill | queue p50 ms |",
         "|---|---|---|---|---|---|---|",
     ]

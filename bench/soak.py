@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from bench.common import RESULTS, write_result
+from bench.common import RESULTS, results_heading, write_result
 from bench.serving import free_port
 from serving.client import GeneratorClient
 from serving.registry.server import load_base_spec
@@ -321,15 +321,15 @@ def per_minute(samples: list[dict[str, Any]]) -> list[str]:
 
 
 def table(payload: dict[str, Any]) -> str:
+    cache = payload["cache"]
     lines = [
-        f"# Soak: {payload['minutes']} minutes of concept churn against `cdserve up` ({payload['device']})",
-        "",
-        f"`{payload['command']}` — {payload['concepts']} concepts churned through caches that hold about "
-        f"{payload['concepts_per_cache']} (device, host and disk budgets of "
-        f"{payload['cache']['device_max_bytes'] // 1024} KiB"
-        f"/{payload['cache']['host_max_bytes'] // 1024} KiB/{payload['cache']['disk_max_bytes'] // 1024} KiB); "
-        f"{payload['machine']}.",
-        "",
+        *results_heading(
+            f"Soak: {payload['minutes']} minutes of concept churn against `cdserve up` ({payload['device']})",
+            payload["command"],
+            f"{payload['concepts']} concepts churned through caches that hold about {payload['concepts_per_cache']} "
+            f"(device, host and disk budgets of {cache['device_max_bytes'] // 1024} KiB"
+            f"/{cache['host_max_bytes'] // 1024} KiB/{cache['disk_max_bytes'] // 1024} KiB); {payload['machine']}.",
+        ),
         "| outcome | count |",
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in sorted(payload["outcomes"].items())],
