@@ -26,6 +26,7 @@ from serving.registry.storage import (
     ConceptEventRecord,
     ConceptQuery,
     ConceptRecord,
+    ListFilter,
     MetadataStore,
     NewConcept,
     StagedBlob,
@@ -67,16 +68,6 @@ class Heartbeat:
 
     sequence: int
     time_ms: int
-
-
-@dataclass(frozen=True)
-class ListFilter:
-    tenant: str = ""
-    base_fingerprint: str = ""
-    category: str = ""
-    id_prefix: str = ""
-    all_versions: bool = False
-    include_deleted: bool = False
 
 
 def _now_ms() -> int:
@@ -355,12 +346,7 @@ class Registry:
         query = ConceptQuery(
             viewer=caller.tenant,
             sees_all=caller.sees_all,
-            tenant=filters.tenant,
-            base_fingerprint=filters.base_fingerprint,
-            category=filters.category,
-            id_prefix=filters.id_prefix,
-            all_versions=filters.all_versions,
-            include_deleted=filters.include_deleted,
+            filters=filters,
             after=decode_page_token(page_token) if page_token else None,
             limit=limit + 1,
         )

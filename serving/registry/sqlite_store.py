@@ -191,26 +191,27 @@ class SqliteMetadataStore:
     def list(self, query: ConceptQuery) -> list[ConceptRecord]:
         visible, params = _visible(query, "c")
         where = [visible]
-        if not query.include_deleted:
+        filters = query.filters
+        if not filters.include_deleted:
             where.append("c.deleted_ms IS NULL")
-        if not query.all_versions:
+        if not filters.all_versions:
             inner_visible, inner_params = _visible(query, "c2")
-            live = "" if query.include_deleted else " AND c2.deleted_ms IS NULL"
+            live = "" if filters.include_deleted else " AND c2.deleted_ms IS NULL"
             where.append(
                 f"c.version = (SELECT MAX(c2.version) FROM concepts c2 "
                 f"WHERE c2.concept_id = c.concept_id AND {inner_visible}{live})"
             )
             params += inner_params
-        for column, value in (("tenant", query.tenant), ("base_fingerprint", query.base_fingerprint)):
+        for column, value in (("tenant", filters.tenant), ("base_fingerprint", filters.base_fingerprint)):
             if value:
                 where.append(f"c.{column} = ?")
                 params.append(value)
-        if query.category:
+        if filters.category:
             where.append("EXISTS (SELECT 1 FROM json_each(c.category_words) WHERE value = ?)")
-            params.append(query.category)
-        if query.id_prefix:
+            params.append(filters.category)
+        if filters.id_prefix:
             where.append("substr(c.concept_id, 1, ?) = ?")
-            params += [len(query.id_prefix), query.id_prefix]
+            params += [len(filters.id_prefix), filters.id_prefix]
         if query.after is not None:
             where.append("(c.concept_id > ? OR (c.concept_id = ? AND c.version < ?))")
             params += [query.after[0], query.after[0], query.after[1]]

@@ -55,17 +55,25 @@ class ConceptEventRecord:
 
 
 @dataclass(frozen=True)
-class ConceptQuery:
-    """Filters for listing. `viewer` None: anonymous (public only); `sees_all`: an operator."""
+class ListFilter:
+    """What a List asks for; an empty field does not filter."""
 
-    viewer: str | None
-    sees_all: bool = False
     tenant: str = ""
     base_fingerprint: str = ""
     category: str = ""
     id_prefix: str = ""
     all_versions: bool = False
     include_deleted: bool = False
+
+
+@dataclass(frozen=True)
+class ConceptQuery:
+    """Who reads (`viewer` None: anonymous, public only; `sees_all`: an operator), what a listing
+    is filtered by, and where its page starts."""
+
+    viewer: str | None
+    sees_all: bool = False
+    filters: ListFilter = field(default_factory=ListFilter)
     after: tuple[str, int] | None = None
     """Keyset cursor: the (concept_id, version) of the last row of the previous page."""
     limit: int = 100
