@@ -1,6 +1,6 @@
 """How every cdserve gRPC service is put together: the server with its interceptors and message
 limits, health checking and reflection (so grpcurl and Kubernetes `grpc:` probes work), a Prometheus
-endpoint, and waiting for SIGTERM/SIGINT."""
+endpoint, waiting for SIGTERM/SIGINT, and a graceful stop (`ServiceHandle`)."""
 
 from __future__ import annotations
 
