@@ -25,7 +25,7 @@ def wants_png(request: Request) -> bool:
 def encode_progress(event: generator_pb2.GenerateProgress) -> tuple[str, dict[str, Any]]:
     if event.HasField("progress"):
         p = event.progress
-        return "progress", StepOut(step=p.step, total_steps=p.total_steps, elapsed_ms=p.elapsed_ms).model_dump()
+        return "progress", StepOut.of(p).model_dump()
     return "result", GenerateResult.of(event.result).model_dump()
 
 

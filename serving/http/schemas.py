@@ -2,19 +2,20 @@
 
 Each request model names exactly the fields of its proto message (a contract test holds them
 together) and checks only what JSON cannot express in proto types (signs, widths); every limit is
-checked where gRPC requests are checked, so both faces accept and refuse the same requests.
+checked where gRPC requests are checked, so both faces accept and refuse the same requests. Each
+response model mirrors its message (`serving.http.mirror`): its fields are derived from the proto.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from google.protobuf import json_format
 from pydantic import BaseModel, ConfigDict, Field
 
 from proto import common_pb2, generator_pb2, training_pb2
+from serving.http.mirror import Mirror, json_values, mirrors
 from shared.errors import InvalidArgument
 
 UINT32 = 2**32 - 1
@@ -54,78 +55,40 @@ class GenerateBody(Body):
         return generator_pb2.GenerateRequest(**fields)
 
 
-class ImageOut(BaseModel):
-    png_base64: str
-    width: int
-    height: int
+@mirrors(generator_pb2.Image)
+class ImageOut(Mirror):
+    """An Image, its PNG in base64."""
 
 
-class TimingsOut(BaseModel):
-    queue_ms: float
-    concept_load_ms: float
-    merge_ms: float
-    encode_ms: float
-    denoise_ms: float
-    decode_ms: float
-    total_ms: float
+@mirrors(generator_pb2.Timings)
+class TimingsOut(Mirror):
+    """Where a request's time went, in milliseconds."""
 
 
-class GenerateResult(BaseModel):
-    request_id: str
+@mirrors(generator_pb2.GenerateResponse, descriptions={"concepts": 'resolved "id@version"'})
+class GenerateResult(Mirror):
+    """A GenerateResponse."""
+
     images: list[ImageOut]
-    seed: int
-    concepts: list[str] = Field(description='resolved "id@version"')
     timings: TimingsOut
-    batch_requests: int
-    replica: str
-
-    @classmethod
-    def of(cls, response: generator_pb2.GenerateResponse) -> GenerateResult:
-        return cls(
-            request_id=response.request_id,
-            images=[
-                ImageOut(png_base64=base64.b64encode(i.png).decode(), width=i.width, height=i.height)
-                for i in response.images
-            ],
-            seed=response.seed,
-            concepts=list(response.concepts),
-            timings=TimingsOut(**_fields(response.timings)),
-            batch_requests=response.batch_requests,
-            replica=response.replica,
-        )
 
 
-class StepOut(BaseModel):
-    step: int
-    total_steps: int
-    elapsed_ms: float
+@mirrors(generator_pb2.StepProgress)
+class StepOut(Mirror):
+    """A StepProgress: denoising step `step` of `total_steps` is done."""
 
 
-class ConceptOut(BaseModel):
+@mirrors(common_pb2.ConceptInfo, omit={"header_json"})
+class ConceptOut(Mirror):
     """A ConceptInfo; `header` (the artifact's JSON header) only where one concept is shown."""
 
     ref: str = Field(description='"id@version", what a request may name')
-    concept_id: str
-    version: int
-    tenant: str
-    public: bool
-    sha256: str
-    size_bytes: int
-    base_fingerprint: str
-    modifier_tokens: list[str]
-    category_words: list[str]
-    delta_kind: str
-    max_rank: int
-    num_layers: int
-    created_ms: int
-    deleted: bool
-    labels: dict[str, str]
     preview_url: str
     header: dict[str, Any] | None = None
 
     @classmethod
-    def of(cls, info: common_pb2.ConceptInfo, *, with_header: bool = False) -> ConceptOut:
-        fields = _fields(info)
+    def of(cls, info: common_pb2.ConceptInfo, *, with_header: bool = False) -> Self:
+        fields = json_values(info)
         header_json = fields.pop("header_json")
         ref = f"{info.concept_id}@{info.version}"
         return cls(
@@ -140,48 +103,25 @@ class ConceptList(BaseModel):
     concepts: list[ConceptOut]
 
 
-class TrainingSampleOut(BaseModel):
+@mirrors(training_pb2.TrainingSample)
+class TrainingSampleOut(Mirror):
     """A TrainingSample, its PNG in base64."""
 
-    step: int
-    prompt: str
-    png_base64: str
 
-
-class TrainingJobOut(BaseModel):
+@mirrors(
+    training_pb2.TrainingJob,
+    descriptions={"attempt": "1 at first, +1 each time the workers restart from a checkpoint"},
+)
+class TrainingJobOut(Mirror):
     """A TrainingJob; `spec` in the proto's JSON form (as submitted)."""
 
-    job_id: str
-    tenant: str
-    state: str
-    step: int
-    total_steps: int
-    loss: float
-    eta_s: float
-    created_ms: int
-    started_ms: int
-    finished_ms: int
-    published: list[str]
     error: dict[str, str] | None
-    ray_job_id: str
     spec: dict[str, Any]
-    message: str
-    attempt: int = Field(description="1 at first, +1 each time the workers restart from a checkpoint")
-    resumed_from_step: int
     sample: TrainingSampleOut | None = Field(description="The latest image rendered mid-run (Get and Watch)")
 
     @classmethod
-    def of(cls, job: training_pb2.TrainingJob) -> TrainingJobOut:
-        fields = _fields(job)
-        fields["state"] = training_pb2.JobState.Name(job.state)
-        fields["error"] = _fields(job.error) if job.HasField("error") else None
-        fields["sample"] = (
-            TrainingSampleOut(
-                step=job.sample.step, prompt=job.sample.prompt, png_base64=base64.b64encode(job.sample.png).decode()
-            )
-            if job.HasField("sample")
-            else None
-        )
+    def of(cls, job: training_pb2.TrainingJob) -> Self:
+        fields = json_values(job)
         fields["spec"] = json_format.MessageToDict(job.spec, preserving_proto_field_name=True)
         return cls(**fields)
 
@@ -192,17 +132,3 @@ def training_spec(text: str) -> training_pb2.TrainingSpec:
         return json_format.Parse(text, training_pb2.TrainingSpec())
     except json_format.ParseError as e:
         raise InvalidArgument(f"spec is not a TrainingSpec in JSON: {e}", field="spec") from e
-
-
-def _fields(message: Any) -> dict[str, Any]:
-    """Every field of a flat message by name, repeated and map fields as lists and dicts."""
-    out: dict[str, Any] = {}
-    for field in message.DESCRIPTOR.fields:
-        value = getattr(message, field.name)
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            out[field.name] = dict(value)
-        elif field.is_repeated:
-            out[field.name] = list(value)
-        else:
-            out[field.name] = value
-    return out

@@ -13,10 +13,13 @@ import pytest
 
 from proto import common_pb2, generator_pb2, training_pb2
 from serving.http.errors import HTTP_STATUS, error_body, http_status
+from serving.http.mirror import Mirror, mirrors
 from serving.http.schemas import (
     ConceptOut,
     GenerateBody,
     GenerateResult,
+    ImageOut,
+    StepOut,
     TimingsOut,
     TrainingJobOut,
     TrainingSampleOut,
@@ -91,6 +94,61 @@ def test_json_bodies_carry_exactly_the_proto_fields() -> None:
     }
     assert set(TrainingJobOut.model_fields) == names(training_pb2.TrainingJob)
     assert set(TrainingSampleOut.model_fields) - {"png_base64"} == names(training_pb2.TrainingSample) - {"png"}
+    assert set(ImageOut.model_fields) - {"png_base64"} == names(generator_pb2.Image) - {"png"}
+    assert set(StepOut.model_fields) == names(generator_pb2.StepProgress)
+
+
+def test_response_fields_take_their_json_type_from_the_proto_in_the_proto_order() -> None:
+    job = TrainingJobOut.model_json_schema()
+    properties = job["properties"]
+    assert list(properties) == [field.name for field in training_pb2.TrainingJob.DESCRIPTOR.fields]
+    assert properties["state"]["enum"] == list(training_pb2.JobState.keys())
+    assert (properties["step"]["type"], properties["loss"]["type"], properties["created_ms"]["type"]) == (
+        "integer",
+        "number",
+        "integer",
+    )
+    assert properties["published"] == {"items": {"type": "string"}, "title": "Published", "type": "array"}
+    assert "restart" in properties["attempt"]["description"]  # a description given beside the proto's field
+    concept = ConceptOut.model_json_schema()["properties"]
+    assert concept["labels"]["additionalProperties"] == {"type": "string"} and concept["public"]["type"] == "boolean"
+    assert ImageOut.model_json_schema()["properties"]["png_base64"]["type"] == "string"
+
+
+def test_a_message_field_without_a_declared_json_form_is_refused_at_definition() -> None:
+    with pytest.raises(TypeError, match=r"TrainingJob\.error is a message"):
+
+        @mirrors(training_pb2.TrainingJob)
+        class Undeclared(Mirror):
+            pass
+
+
+def test_a_field_the_message_lacks_cannot_be_omitted_or_described() -> None:
+    with pytest.raises(TypeError, match=r"Timings has no fields \['queue_s'\]"):
+        mirrors(generator_pb2.Timings, descriptions={"queue_s": "a typo"})(Mirror)
+    with pytest.raises(TypeError, match=r"Timings has no fields \['png'\]"):
+        mirrors(generator_pb2.Timings, omit={"png"})(Mirror)
+
+
+def test_a_generate_response_converts_with_its_images_in_base64_and_its_timings() -> None:
+    response = generator_pb2.GenerateResponse(
+        request_id="r",
+        images=[generator_pb2.Image(png=b"\x89PNG", width=16, height=8)],
+        seed=2**63,
+        concepts=["a@1"],
+        timings=generator_pb2.Timings(queue_ms=1.5, total_ms=4.0),
+        batch_requests=3,
+    )
+    out = GenerateResult.of(response).model_dump()
+    assert out["images"] == [{"png_base64": base64.b64encode(b"\x89PNG").decode(), "width": 16, "height": 8}]
+    assert out["timings"] == {name: 0.0 for name in names(generator_pb2.Timings)} | {"queue_ms": 1.5, "total_ms": 4.0}
+    assert (out["request_id"], out["seed"], out["concepts"], out["batch_requests"], out["replica"]) == (
+        "r",
+        2**63,
+        ["a@1"],
+        3,
+        "",
+    )
 
 
 def test_a_generate_body_becomes_the_same_request_as_over_grpc() -> None:
