@@ -158,33 +158,13 @@ def picture() -> Picture:
     )
     a.append(Arrow(((735, 600), (790, 600)), "", (("training.job", "training.distributed"),)))
     a.append(Arrow(((1020, 600), (1075, 600)), "", (("training.distributed", "training.loop"),)))
-    a.append(
-        Arrow(
-            ((640, 640), (640, 800), (700, 800)),
-            "Publish",
-            (("training.job", "shared.registry_client"),),
-            network=True,
-            label_at=(647, 770),
-        )
-    )
-    a.append(
-        Arrow(
-            ((1000, 790), (1047, 790), (1047, 470), (1124, 470), (1124, 340)),
-            "Fetch",
-            (("serving.replica", "shared.registry_client"),),
-            network=True,
-            label_at=(1132, 450),
-        )
-    )
-    a.append(
-        Arrow(
-            ((1000, 825), (1400, 825), (1400, 330)),
-            "Watch (events)",
-            (("serving.concepts.watcher", "shared.registry_client"),),
-            network=True,
-            label_at=(1290, 800),
-        )
-    )
+    # gRPC calls to the registry, each drawn from the module whose client makes it
+    for points, label, caller, label_at in (
+        (((640, 640), (640, 800), (700, 800)), "Publish", "training.job", (647, 770)),
+        (((1000, 790), (1047, 790), (1047, 470), (1124, 470), (1124, 340)), "Fetch", "serving.replica", (1132, 450)),
+        (((1000, 825), (1400, 825), (1400, 330)), "Watch (events)", "serving.concepts.watcher", (1290, 800)),
+    ):
+        a.append(Arrow(points, label, ((caller, "shared.registry_client"),), network=True, label_at=label_at))
     return p
 
 
