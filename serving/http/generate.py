@@ -24,8 +24,7 @@ def wants_png(request: Request) -> bool:
 
 def encode_progress(event: generator_pb2.GenerateProgress) -> tuple[str, dict[str, Any]]:
     if event.HasField("progress"):
-        p = event.progress
-        return "progress", StepOut.of(p).model_dump()
+        return "progress", StepOut.of(event.progress).model_dump()
     return "result", GenerateResult.of(event.result).model_dump()
 
 
