@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from serving.engine.conditioning import RowLayout, build_conditioning
-from serving.engine.processor import BatchConditioning, DeltaAttnProcessor
+from serving.engine.processor import BatchConditioning, install_delta_processors
 from serving.engine.request import GenerationRequest, GenerationResult
 from serving.engine.schedulers import make_scheduler
 from serving.engine.unet import UNetRunner
@@ -25,8 +25,9 @@ ProgressCallback = Callable[[int, int], None]
 class DeltaEngine:
     """Generates batches of requests with per-request concepts, without ever writing base weights.
 
-    The only set-up change to the pipeline is installing `DeltaAttnProcessor` on every attention
-    layer and a read-only token-embedding hook (see `shared.text`); both hold no per-call state.
+    The only set-up change to the pipeline is installing `DeltaAttnProcessor` on the cross-attention
+    layers (self-attention keeps its stock processor) and a read-only token-embedding hook (see
+    `shared.text`); both hold no per-call state.
     """
 
     size_conditioning = False
@@ -40,9 +41,7 @@ class DeltaEngine:
         self.unet_runner = UNetRunner(self.unet, compile=compile)
         self.prompts = PromptEncoder(pipe.tokenizer, pipe.text_encoder)
         self.layers = cross_attention_layers(self.unet)
-        self.unet.set_attn_processor(
-            {name: DeltaAttnProcessor(name.removesuffix(".processor")) for name in self.unet.attn_processors}
-        )
+        install_delta_processors(self.layers)
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.size_multiple = self.vae_scale * 2 ** (len(self.unet.config.block_out_channels) - 1)
         self.default_size = int(self.unet.config.sample_size) * self.vae_scale

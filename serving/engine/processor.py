@@ -7,10 +7,19 @@ The text features c are fixed for all steps, so K and V are too: the processor o
 up. `to_q`/`to_out` deltas (concepts trained in mode `crossattn`) act on image features, so they
 are applied at every step — gathered per row once per batch (`RowDelta`), so that a step adds them
 with one batched product per projection, whatever the mix of concepts in the batch.
+
+Deltas exist for cross-attention layers only, so the processor goes there only
+(`install_delta_processors`); self-attention keeps the processor the UNet came with. The batch's
+conditioning reaches the processors through `bound(conditioning)`, a per-thread context around the
+UNet call, not through `cross_attention_kwargs`: diffusers hands those to every attention layer and
+warns on each stock processor that does not name them.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +71,7 @@ class RowDelta:
 
 @dataclass
 class BatchConditioning:
-    """Per-call state handed to every processor through `cross_attention_kwargs`.
+    """Per-call state of one UNet batch, seen by the processors inside `bound(conditioning)`.
 
     `kv[layer]`: (key, value), each (batch, tokens, inner) in the UNet dtype, batch in UNet order.
     `row_deltas[layer][projection]`: `to_q`/`to_out` deltas of the layer, gathered per row.
@@ -72,14 +81,44 @@ class BatchConditioning:
     row_deltas: dict[str, dict[str, RowDelta]] = field(default_factory=dict)
 
 
+class _BoundConditioning(threading.local):
+    """The conditioning of the UNet call running on this thread. Per thread, so that batches run on
+    one UNet from several threads never see each other's; a `threading.local` rather than a
+    `ContextVar` because dynamo traces reading it (a `ContextVar.get` breaks the graph), so a
+    compiled UNet takes the tensors as graph inputs (`serving.engine.unet`)."""
+
+    conditioning: BatchConditioning | None = None
+
+
+_bound = _BoundConditioning()
+
+
+@contextmanager
+def bound(conditioning: BatchConditioning) -> Iterator[None]:
+    """Let the delta processors of UNet calls made inside this block (on this thread) use `conditioning`."""
+    previous, _bound.conditioning = _bound.conditioning, conditioning
+    try:
+        yield
+    finally:
+        _bound.conditioning = previous
+
+
+def install_delta_processors(layers: dict[str, Attention]) -> None:
+    """Put a `DeltaAttnProcessor` on each of `layers` (the cross-attention layers by module name),
+    the only layers a delta can change; every other attention layer keeps its processor."""
+    for name, attn in layers.items():
+        attn.set_processor(DeltaAttnProcessor(name))
+
+
 def _add_row_delta(output: torch.Tensor, inputs: torch.Tensor, delta: RowDelta | None) -> torch.Tensor:
     return output if delta is None else output + delta.apply(inputs)
 
 
 class DeltaAttnProcessor:
-    """Installed on every attention layer (self-attention too, so diffusers passes our kwargs quietly).
+    """`AttnProcessor2_0` for a cross-attention layer, with the batch's keys and values and row deltas.
 
-    Stateless apart from its layer name: everything per request arrives in `conditioning`.
+    Stateless apart from its layer name: everything per request arrives in the bound conditioning.
+    Outside `bound(…)` it computes what the stock processor does.
     """
 
     def __init__(self, layer_name: str) -> None:
@@ -92,8 +131,8 @@ class DeltaAttnProcessor:
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         temb: torch.Tensor | None = None,
-        conditioning: BatchConditioning | None = None,
     ) -> torch.Tensor:
+        conditioning = _bound.conditioning
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)

@@ -1,8 +1,9 @@
 """How the denoising loop calls the UNet: eagerly, or compiled with `torch.compile`.
 
-The compiled UNet takes every per-request input as an argument — the batch's keys and values and
-gathered row deltas arrive in `cross_attention_kwargs`, never as module state — so dynamo guards on
-their shapes and dtypes only, and a batch with other concepts reuses the compiled graph. The batch
+The compiled UNet takes every per-request input as a graph input — the batch's keys and values and
+gathered row deltas are bound around the call (`serving.engine.processor.bound`), never module
+state or constants — so dynamo guards on their shapes and dtypes only, and a batch with other
+concepts reuses the compiled graph. The batch
 size is a shape: a batch is zero-padded to the next power of two (its bucket), so that a partly
 filled batch reuses its bucket's graph instead of compiling one of its own. Padded rows see zero
 latents and zero keys and values; their outputs are dropped.
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 from diffusers import UNet2DConditionModel
 
-from serving.engine.processor import BatchConditioning, RowDelta
+from serving.engine.processor import BatchConditioning, RowDelta, bound
 
 UNetStep = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(model input (rows, channels, h, w), timestep) → predicted noise (rows, channels, h, w)."""
@@ -54,15 +55,16 @@ class UNetRunner:
         """All arguments in UNet batch order, (rows, …) each; padded here once for all steps."""
         rows = encoder_hidden_states.shape[0]
         size = bucket(rows) if self.compiled else rows
+        padded = _pad_conditioning(conditioning, size)
         kwargs = {
             "encoder_hidden_states": _pad(encoder_hidden_states, size),
-            "cross_attention_kwargs": {"conditioning": _pad_conditioning(conditioning, size)},
             "added_cond_kwargs": {k: _pad(v, size) for k, v in added_cond.items()} if added_cond else None,
             "return_dict": False,
         }
 
         def step(sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-            return self._forward(_pad(sample, size), timestep, **kwargs)[0][:rows]
+            with bound(padded):
+                return self._forward(_pad(sample, size), timestep, **kwargs)[0][:rows]
 
         return step
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from serving.engine.conditioning import RowLayout, build_conditioning
-from serving.engine.processor import DeltaAttnProcessor
+from serving.engine.processor import bound, install_delta_processors
 from shared.basemodel import BaseSpec, cross_attention_layers, layer_map
 from shared.merge import closed_form_merge, load_captions, regularization_stats
 from shared.synthetic import random_concept
@@ -56,16 +56,11 @@ def test_mixed_batch_equals_patched_weights(sd15):
     layout = RowLayout([1, 1, 1])
     layers = cross_attention_layers(unet)
     conditioning = build_conditioning(layers, features, concepts, layout)
-    original = unet.attn_processors
-    unet.set_attn_processor({n: DeltaAttnProcessor(n.removesuffix(".processor")) for n in original})
+    install_delta_processors(layers)
     latents = torch.randn(6, 4, 8, 8, generator=torch.Generator().manual_seed(0)).to(unet.device)
     t = torch.tensor(500, device=unet.device)
-    batched = unet(
-        latents,
-        t,
-        encoder_hidden_states=features[layout.feature_rows],
-        cross_attention_kwargs={"conditioning": conditioning},
-    ).sample
+    with bound(conditioning):
+        batched = unet(latents, t, encoder_hidden_states=features[layout.feature_rows]).sample
     for r, delta in enumerate(concepts):
         rows = [r, 3 + r]
         with _patched(layers, delta):

@@ -15,7 +15,7 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from serving.engine.conditioning import RowLayout, build_conditioning
-from serving.engine.processor import DeltaAttnProcessor
+from serving.engine.processor import bound, install_delta_processors
 from shared.basemodel import BaseSpec, cross_attention_layers, layer_map
 from shared.delta import ConceptDelta
 from shared.synthetic import random_concept
@@ -62,17 +62,13 @@ def test_a_cfg_pair_through_the_delta_processors_equals_the_patched_sdxl_unet(sd
     latents = torch.randn(2, 4, 8, 8, generator=generator)
     t = torch.tensor(500)
 
-    conditioning = build_conditioning(cross_attention_layers(unet), features, [delta], RowLayout([1]))
+    layers = cross_attention_layers(unet)
+    conditioning = build_conditioning(layers, features, [delta], RowLayout([1]))
     stock = unet.attn_processors
-    unet.set_attn_processor({n: DeltaAttnProcessor(n.removesuffix(".processor")) for n in stock})
+    install_delta_processors(layers)
     try:
-        engine = unet(
-            latents,
-            t,
-            encoder_hidden_states=features,
-            added_cond_kwargs=added,
-            cross_attention_kwargs={"conditioning": conditioning},
-        ).sample
+        with bound(conditioning):
+            engine = unet(latents, t, encoder_hidden_states=features, added_cond_kwargs=added).sample
     finally:
         unet.set_attn_processor(stock)
     base = unet(latents, t, encoder_hidden_states=features, added_cond_kwargs=added).sample
