@@ -34,16 +34,10 @@ def deployment_options(config: ServingConfig, *, cluster_has_gpu: bool) -> dict[
     if config.autoscaling is None:
         options["num_replicas"] = config.num_replicas
     else:
-        a = config.autoscaling
+        autoscaling = config.autoscaling
         options["autoscaling_config"] = {
-            "min_replicas": a.min_replicas,
-            "initial_replicas": max(a.min_replicas, 1),
-            "max_replicas": a.max_replicas,
-            "target_ongoing_requests": a.target_ongoing_requests,
-            "upscale_delay_s": a.upscale_delay_s,
-            "downscale_delay_s": a.downscale_delay_s,
-            "metrics_interval_s": a.metrics_interval_s,
-            "look_back_period_s": a.look_back_period_s,
+            **autoscaling.model_dump(),
+            "initial_replicas": max(autoscaling.min_replicas, 1),
         }
     return options
 

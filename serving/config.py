@@ -130,7 +130,8 @@ class ActorOptions(StrictModel):
 
 
 class AutoscalingConfig(StrictModel):
-    """Serve's request-based autoscaling (None in ServingConfig: a fixed number of replicas)."""
+    """Serve's request-based autoscaling (None in ServingConfig: a fixed number of replicas). The
+    fields are Serve's `autoscaling_config` keys and reach Serve as they are."""
 
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(4, gt=0)
