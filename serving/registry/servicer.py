@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-import grpc
+from grpc.aio import ServicerContext
 
 from proto import common_pb2, registry_pb2, registry_pb2_grpc
 from serving.registry.service import Heartbeat, PublishIntent, Registry
@@ -52,11 +52,14 @@ async def _upload_data(
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
+    """Each RPC acts for the authenticated caller (`current_caller`); the registry decides what that
+    caller may see and change."""
+
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
 
     async def Publish(
-        self, request_iterator: AsyncIterator[registry_pb2.PublishRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[registry_pb2.PublishRequest], context: ServicerContext
     ) -> registry_pb2.PublishResponse:
         first = await anext(aiter(request_iterator), None)
         if first is None or not first.HasField("header"):
@@ -72,13 +75,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         result = await self._registry.publish(current_caller(), intent, _upload_data(first, request_iterator))
         return registry_pb2.PublishResponse(concept=concept_info(result.concept), deduplicated=result.deduplicated)
 
-    async def Get(
-        self, request: registry_pb2.GetConceptRequest, context: grpc.aio.ServicerContext
-    ) -> common_pb2.ConceptInfo:
+    async def Get(self, request: registry_pb2.GetConceptRequest, context: ServicerContext) -> common_pb2.ConceptInfo:
         return concept_info(await self._registry.get(current_caller(), request.ref))
 
     async def Fetch(
-        self, request: registry_pb2.FetchRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.FetchRequest, context: ServicerContext
     ) -> AsyncIterator[registry_pb2.FetchChunk]:
         record, chunks = await self._registry.fetch(current_caller(), request.ref, request.offset, request.chunk_bytes)
         async with aclosing(chunks):
@@ -87,7 +88,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
                 yield registry_pb2.FetchChunk(offset=offset, data=data)
 
     async def List(
-        self, request: registry_pb2.ListConceptsRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.ListConceptsRequest, context: ServicerContext
     ) -> registry_pb2.ListConceptsResponse:
         filters = ListFilter(
             tenant=request.tenant,
@@ -103,13 +104,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         )
 
     async def Delete(
-        self, request: registry_pb2.DeleteConceptRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.DeleteConceptRequest, context: ServicerContext
     ) -> registry_pb2.DeleteConceptResponse:
         deleted = await self._registry.delete(current_caller(), request.ref)
         return registry_pb2.DeleteConceptResponse(deleted=[concept_info(record) for record in deleted])
 
     async def Watch(
-        self, request: registry_pb2.WatchRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.WatchRequest, context: ServicerContext
     ) -> AsyncIterator[registry_pb2.ConceptEvent]:
         events = self._registry.watch(current_caller(), request.after_sequence, request.heartbeat_s)
         async with aclosing(events):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import grpc
+from grpc.aio import ServicerContext
 
 from proto import common_pb2, training_pb2, training_pb2_grpc
 from shared.auth import current_caller
@@ -47,23 +47,23 @@ READS = "training jobs are private to their tenant; reading or cancelling one ne
 
 
 class TrainingServicer(training_pb2_grpc.TrainingServicer):
+    """Each RPC acts for the authenticated caller (`current_caller`): jobs are the tenant's own."""
+
     def __init__(self, service: TrainingService) -> None:
         self._service = service
 
     async def Submit(
-        self, request_iterator: AsyncIterator[training_pb2.SubmitRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[training_pb2.SubmitRequest], context: ServicerContext
     ) -> training_pb2.TrainingJob:
         tenant = current_caller().require_tenant("a training job belongs to the tenant that submits it")
         view = await self._service.submit(tenant, request_iterator)
         return job_message(view)
 
-    async def Get(
-        self, request: training_pb2.GetJobRequest, context: grpc.aio.ServicerContext
-    ) -> training_pb2.TrainingJob:
+    async def Get(self, request: training_pb2.GetJobRequest, context: ServicerContext) -> training_pb2.TrainingJob:
         return job_message(await self._service.get(current_caller().require_tenant(READS), request.job_id))
 
     async def List(
-        self, request: training_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+        self, request: training_pb2.ListJobsRequest, context: ServicerContext
     ) -> training_pb2.ListJobsResponse:
         tenant = current_caller().require_tenant(READS)
         state = _state_filter(request.state)
@@ -73,12 +73,12 @@ class TrainingServicer(training_pb2_grpc.TrainingServicer):
         return training_pb2.ListJobsResponse(jobs=[job_message(v) for v in views], next_page_token=token)
 
     async def Cancel(
-        self, request: training_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
+        self, request: training_pb2.CancelJobRequest, context: ServicerContext
     ) -> training_pb2.TrainingJob:
         return job_message(await self._service.cancel(current_caller().require_tenant(READS), request.job_id))
 
     async def Watch(
-        self, request: training_pb2.GetJobRequest, context: grpc.aio.ServicerContext
+        self, request: training_pb2.GetJobRequest, context: ServicerContext
     ) -> AsyncIterator[training_pb2.TrainingJob]:
         async for view in self._service.watch(current_caller().require_tenant(READS), request.job_id):
             yield job_message(view)
