@@ -133,13 +133,13 @@ class AutoscalingConfig(StrictModel):
     """Serve's request-based autoscaling (None in ServingConfig: a fixed number of replicas). The
     fields are Serve's `autoscaling_config` keys and reach Serve as they are."""
 
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(4, gt=0)
     target_ongoing_requests: float = Field(4.0, gt=0.0, description="Ongoing requests per replica to aim for")
-    upscale_delay_s: float = Field(10.0, ge=0.0)
-    downscale_delay_s: float = Field(60.0, ge=0.0)
+    upscale_delay_s: float = Field(10.0, ge=0.0, description="Load must stay high this long to add a replica")
+    downscale_delay_s: float = Field(60.0, ge=0.0, description="Load must stay low this long to remove one")
     metrics_interval_s: float = Field(2.0, gt=0.0, description="How often replicas report their load")
     look_back_period_s: float = Field(10.0, gt=0.0, description="Window the load is averaged over")
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(4, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> AutoscalingConfig:
