@@ -63,6 +63,8 @@ class Owner:
 
 @dataclass(frozen=True)
 class LoadedConcept:
+    """A concept version decoded and ready to apply: its delta lives in one tier (device, or host once demoted)."""
+
     key: ConceptKey
     header: ArtifactHeader
     delta: ConceptDelta

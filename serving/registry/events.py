@@ -1,8 +1,20 @@
-"""Wakes Watch streams when the event log grows; the log itself lives in the metadata store."""
+"""Wakes Watch streams when the event log grows, and what a quiet one sends instead of an event.
+
+The log itself lives in the metadata store.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Sent on an idle watch: nothing new up to `sequence`."""
+
+    sequence: int
+    time_ms: int
 
 
 class EventHub:

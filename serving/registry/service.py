@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from serving.registry.config import RegistryConfig
-from serving.registry.events import EventHub
+from serving.registry.events import EventHub, Heartbeat
 from serving.registry.labels import check_labels
 from serving.registry.metrics import RegistryMetrics
 from serving.registry.paging import Page, cut_page, decode_page_token
@@ -58,16 +58,11 @@ class PublishIntent:
 
 @dataclass(frozen=True)
 class PublishResult:
+    """What a publish committed."""
+
     concept: ConceptRecord
     deduplicated: bool
-
-
-@dataclass(frozen=True)
-class Heartbeat:
-    """Sent on an idle watch: nothing new up to `sequence`."""
-
-    sequence: int
-    time_ms: int
+    """The bytes were already stored for an earlier version of the caller's concept: no new blob was written."""
 
 
 def _now_ms() -> int:

@@ -11,7 +11,8 @@ from contextlib import aclosing
 from grpc.aio import ServicerContext
 
 from proto import common_pb2, registry_pb2, registry_pb2_grpc
-from serving.registry.service import Heartbeat, PublishIntent, Registry
+from serving.registry.events import Heartbeat
+from serving.registry.service import PublishIntent, Registry
 from serving.registry.storage import DELETED, PUBLISHED, ConceptRecord, ListFilter
 from shared.auth import current_caller
 from shared.errors import InvalidArgument
