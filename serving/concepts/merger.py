@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from enum import Enum
 
 from diffusers.models.attention_processor import Attention
@@ -24,25 +25,22 @@ class MultiConcept(str, Enum):  # noqa: UP042 - StrEnum would change str() of a 
     NAIVE_SUM = "naive_sum"
 
 
+@dataclass(eq=False)
 class ConceptMerger:
-    def __init__(
-        self,
-        encoder: PromptEncoder,
-        layers: dict[str, Attention],
-        fingerprint: str,
-        captions: Sequence[str],
-        cache: RegularizationCache,
-    ) -> None:
-        self._encoder = encoder
-        self._layers = layers
-        self._fingerprint = fingerprint
-        self._captions = list(captions)
-        self._cache = cache
-        self._lock = threading.Lock()
+    """Merges for one base model: its text encoder and cross-attention layers, and the captions on
+    which the closed-form merge keeps the base's outputs (their C_regᵀC_reg kept in `cache` under the
+    base's fingerprint)."""
+
+    encoder: PromptEncoder
+    layers: dict[str, Attention]
+    fingerprint: str
+    captions: Sequence[str]
+    cache: RegularizationCache
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def regularization(self) -> RegularizationStats:
         with self._lock:  # one computation even when two merged sets are first asked for at once
-            return self._cache.get(self._fingerprint, self._encoder, self._captions)
+            return self.cache.get(self.fingerprint, self.encoder, self.captions)
 
     def merge(self, mode: MultiConcept, concepts: Sequence[LoadedConcept]) -> ConceptDelta:
         """Semantics: MERGE solves Custom Diffusion Eq. 4–5 per layer (see `shared.merge`);
@@ -50,5 +48,5 @@ class ConceptMerger:
         inputs = [(c.header, c.delta.to("cpu")) for c in concepts]
         if mode is MultiConcept.NAIVE_SUM:
             return naive_sum(inputs)
-        delta, _ = closed_form_merge(inputs, self._encoder, self._layers, self.regularization())
+        delta, _ = closed_form_merge(inputs, self.encoder, self.layers, self.regularization())
         return delta
