@@ -25,9 +25,10 @@ from serving.auth import GenerateAuthenticator
 from serving.batcher import BatchQueue
 from serving.config import ServingConfig
 from serving.metrics import ServingMetrics
-from serving.replica import Outcome, PendingRequest, ProgressSink, build_replica
+from serving.replica import Outcome, PendingRequest, build_replica
 from shared.auth import Caller
 from shared.grpc_status import detail_for, status_for
+from shared.progress import ProgressCallback
 
 
 @serve.deployment(name="Generator")
@@ -100,7 +101,10 @@ class Generator:
         loop = asyncio.get_running_loop()
         steps: asyncio.Queue[generator_pb2.StepProgress] = asyncio.Queue()
 
-        def on_progress(step: int, total: int, elapsed_ms: float) -> None:
+        received = time.perf_counter()
+
+        def on_progress(step: int, total: int) -> None:
+            elapsed_ms = (time.perf_counter() - received) * 1000.0
             progress = generator_pb2.StepProgress(step=step, total_steps=total, elapsed_ms=elapsed_ms)
             loop.call_soon_threadsafe(steps.put_nowait, progress)
 
@@ -128,7 +132,7 @@ class Generator:
             self.metrics.request_done(method, code, time.perf_counter() - started)
 
     async def _prepare(
-        self, request: generator_pb2.GenerateRequest, caller: Caller, on_progress: ProgressSink | None
+        self, request: generator_pb2.GenerateRequest, caller: Caller, on_progress: ProgressCallback | None
     ) -> PendingRequest:
         """Validation and concept resolution run in a thread (they may fetch or merge). Should the
         caller go away meanwhile, the lease of what was resolved is released when it finishes."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,11 +30,10 @@ from shared.basemodel import load_base_model, reg_captions_path
 from shared.errors import Cancelled
 from shared.images import to_png
 from shared.merge import RegularizationCache, load_captions
+from shared.progress import ProgressCallback
 from shared.registry_client import RegistryClient
 from shared.rpc_client import RetryPolicy
 
-ProgressSink = Callable[[int, int, float], None]
-"""on_progress(step, total_steps, elapsed_ms since the request arrived)."""
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -46,7 +45,8 @@ class PendingRequest:
     received_s: float
     prepared_s: float
     """When validation and concept resolution (loads, merges) ended: its queue time starts here."""
-    on_progress: ProgressSink | None = None
+    on_progress: ProgressCallback | None = None
+    """Told (steps done, total steps) after each denoising step of the request's batch."""
     cancelled: bool = False
     """Set when the caller went away (deadline, disconnect): dropped before its batch starts."""
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -65,7 +65,7 @@ class ReplicaCore:
         self.replica = replica
 
     def prepare(
-        self, message: generator_pb2.GenerateRequest, caller: Caller, on_progress: ProgressSink | None = None
+        self, message: generator_pb2.GenerateRequest, caller: Caller, on_progress: ProgressCallback | None = None
     ) -> PendingRequest:
         """Validate, resolve the concepts `caller` may see (loading or merging them if needed) and
         check that the prompts only use modifier tokens the concepts provide. Blocking: call it off
@@ -114,12 +114,11 @@ class ReplicaCore:
 
     def _run_group(self, group: list[PendingRequest]) -> list[generator_pb2.GenerateResponse]:
         started = time.perf_counter()
-        sinks = [item for item in group if item.on_progress is not None]
+        listeners = [item.on_progress for item in group if item.on_progress is not None]
 
         def progress(step: int, total: int) -> None:
-            now = time.perf_counter()
-            for item in sinks:
-                item.on_progress(step, total, (now - item.received_s) * 1000.0)  # type: ignore[misc]
+            for listener in listeners:
+                listener(step, total)
 
         results = self.engine.generate([item.request for item in group], progress=progress)
         return [self._response(item, result, started) for item, result in zip(group, results, strict=True)]

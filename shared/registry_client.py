@@ -23,11 +23,10 @@ import grpc
 from proto import common_pb2, registry_pb2, registry_pb2_grpc
 from shared.errors import InvalidArtifact
 from shared.grpc_status import error_from_rpc
+from shared.progress import ProgressCallback
 from shared.rpc_client import ChannelOptions, MiB, RetryPolicy, RpcClient
 
 TRANSIENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
-Progress = Callable[[int, int], None]
-"""progress(done_bytes, total_bytes), called as a transfer advances."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ class RegistryClient(RpcClient):
         public: bool = False,
         labels: Mapping[str, str] | None = None,
         token: str | None = None,
-        progress: Progress | None = None,
+        progress: ProgressCallback | None = None,
     ) -> PublishedConcept:
         """Upload an artifact (a path or its bytes) as the next version of `concept_id` (default:
         the id in its header). It waits for a registry that is (re)starting, then uploads once:
@@ -107,7 +106,7 @@ class RegistryClient(RpcClient):
         """Metadata of "id" (latest live version) or "id@N"."""
         return self._call(self._stub.Get, registry_pb2.GetConceptRequest(ref=ref))
 
-    def fetch(self, ref: str, *, progress: Progress | None = None) -> bytes:
+    def fetch(self, ref: str, *, progress: ProgressCallback | None = None) -> bytes:
         """The artifact's bytes, checked against its sha256. A broken stream is resumed at the
         received offset of the same version; only consecutive failures without progress count."""
         buffer = bytearray()

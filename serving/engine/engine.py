@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -16,10 +16,8 @@ from serving.engine.schedulers import make_scheduler
 from serving.engine.unet import UNetRunner
 from shared.basemodel import BaseModel, cross_attention_layers
 from shared.errors import InvalidArgument
+from shared.progress import ProgressCallback
 from shared.text import PromptEncoder
-
-ProgressCallback = Callable[[int, int], None]
-"""Called after each denoising step with (steps done, total steps)."""
 
 
 class DeltaEngine:
@@ -50,7 +48,8 @@ class DeltaEngine:
     def generate(
         self, requests: Sequence[GenerationRequest], progress: ProgressCallback | None = None
     ) -> list[GenerationResult]:
-        """Run compatible requests (same steps, size, scheduler) as one UNet batch with CFG."""
+        """Run compatible requests (same steps, size, scheduler) as one UNet batch with CFG;
+        `progress(steps done, total steps)` after each denoising step."""
         self._check_compatible(requests)
         timings: dict[str, float] = {}
         started = time.perf_counter()

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from shared.progress import ProgressCallback
+
 REGISTRY_ENV = "CDSERVE_REGISTRY"
 TOKEN_ENV = "CDSERVE_TOKEN"
 TOKENS_ENV = "CDSERVE_REGISTRY_TOKENS"
@@ -194,7 +196,7 @@ def _with_client(command: Callable[[Any, argparse.Namespace], None]) -> Callable
     return handler
 
 
-def _progress_bar(description: str) -> tuple[Any, Callable[[int, int], None]]:
+def _progress_bar(description: str) -> tuple[Any, ProgressCallback]:
     from tqdm import tqdm
 
     bar = tqdm(desc=description, unit="B", unit_scale=True, unit_divisor=1024, leave=False)

@@ -147,6 +147,8 @@ def test_generate_stream_reports_every_step_then_the_result(gen: GeneratorClient
     events = list(gen.stream(request("a red square", num_images=2)))
     steps = [e.progress.step for e in events if e.HasField("progress")]
     assert steps == list(range(1, STEPS + 1)) and all(e.progress.total_steps == STEPS for e in events[:-1])
+    elapsed = [e.progress.elapsed_ms for e in events[:-1]]  # since the request arrived, step after step
+    assert elapsed[0] > 0 and elapsed == sorted(elapsed)
     result = events[-1].result
     assert len(result.images) == 2 and result.images[0].width == 16
 
