@@ -188,10 +188,9 @@ class TensorEntry:
 
 @dataclass(frozen=True)
 class DeltaShape:
-    """The (out, in) of one projection's ΔW and its stored rank (0: dense)."""
+    """One projection's ΔW as stored: its (out, in), whatever the rank, and the rank (0: dense)."""
 
-    out_features: int
-    in_features: int
+    matrix: tuple[int, int]
     rank: int
 
 
@@ -397,12 +396,12 @@ def _delta_shape(found: dict[str, tuple[int, ...]], where: str) -> DeltaShape:
         dense = found["weight"]
         if len(dense) != 2:
             raise InvalidArtifact(f"{where}: dense delta has shape {dense}; expected (out, in)")
-        return DeltaShape(dense[0], dense[1], 0)
+        return DeltaShape((dense[0], dense[1]), 0)
     if set(found) == {"up", "down"}:
         up, down = found["up"], found["down"]
         if len(up) != 2 or len(down) != 2 or up[1] != down[0]:
             raise InvalidArtifact(f"{where}: low-rank factors up {up} and down {down} do not chain")
-        return DeltaShape(up[0], down[1], up[1])
+        return DeltaShape((up[0], down[1]), up[1])
     raise InvalidArtifact(f"{where}: needs either 'weight' or both 'up' and 'down', found {sorted(found)}")
 
 
@@ -454,10 +453,9 @@ def check_compatible(index: ArtifactIndex, base: BaseSpec, *, name: str = "artif
             raise InvalidArtifact(f"{name}: layer {layer_name!r} is not a cross-attention layer of the base model")
         for projection, shape in projections.items():
             expected = layer.delta_shape(projection)
-            if (shape.out_features, shape.in_features) != expected:
+            if shape.matrix != expected:
                 raise InvalidArtifact(
-                    f"{name}: {layer_name}.{projection} delta has shape {(shape.out_features, shape.in_features)}; "
-                    f"the base needs {expected}"
+                    f"{name}: {layer_name}.{projection} delta has shape {shape.matrix}; the base needs {expected}"
                 )
     for token in header.modifier_tokens:
         width = index.tensors[f"{TOKEN_PREFIX}{token}"].shape[0]

@@ -94,6 +94,8 @@ class EvaluatorNet(nn.Module):
 
 @dataclass(frozen=True)
 class ObjectReading:
+    """One object as the evaluator reads it: a `WorldObject` without its position, appearance in `canonical` form."""
+
     shape: str
     appearance: Appearance
     size: str
