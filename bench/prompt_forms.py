@@ -25,21 +25,10 @@ import numpy as np
 
 from bench.common import write_result
 from bench.quality import FIRST, Bench, Subject, in_words, target_set_bench, target_set_parser, token_of
+from training.world import scenes
 from training.world.captions import describe
 from training.world.concepts import Concept
 from training.world.metrics import concept_fidelity
-from training.world.scenes import (
-    BACKGROUNDS,
-    CONCEPT_PATTERNS,
-    PLAIN,
-    SHAPES,
-    SIZES,
-    Appearance,
-    Scene,
-    WorldObject,
-    place,
-    random_appearance,
-)
 
 
 @dataclass(frozen=True)
@@ -67,10 +56,10 @@ FORMS = (
 )
 
 
-def _companion(rng: np.random.Generator, kind: str, concept: Concept) -> tuple[str, Appearance]:
-    patterns = (PLAIN,) if kind == "plain" else CONCEPT_PATTERNS
+def _companion(rng: np.random.Generator, kind: str, concept: Concept) -> tuple[str, scenes.Appearance]:
+    patterns = (scenes.PLAIN,) if kind == "plain" else scenes.CONCEPT_PATTERNS
     while True:
-        shape, look = str(rng.choice(SHAPES)), random_appearance(rng, patterns)
+        shape, look = str(rng.choice(scenes.SHAPES)), scenes.random_appearance(rng, patterns)
         if look != concept.appearance:
             return shape, look
 
@@ -80,17 +69,17 @@ def form_prompts(form: Form, concept: Concept, name: str, n: int, seed: int = 0)
     rng = np.random.default_rng([seed, 0xF0])
     prompts = []
     for _ in range(n):
-        size, background = str(rng.choice(SIZES)), str(rng.choice(list(BACKGROUNDS)))
+        size, background = str(rng.choice(scenes.SIZES)), str(rng.choice(list(scenes.BACKGROUNDS)))
         kinds: list[str | None] = [None]
         if form.companion:
             kinds.insert(1 if form.concept_first else 0, form.companion)
-        objects: list[WorldObject] = []
+        objects: list[scenes.WorldObject] = []
         for slot, kind in enumerate(kinds):
             shape, look = (concept.category, concept.appearance) if kind is None else _companion(rng, kind, concept)
-            objects.append(place(rng, shape, look, size, slot, len(kinds)))
+            objects.append(scenes.place(rng, shape, look, size, slot, len(kinds)))
         prompts.append(
             describe(
-                Scene(background, tuple(objects)),
+                scenes.Scene(background, tuple(objects)),
                 photo=form.photo,
                 sizes=tuple(kind is not None or form.size_word for kind in kinds),
                 modifiers=tuple(name if kind is None else None for kind in kinds),
