@@ -21,8 +21,8 @@ from bench.common import SCRATCH, device_name, interleaved_medians, write_result
 from serving.engine import DeltaEngine, GenerationRequest
 from shared.basemodel import BaseModel, cross_attention_layers, prepare_base_model
 from shared.delta import ConceptDelta
-from shared.synthetic import random_concept
 from shared.tiny import build_clip_l_text_encoder, build_sd15_unet, build_tiny_pipeline, sd_scheduler, tiny_tokenizer
+from tests.support.synthetic import random_concept
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

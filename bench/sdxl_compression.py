@@ -35,8 +35,8 @@ from shared.basemodel import BaseModel, cross_attention_layers, layer_map, prepa
 from shared.compress import compress
 from shared.delta import ConceptDelta
 from shared.spec import BaseSpec
-from shared.synthetic import random_concept
 from shared.tiny_sdxl import build_sdxl_unet_on_meta, build_tiny_sdxl_pipeline
+from tests.support.synthetic import random_concept
 from training.config import ConceptConfig, Recipe, TrainConfig
 from training.loop import build_trainer
 from training.output import DEFAULT_COMPRESSION_BY_FAMILY

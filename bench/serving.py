@@ -43,7 +43,7 @@ from serving.registry.server import start_registry
 from shared.artifact import to_bytes
 from shared.basemodel import BaseSpec, load_base_model
 from shared.registry_client import RegistryClient
-from shared.synthetic import random_concept
+from tests.support.synthetic import random_concept
 
 TOKEN = "bench-operator"
 MiB = 2**20

@@ -43,7 +43,7 @@ from serving.registry.server import load_base_spec
 from shared.artifact import to_bytes
 from shared.errors import CdserveError
 from shared.registry_client import RegistryClient
-from shared.synthetic import random_concept
+from tests.support.synthetic import random_concept
 
 MiB = 2**20
 PROMPT = "photo of a {} dog"

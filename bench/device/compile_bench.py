@@ -24,7 +24,7 @@ from bench.common import device_name, interleaved_medians
 from bench.engine import DTYPES, build_model
 from serving.engine import DeltaEngine, GenerationRequest
 from serving.engine.conditioning import RowLayout, build_conditioning
-from shared.synthetic import random_concept
+from tests.support.synthetic import random_concept
 
 
 def graphs() -> int:

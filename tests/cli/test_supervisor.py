@@ -20,7 +20,7 @@ from cli.supervisor import Backoff, ServiceSpec, Supervisor
 from serving.config import ServingConfig
 from shared.artifact import to_bytes
 from shared.registry_client import RegistryClient
-from shared.synthetic import random_concept
+from tests.support.synthetic import random_concept
 from training.client import TrainingClient
 
 READY_S = 120  # a child's Python start and imports, on a busy 2-core machine

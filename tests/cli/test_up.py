@@ -21,7 +21,7 @@ from serving.client import GeneratorClient
 from shared.artifact import to_bytes
 from shared.registry_client import RegistryClient
 from shared.spec import BaseSpec
-from shared.synthetic import random_concept
+from tests.support.synthetic import random_concept
 
 from .test_supervisor import LOOPBACK_HEX, listening
 

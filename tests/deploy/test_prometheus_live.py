@@ -25,11 +25,11 @@ import yaml
 from serving.basemodels import materialize_tiny
 from serving.registry.config import RegistryConfig
 from shared.artifact import to_bytes
-from shared.synthetic import random_concept
 from tests.deploy.conftest import ROOT, PrometheusTools
 from tests.deploy.promconfig import metric_names, pod_target, production_config, with_file_discovery
 from tests.deploy.test_monitoring import concrete, dashboard_queries
 from tests.registry.conftest import ServerThread
+from tests.support.synthetic import random_concept
 from training.service.config import TrainingServiceConfig
 
 TOKENS = {"tok-ops": "*"}

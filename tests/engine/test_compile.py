@@ -12,7 +12,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 
 from serving.engine import DeltaEngine, GenerationRequest
 from serving.engine.unet import UNetRunner, bucket
-from shared.synthetic import random_concept
+from tests.support.synthetic import random_concept
 
 SWITCHES = 50
 

@@ -7,8 +7,8 @@ import torch
 
 from serving.engine import DeltaEngine, GenerationRequest
 from shared.basemodel import prepare_base_model
-from shared.synthetic import random_concept
 from shared.tiny import build_tiny_pipeline
+from tests.support.synthetic import random_concept
 
 
 def _generate(device: torch.device, dtype: torch.dtype, delta_dtype: torch.dtype):

@@ -15,7 +15,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from serving.engine import DeltaEngine, GenerationRequest
 from serving.engine.processor import DeltaAttnProcessor
 from shared.basemodel import cross_attention_layers
-from shared.synthetic import random_concept
+from tests.support.synthetic import random_concept
 
 STEPS, SIZE = 3, 16
 

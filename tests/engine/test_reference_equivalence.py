@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from serving.engine import DeltaEngine, GenerationRequest
-from shared.synthetic import random_concept
 from tests.engine.reference import stock_generate
+from tests.support.synthetic import random_concept
 
 STEPS, GUIDANCE, SIZE = 4, 5.0, 16
 

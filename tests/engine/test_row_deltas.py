@@ -10,7 +10,7 @@ import torch
 from serving.engine import DeltaEngine, GenerationRequest
 from serving.engine.processor import RowDelta
 from shared.delta import DeltaWeight
-from shared.synthetic import random_concept
+from tests.support.synthetic import random_concept
 
 ROWS, TOKENS, IN, OUT = 6, 10, 12, 8
 CROSSATTN = ("to_k", "to_v", "to_q", "to_out")

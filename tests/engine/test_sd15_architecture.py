@@ -11,9 +11,9 @@ from serving.engine.conditioning import RowLayout, build_conditioning
 from serving.engine.processor import bound, install_delta_processors
 from shared.basemodel import BaseSpec, cross_attention_layers, layer_map
 from shared.merge import closed_form_merge, load_captions, regularization_stats
-from shared.synthetic import random_concept
 from shared.text import PromptEncoder
 from shared.tiny import build_clip_l_text_encoder, build_sd15_unet, tiny_tokenizer
+from tests.support.synthetic import random_concept
 
 pytestmark = pytest.mark.slow
 

@@ -21,12 +21,12 @@ from serving.basemodels import materialize_tiny
 from serving.config import ServingConfig
 from shared.artifact import to_bytes
 from shared.basemodel import BaseModel
-from shared.synthetic import random_concept
 from tests.fuzz.conftest import CALL_TIMEOUT_S, TOKENS, fuzz_settings, metadata, outcome
 from tests.fuzz.messages import messages, one_field_changed
 from tests.registry.conftest import TOKENS as SERVICE_TOKENS
 from tests.registry.conftest import ServerThread
 from tests.serving.conftest import free_port
+from tests.support.synthetic import random_concept
 
 APP = "fuzz"
 PLAIN = generator_pb2.GenerateRequest(prompt="photo of a dog", steps=1, width=32, height=32, seed=1)

@@ -17,11 +17,11 @@ from proto import registry_pb2, registry_pb2_grpc
 from serving.registry.config import RegistryConfig
 from shared.artifact import to_bytes
 from shared.basemodel import BaseModel
-from shared.synthetic import random_concept
 from tests.fuzz.conftest import CALL_TIMEOUT_S, TOKENS, WATCH_S, fuzz_settings, metadata, outcome, serving
 from tests.fuzz.messages import messages, one_field_changed
 from tests.registry.conftest import TOKENS as REGISTRY_TOKENS
 from tests.registry.conftest import ServerThread, store_snapshot
+from tests.support.synthetic import random_concept
 
 # The strategies hold a whole artifact (a hint for `data`); Hypothesis warns when it describes them.
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr:hypothesis.errors.HypothesisWarning")

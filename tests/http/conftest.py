@@ -18,8 +18,8 @@ from serving.config import ServingConfig
 from serving.http.config import HttpConfig
 from shared.artifact import to_bytes
 from shared.registry_client import RegistryClient
-from shared.synthetic import random_concept
 from tests.serving.conftest import free_port
+from tests.support.synthetic import random_concept
 from tests.training.conftest import TrainingStack, tiny_base_dir, training_stack  # noqa: F401 - a fixture
 from training.service.config import SubmitLimits
 

@@ -16,8 +16,8 @@ from PIL import Image
 
 from serving.client import GeneratorClient
 from shared.artifact import to_bytes
-from shared.synthetic import random_concept
 from tests.http.conftest import MAX_UPLOAD_BYTES, HttpStack
+from tests.support.synthetic import random_concept
 from tests.training.conftest import write_images
 
 STEPS = 3

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from shared.artifact import to_bytes
-from shared.synthetic import random_concept
 from tests.http.conftest import HttpStack
+from tests.support.synthetic import random_concept
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

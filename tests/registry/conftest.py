@@ -21,7 +21,7 @@ from shared.artifact import to_bytes
 from shared.registry_client import RegistryClient
 from shared.rpc_client import RetryPolicy
 from shared.spec import BaseSpec
-from shared.synthetic import random_concept
+from tests.support.synthetic import random_concept
 
 T = TypeVar("T")
 

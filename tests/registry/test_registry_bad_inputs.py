@@ -11,8 +11,8 @@ import pytest
 
 from proto import registry_pb2, registry_pb2_grpc
 from shared.artifact import to_bytes
-from shared.synthetic import random_concept
 from tests.registry.conftest import header, iter_then_block, other_base, store_snapshot, wait_until
+from tests.support.synthetic import random_concept
 
 Code = grpc.StatusCode
 

@@ -13,8 +13,8 @@ import pytest
 
 from proto import registry_pb2, registry_pb2_grpc
 from shared.artifact import to_bytes
-from shared.synthetic import random_concept
 from tests.registry.conftest import header, store_snapshot
+from tests.support.synthetic import random_concept
 
 Code = grpc.StatusCode
 MAX_DETAILS_CHARS = 512

@@ -17,9 +17,9 @@ from proto import registry_pb2, registry_pb2_grpc
 from serving.registry.config import RegistryConfig
 from shared.artifact import to_bytes
 from shared.spec import BaseSpec, CrossAttentionLayer
-from shared.synthetic import random_concept
 from tests.registry.conftest import TOKENS, ServerThread, header, iter_then_block, store_snapshot, wait_until
 from tests.registry.test_registry_bad_values import MAX_DETAILS_CHARS, call, publish_call
+from tests.support.synthetic import random_concept
 
 Code = grpc.StatusCode
 ACME = (("authorization", "Bearer tok-acme"),)

@@ -14,7 +14,7 @@ from shared.basemodel import fingerprint
 from shared.errors import IncompatibleBase, InvalidArtifact
 from shared.grpc_status import status_for
 from shared.spec import BaseSpec
-from shared.synthetic import random_concept
+from tests.support.synthetic import random_concept
 
 
 def test_sdxl_spec_names_the_family_and_both_embedding_widths(sdxl_base):

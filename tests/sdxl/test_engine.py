@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from serving.engine import GenerationRequest, SDXLDeltaEngine, create_engine
-from shared.synthetic import random_concept
 from tests.engine.reference import stock_generate
 from tests.sdxl.reference import patched_sdxl_pipeline
+from tests.support.synthetic import random_concept
 
 STEPS, GUIDANCE, SIZE = 3, 5.0, 16
 

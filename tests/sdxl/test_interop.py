@@ -15,8 +15,8 @@ from serving.engine import GenerationRequest, create_engine
 from shared import artifact
 from shared.errors import InvalidArtifact
 from shared.interop import export_diffusers, import_diffusers, token_file_name
-from shared.synthetic import random_concept
 from tests.shared.test_diffusers_interop import _install_custom_diffusion
+from tests.support.synthetic import random_concept
 
 SIZE, STEPS, TOKEN = 16, 3, "<dog-xl>"
 

@@ -9,7 +9,7 @@ import torch
 
 from serving.engine import GenerationRequest, create_engine
 from shared.merge import RegularizationCache, closed_form_merge, load_captions, naive_sum
-from shared.synthetic import random_concept
+from tests.support.synthetic import random_concept
 
 CAPTIONS = load_captions()[:200]
 

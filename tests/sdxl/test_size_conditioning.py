@@ -24,10 +24,10 @@ from shared.auth import OPERATOR_TENANT, Caller
 from shared.delta import ConceptDelta
 from shared.errors import InvalidArgument
 from shared.images import to_uint8
-from shared.synthetic import random_concept
 from tests.engine.reference import stock_generate
 from tests.registry.conftest import TOKENS, ServerThread
 from tests.sdxl.reference import patched_sdxl_pipeline
+from tests.support.synthetic import random_concept
 
 STEPS, GUIDANCE, SIZE, SEED = 3, 5.0, 16, 21
 OPERATOR = Caller(tenant=OPERATOR_TENANT)

@@ -26,8 +26,8 @@ from shared.artifact import to_bytes
 from shared.basemodel import BaseModel, BaseSpec
 from shared.merge import RegularizationCache, load_captions
 from shared.registry_client import RegistryClient
-from shared.synthetic import random_concept
 from tests.registry.conftest import FAST_RETRY, TOKENS, ServerThread, other_base
+from tests.support.synthetic import random_concept
 
 OPERATOR_TOKEN = "tok-ops"
 MiB = 2**20

@@ -14,8 +14,8 @@ from serving.concepts.store import ConceptStore
 from serving.concepts.watcher import RegistryWatcher
 from shared.errors import IncompatibleBase, NotFound
 from shared.registry_client import RegistryClient
-from shared.synthetic import random_concept
 from tests.registry.conftest import ServerThread
+from tests.support.synthetic import random_concept
 
 Publish = Callable[..., Any]
 

@@ -16,11 +16,11 @@ from shared.artifact import to_bytes
 from shared.auth import Caller
 from shared.basemodel import BaseSpec
 from shared.errors import NotFound
-from shared.synthetic import random_concept
 from tests.bad_inputs import shown
 from tests.registry.conftest import ServerThread
 from tests.serving.conftest import OPERATOR_TOKEN, LiveServe
 from tests.serving.rawgrpc import OK, RawGenerator
+from tests.support.synthetic import random_concept
 
 APP = "authz"
 ACME, BETA = "tok-acme", "tok-beta"

@@ -22,10 +22,10 @@ from shared.artifact import to_bytes
 from shared.auth import OPERATOR_TENANT, Caller
 from shared.basemodel import BaseSpec
 from shared.errors import Unavailable
-from shared.synthetic import random_concept
 from tests.registry.conftest import TOKENS
 from tests.registry.test_registry_crash import RegistryProcess
 from tests.serving.conftest import OPERATOR_TOKEN, free_port
+from tests.support.synthetic import random_concept
 
 OPERATOR = Caller(OPERATOR_TENANT)
 

@@ -15,7 +15,7 @@ from shared.auth import OPERATOR_TENANT, Caller
 from shared.basemodel import BaseModel
 from shared.errors import IncompatibleBase, InvalidArgument, NotFound
 from shared.merge import closed_form_merge, naive_sum
-from shared.synthetic import random_concept
+from tests.support.synthetic import random_concept
 
 OPERATOR = Caller(OPERATOR_TENANT)
 

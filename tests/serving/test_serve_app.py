@@ -26,9 +26,9 @@ from shared.basemodel import BaseModel
 from shared.errors import CapacityExceeded, DeadlineExceeded, IncompatibleBase, InvalidArgument, NotFound
 from shared.images import to_png
 from shared.registry_client import RegistryClient
-from shared.synthetic import random_concept
 from tests.serving.conftest import OPERATOR_TOKEN, LiveServe
 from tests.serving.rawgrpc import RawGenerator
+from tests.support.synthetic import random_concept
 
 Publish = Callable[..., Any]
 OPERATOR = f"Bearer {OPERATOR_TOKEN}"

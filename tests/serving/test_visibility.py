@@ -18,8 +18,8 @@ from shared.auth import OPERATOR_TENANT, Caller
 from shared.basemodel import BaseSpec
 from shared.errors import NotFound
 from shared.registry_client import RegistryClient
-from shared.synthetic import random_concept
 from tests.registry.conftest import ServerThread
+from tests.support.synthetic import random_concept
 
 ACME, BETA, OPERATOR, ANONYMOUS = Caller("acme"), Caller("beta"), Caller(OPERATOR_TENANT), Caller()
 

@@ -13,7 +13,7 @@ from shared import artifact
 from shared.artifact import ArtifactLimits
 from shared.errors import IncompatibleBase, InvalidArtifact, TooLarge
 from shared.spec import BaseSpec
-from shared.synthetic import random_concept
+from tests.support.synthetic import random_concept
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 from shared import artifact
 from shared.compress import compress, rank_for_energy
 from shared.errors import InvalidArgument
-from shared.synthetic import random_concept
+from tests.support.synthetic import random_concept
 
 
 @pytest.fixture(scope="module")

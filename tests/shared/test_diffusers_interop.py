@@ -15,7 +15,7 @@ from serving.engine import DeltaEngine, GenerationRequest
 from shared import artifact
 from shared.errors import InvalidArgument
 from shared.interop import WEIGHTS_FILE, export_diffusers, import_diffusers, token_file_name
-from shared.synthetic import random_concept
+from tests.support.synthetic import random_concept
 
 SIZE, STEPS = 16, 4
 

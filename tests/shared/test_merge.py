@@ -16,8 +16,8 @@ from shared.merge import (
     naive_sum,
     regularization_stats,
 )
-from shared.synthetic import random_concept
 from shared.text import PromptEncoder
+from tests.support.synthetic import random_concept
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from serving.registry.config import RegistryConfig
 from shared.artifact import to_bytes
 from shared.auth import mint_job_token
 from shared.errors import NotFound, PermissionDenied, Unauthenticated
-from shared.synthetic import random_concept
+from tests.support.synthetic import random_concept
 
 from ..registry.conftest import TOKENS, ServerThread
 

@@ -75,8 +75,8 @@ def test_a_certificate_without_its_key_is_refused(tmp_path, tls_certificate):
 def test_a_training_job_publishes_to_a_tls_registry_trusting_its_ca_file(tmp_path, tls_certificate, tiny_base):
     from serving.registry.config import RegistryConfig
     from shared.artifact import to_bytes
-    from shared.synthetic import random_concept
     from tests.registry.conftest import TOKENS, ServerThread
+    from tests.support.synthetic import random_concept
     from training.job import JobSpec, publish
 
     cert, key = tls_certificate
