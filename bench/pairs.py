@@ -161,9 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
         concepts = catalogue_concepts(args.concepts)
     except ValueError as e:
         parser.error(f"--concepts: {e}")
-    shared, work = target_set_bench(
-        args, "cdserve-pairs-", target_images=args.images, target_companions=args.companions
-    )
+    shared, work = target_set_bench(args, "cdserve-pairs-", images=args.images, companions=args.companions)
     per_seed = {}
     seeds, run_seeds = ([int(s) for s in listing.split(",")] for listing in (args.seeds, args.run_seeds))
     for seed, run_seed in itertools.product(seeds, run_seeds):

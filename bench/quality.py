@@ -25,7 +25,7 @@ import copy
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -93,30 +93,35 @@ class Subject:
     delta: ConceptDelta | None
 
 
+@dataclass(frozen=True)
+class TargetSet:
+    """How each concept's target images are drawn (`render_concept_targets`): the world's defaults."""
+
+    seed: int = 1
+    images: int = 8
+    companions: int = TARGET_COMPANIONS
+    wordings: int = TARGET_WORDINGS
+    concept_second: int | None = TARGET_CONCEPT_SECOND
+    """None: each companion on a random side."""
+
+
 class Bench:
+    """The base model with its evaluator, and a work folder: trains concepts on a target set and measures them."""
+
     def __init__(
         self,
         model_dir: Path,
         work: Path,
         samples: int,
         steps: int,
-        quick: bool,
         *,
-        target_seed: int = 1,
-        target_images: int = 8,
-        target_companions: int = TARGET_COMPANIONS,
-        target_wordings: int = TARGET_WORDINGS,
+        targets: TargetSet = TargetSet(),
         run_seed: int = 0,
         stand_in: float = STAND_IN_PROBABILITY,
-        target_concept_second: int | None = TARGET_CONCEPT_SECOND,
     ) -> None:
-        self.model_dir, self.work, self.samples, self.steps, self.quick = model_dir, work, samples, steps, quick
-        self.target_seed, self.target_images, self.target_companions = target_seed, target_images, target_companions
-        self.target_wordings, self.run_seed = (
-            target_wordings,
-            run_seed,
-        )  # run_seed: the recipe's (batches, noise, timesteps)
-        self.target_concept_second = target_concept_second  # None: each companion on a random side
+        self.model_dir, self.work, self.samples, self.steps = model_dir, work, samples, steps
+        self.targets = targets
+        self.run_seed = run_seed  # the recipe's (batches, noise, timesteps)
         self.stand_in = stand_in  # Recipe.stand_in_probability; above 0 the targets get stand-in wordings
         self.base = load_base_model(model_dir)
         self.engine = DeltaEngine(self.base)
@@ -132,7 +137,8 @@ class Bench:
         evaluator and merge statistics are shared (each is the base model's alone, and costly to
         build), the training data and runs not."""
         other = copy.copy(self)
-        other.target_seed, other.work, other.train_seconds, other.run_seed = seed, work, {}, run_seed
+        other.targets, other.run_seed = replace(self.targets, seed=seed), run_seed
+        other.work, other.train_seconds = work, {}
         return other
 
     # -- data and training -----------------------------------------------------------------------
@@ -142,13 +148,13 @@ class Bench:
         if not folder.exists():
             targets = render_concept_targets(
                 concept,
-                n=self.target_images,
-                seed=self.target_seed,
+                n=self.targets.images,
+                seed=self.targets.seed,
                 modifier=token_of(concept),
-                companions=self.target_companions,
-                wordings=self.target_wordings,
+                companions=self.targets.companions,
+                wordings=self.targets.wordings,
                 stand_ins=self.stand_in > 0,
-                concept_second=self.target_concept_second,
+                concept_second=self.targets.concept_second,
             )
             write_captioned_folder(folder / "targets", targets)
             write_captioned_folder(folder / "reg", render_reg_pool(concept.category, k=200, seed=2))
@@ -297,36 +303,20 @@ def target_set_parser(doc: str | None, *, samples: int) -> argparse.ArgumentPars
     return parser
 
 
-def target_set_bench(args: argparse.Namespace, prefix: str, **targets: int) -> tuple[Bench, Path]:
+def target_set_bench(args: argparse.Namespace, prefix: str, **options: int) -> tuple[Bench, Path]:
     """Two torch threads, a fresh work folder named `prefix`… and the `Bench` of a target-set bench,
-    set from `target_set_parser`'s options (`targets`: the target-set options a bench adds)."""
+    set from `target_set_parser`'s options (`options`: the `TargetSet` fields a bench adds)."""
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix=prefix))
-    bench = Bench(
-        Path(args.model),
-        work,
-        args.samples,
-        args.steps,
-        False,
-        **targets,
-        target_wordings=args.wordings,
-        stand_in=args.stand_in,
-        target_concept_second=args.concept_second,
-    )
+    targets = TargetSet(wordings=args.wordings, concept_second=args.concept_second, **options)
+    bench = Bench(Path(args.model), work, args.samples, args.steps, targets=targets, stand_in=args.stand_in)
     return bench, work
 
 
 def run(args: argparse.Namespace) -> dict:
     work = Path(args.work or tempfile.mkdtemp(prefix="cdserve-quality-"))
-    bench = Bench(
-        Path(args.model),
-        work,
-        args.samples,
-        args.steps,
-        args.quick,
-        stand_in=args.stand_in,
-        target_concept_second=args.concept_second,
-    )
+    targets = TargetSet(concept_second=args.concept_second)
+    bench = Bench(Path(args.model), work, args.samples, args.steps, targets=targets, stand_in=args.stand_in)
     first, second = bench.concept_config(FIRST), bench.concept_config(SECOND)
     rows: dict[str, dict[str, float]] = {}
     base = Subject(bench.engine, None)
