@@ -14,6 +14,9 @@ from training.world.evaluator import CHANNELS, HEADS, IGNORE, Evaluator, Evaluat
 from training.world.scenes import Scene, random_scene, render, to_array
 
 TWO_OBJECT_PROB = 0.4
+ROUND_TRIP_FRACTION = 0.4  # share of the training renders replaced by their VAE round trip: it judges decoded images
+BATCH = 64
+LR = 2e-3
 
 
 def world_sample(seed: int, n: int) -> tuple[list[Scene], torch.Tensor]:
@@ -24,32 +27,24 @@ def world_sample(seed: int, n: int) -> tuple[list[Scene], torch.Tensor]:
 
 
 def train_evaluator(
-    work_dir: Path,
-    vae: AutoencoderKL,
-    seed: int,
-    budget_s: float,
-    max_steps: int,
-    *,
-    n_train: int = 12000,
-    round_trip_fraction: float = 0.4,
-    batch: int = 64,
-    lr: float = 2e-3,
+    work_dir: Path, vae: AutoencoderKL, seed: int, budget_s: float, max_steps: int, *, n_train: int
 ) -> tuple[Evaluator, StageResult]:
-    """Fit on `n_train` renders, a fraction of them replaced by their VAE round trip, all softened per batch."""
+    """Fit on `n_train` renders, `ROUND_TRIP_FRACTION` of them replaced by their VAE round trip, all
+    softened per batch."""
     torch.manual_seed(seed)
     scenes, x = world_sample(seed, n_train)
-    n_rt = int(n_train * round_trip_fraction)
+    n_rt = int(n_train * ROUND_TRIP_FRACTION)
     x[:n_rt] = round_trip(vae, x[:n_rt])
     labels = label_tensor(scenes)
     net = EvaluatorNet(CHANNELS)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
 
     def step_fn(step: int, progress: float) -> float:
         for group in opt.param_groups:
-            group["lr"] = lr_at(lr, step, progress)
+            group["lr"] = lr_at(LR, step, progress)
         rng = np.random.default_rng([seed, 3, step])
-        idx = torch.from_numpy(rng.choice(n_train, batch, replace=False))
+        idx = torch.from_numpy(rng.choice(n_train, BATCH, replace=False))
         logits = net(soften(x[idx], rng))
         loss = sum(loss_fn(logits[name], labels[name][idx]) for name in HEADS)
         opt.zero_grad(set_to_none=True)
