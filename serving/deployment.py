@@ -21,6 +21,7 @@ from ray import serve
 from ray.serve.grpc_util import RayServegRPCContext
 
 from proto import generator_pb2
+from serving import refusal_log
 from serving.auth import GenerateAuthenticator
 from serving.batcher import BatchQueue
 from serving.config import ServingConfig
@@ -35,6 +36,7 @@ from shared.progress import ProgressCallback
 class Generator:
     def __init__(self, config_json: str) -> None:
         config = ServingConfig.model_validate_json(config_json)
+        refusal_log.install()
         self.metrics = ServingMetrics()
         self.auth = GenerateAuthenticator(config.auth)
         replica_id = serve.get_replica_context().replica_id.unique_id

@@ -128,6 +128,15 @@ class LiveServe:
         """A client of `app` calling as the operator (sees every concept) unless told otherwise."""
         return GeneratorClient(self.target, application=app, token=token, timeout_s=120)
 
+    def replica_logs(self, app: str) -> str:
+        """What the replicas of `app` have written to their Serve log files so far."""
+        import ray
+
+        node = ray._private.worker._global_node
+        assert node is not None, "Ray is not running in this process"
+        logs = Path(node.get_logs_dir_path()) / "serve"
+        return "".join(path.read_text() for path in sorted(logs.glob(f"replica_{app}_*.log")))
+
     def scrape(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as reply:
             return reply.read().decode()

@@ -196,6 +196,20 @@ def test_unknown_and_foreign_concepts_fail_with_their_status(
     assert "base model" in caught.value.message
 
 
+def test_a_refused_request_is_logged_as_one_line_without_a_traceback(
+    gen: GeneratorClient, live_serve: LiveServe
+) -> None:
+    with pytest.raises(NotFound):
+        gen.generate(request("photo of a dog", ("never-published-logged",)))
+    mentions = poll(
+        lambda: [line for line in live_serve.replica_logs(APP).splitlines() if "never-published-logged" in line],
+        accept=bool,
+    )
+    # One line at INFO; a traceback would end in a line naming the exception with the same message.
+    assert len(mentions) == 1, mentions
+    assert mentions[0].startswith("INFO ") and "Request refused: NOT_FOUND NOT_FOUND:" in mentions[0]
+
+
 def test_deadlines_are_respected(gen: GeneratorClient) -> None:
     # A tenth of what the same request just took inside the replica: it expires mid-work on any machine.
     took_s = gen.generate(request("a slow one", steps=60)).timings.total_ms / 1000.0
