@@ -6,6 +6,7 @@ whole asset but trains its text encoder and UNet further."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,22 +18,25 @@ from training.world.base import RECORD, train_base
 from training.world.captions import vocabulary
 from training.world.evaluator import Evaluator
 
+TINY = dict(minutes=30, diffusion_steps=2, pattern_steps=2, scenes=64, pattern_scenes=64, eval_samples=2, threads=1)
 
-def test_train_base_writes_a_loadable_model_with_its_evaluator_and_record(tmp_path) -> None:
-    out = tmp_path / "toyworld"
-    report = train_base(
-        out,
-        minutes=30,
-        vae_steps=2,
-        evaluator_steps=2,
-        diffusion_steps=2,
-        pattern_steps=2,
-        scenes=64,
-        pattern_scenes=64,
-        evaluator_images=64,
-        eval_samples=2,
-        threads=1,
-    )
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, dict]:
+    """One from-scratch run, every stage, and its report: the first test checks what it wrote, the
+    retraining tests start from it (a from-scratch run is the module's costliest step: it runs once)."""
+    out = tmp_path_factory.mktemp("first") / "toyworld"
+    return out, train_base(out, vae_steps=2, evaluator_steps=2, evaluator_images=64, **TINY)
+
+
+@pytest.fixture(scope="module")
+def first(trained) -> Path:
+    """A tiny asset that the retraining tests start from."""
+    return trained[0]
+
+
+def test_train_base_writes_a_loadable_model_with_its_evaluator_and_record(trained) -> None:
+    out, report = trained
     assert report["diffusion"]["steps"] == report["patterns"]["steps"] == 2
     assert not (out / "checkpoints").exists()
     assert json.loads((out / RECORD).read_text()) == json.loads(json.dumps(report))
@@ -41,17 +45,6 @@ def test_train_base_writes_a_loadable_model_with_its_evaluator_and_record(tmp_pa
     assert split_words(tokenizer, vocabulary()) == []
     assert len((out / "reg_captions.txt").read_text().splitlines()) == 1000
     Evaluator.load(out)
-
-
-TINY = dict(minutes=30, diffusion_steps=2, pattern_steps=2, scenes=64, pattern_scenes=64, eval_samples=2, threads=1)
-
-
-@pytest.fixture(scope="module")
-def first(tmp_path_factory):
-    """A tiny asset that the retraining tests start from."""
-    out = tmp_path_factory.mktemp("first")
-    train_base(out, vae_steps=2, evaluator_steps=2, evaluator_images=64, **TINY)
-    return out
 
 
 def _assert_same_files(kept, reused, parts) -> None:
