@@ -15,13 +15,20 @@ import argparse
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, StableDiffusionPipeline
+from diffusers import StableDiffusionPipeline
 
 from bench.common import SCRATCH, device_name, interleaved_medians, write_result
 from serving.engine import DeltaEngine, GenerationRequest
 from shared.basemodel import BaseModel, cross_attention_layers, prepare_base_model
 from shared.delta import ConceptDelta
-from shared.tiny import build_clip_l_text_encoder, build_sd15_unet, build_tiny_pipeline, sd_scheduler, tiny_tokenizer
+from shared.tiny import (
+    build_clip_l_text_encoder,
+    build_sd15_unet,
+    build_sd_vae,
+    build_tiny_pipeline,
+    sd_scheduler,
+    tiny_tokenizer,
+)
 from tests.support.synthetic import random_concept
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -37,13 +44,7 @@ def build_model(kind: str, device: str, dtype: torch.dtype) -> tuple[BaseModel, 
     tokenizer = tiny_tokenizer()
     tokenizer.model_max_length = 77
     pipe = StableDiffusionPipeline(
-        vae=AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=4,
-            layers_per_block=2,
-        ),
+        vae=build_sd_vae(),
         text_encoder=build_clip_l_text_encoder(tokenizer),
         tokenizer=tokenizer,
         unet=build_sd15_unet(),

@@ -18,6 +18,7 @@ import resource
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -44,6 +45,24 @@ def synthetic_images(folder: Path, count: int, size: int, *, captions: str | Non
     return paths
 
 
+def synthetic_config(
+    folder: Path, size: int, base_model: str, *, regularization: bool, **recipe_fields: Any
+) -> TrainConfig:
+    """One concept of coloured squares, with regularisation images captioned "photo of a dog" (all
+    kept) or none, under the paper's recipe with `recipe_fields` changed; every file goes under `folder`."""
+    concept = ConceptConfig(
+        concept_id="bench",
+        category="dog",
+        images=synthetic_images(folder / "targets", 6, size),
+        regularization="real" if regularization else "none",
+        reg_dir=str(folder / "reg") if regularization else None,
+    )
+    if regularization:
+        synthetic_images(folder / "reg", 16, size, captions="photo of a dog")
+    recipe = Recipe(reg_similarity_threshold=-1.0, **recipe_fields)
+    return TrainConfig(base_model=base_model, concepts=[concept], recipe=recipe, output_dir=str(folder / "out"))
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -66,23 +85,14 @@ def main(argv: list[str] | None = None) -> dict:
     base, size = build_model(args.model, args.device, torch.float32)  # fp32 master weights; autocast computes
     build_s = time.perf_counter() - built
     with tempfile.TemporaryDirectory() as tmp:
-        concept = ConceptConfig(
-            concept_id="bench",
-            category="dog",
-            images=synthetic_images(Path(tmp) / "targets", 6, size),
-            regularization="none" if args.no_reg else "real",
-            reg_dir=None if args.no_reg else str(Path(tmp) / "reg"),
-        )
-        if not args.no_reg:
-            synthetic_images(Path(tmp) / "reg", 16, size, captions="photo of a dog")
-        recipe = Recipe(
+        config = synthetic_config(
+            Path(tmp),
+            size,
+            args.model,
+            regularization=not args.no_reg,
             batch_size=args.batch_size,
             mixed_precision=args.precision,
-            reg_similarity_threshold=-1.0,
             use_gpu=device.type == "cuda",
-        )
-        config = TrainConfig(
-            base_model=args.model, concepts=[concept], recipe=recipe, output_dir=str(Path(tmp) / "out")
         )
         trainer = build_trainer(config, base)
         for _ in range(2):

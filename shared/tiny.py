@@ -155,3 +155,16 @@ def build_clip_l_text_encoder(tokenizer: CLIPTokenizer, seed: int = 0) -> CLIPTe
     """CLIP ViT-L/14's text transformer shape (768-d, 12 layers) over the given tokenizer's vocabulary."""
     with seeded(seed):
         return clip_text_encoder(tokenizer, hidden=768, layers=12, heads=12)
+
+
+def build_sd_vae(*, scaling_factor: float = 0.18215) -> AutoencoderKL:
+    """Stable Diffusion's VAE architecture with random weights from the current RNG: SD 1.x, 2.x and
+    SDXL share it (SDXL scales its latents by 0.13025)."""
+    return AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=2,
+        scaling_factor=scaling_factor,
+    )

@@ -122,16 +122,17 @@ def build_sdxl_unet_on_meta() -> UNet2DConditionModel:
 
 
 @torch.no_grad()
-def build_sdxl_unet_random(seed: int = 0) -> UNet2DConditionModel:
-    """The SDXL base UNet with seeded random fp32 weights, for equivalence tests at small latents.
+def build_sdxl_unet_random(seed: int = 0, *, device: str | torch.device = "cpu") -> UNet2DConditionModel:
+    """The SDXL base UNet with seeded random fp32 weights on `device`, for equivalence tests at small
+    latents and benchmarks (the numbers drawn depend on the device's generator).
 
     Built on the meta device and then filled in place: diffusers' own initialisation of 2.6 B
     parameters costs far more than the forward these tests run. Matrices and kernels are drawn
     with standard deviation 1/sqrt(fan-in), norm scales are one and biases small, so activations
     keep their size through the 70 transformer blocks and a wrong K or V shows in the output.
     """
-    unet = build_sdxl_unet_on_meta().to_empty(device="cpu")
-    generator = torch.Generator().manual_seed(seed)
+    unet = build_sdxl_unet_on_meta().to_empty(device=device)
+    generator = torch.Generator(device=device).manual_seed(seed)
     for name, parameter in unet.named_parameters():
         if parameter.ndim > 1:
             parameter.normal_(0.0, parameter[0].numel() ** -0.5, generator=generator)

@@ -6,14 +6,17 @@
   RLlib, the dashboard's web client, bundled tests) and packed with `tar | xz`: the wheel as
   published is larger than what one run on the GPU machine can carry.
 * cp312 manylinux wheels of the other packages that machine lacks (list below; it has its own
-  torch, transformers, numpy, grpcio, protobuf …), installed there with `pip --no-index --no-deps`.
-  The list was found by starting Ray Serve with them on CPython 3.12 and adding what it asked for.
+  torch, transformers, numpy, grpcio, protobuf …), laid out as `pip install --target` would and
+  packed the same way, since xz packs them to about 60 % of the wheels' size. The list was found by
+  starting Ray Serve with them on CPython 3.12 and adding what it asked for.
 * With `--train-deps`: pyarrow and pandas as well, trimmed and packed like Ray. `import ray.train`
   requires both; they do not fit beside the rest, so they travel in a second run when the machine
   lacks them (`bench/device/run.sh` reports which modules are missing before anything runs).
 
-The folder is ignored by git: rebuild it in a minute whenever the list changes. Its size is
-printed and written to MANIFEST.json; `bench/device/run.sh` unpacks it on the GPU machine.
+The folder is ignored by git: rebuild it in a few minutes whenever the list changes. Its size is
+printed and written to MANIFEST.json, beside what travels with it: a run carries the working tree
+too (the files git tracks and the untracked ones it does not ignore), within one limit for both.
+`bench/device/run.sh` unpacks it on the GPU machine.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+CARRY_LIMIT_MIB = 64
+"""What one run on the GPU machine carries: the working tree and the payload together."""
 RAY = "ray==2.60.0"
 RAY_DROPPED = (
     "ray/jars",
@@ -160,6 +166,7 @@ def pack(wheels: list[Path], dropped: tuple[str, ...], target: Path) -> dict[str
                         mode = member.external_attr >> 16
                         if mode:
                             (tree / member.filename).chmod(mode & 0o777)
+        lay_out_data(tree)
         strip = shutil.which("strip")
         for binary in [tree / b for b in RAY_BINARIES] + list(tree.glob("pyarrow/*.so*")):
             if strip and binary.is_file() and not binary.is_symlink():
@@ -175,6 +182,42 @@ def pack(wheels: list[Path], dropped: tuple[str, ...], target: Path) -> dict[str
     }
 
 
+def lay_out_data(tree: Path) -> None:
+    """Each wheel's `<name>.data/` where pip puts it: scripts into bin/ (the folder run.sh puts on
+    PATH), libraries at the top."""
+    for data in tree.glob("*.data"):
+        for kind in data.iterdir():
+            if kind.name == "scripts":
+                shutil.copytree(kind, tree / "bin", dirs_exist_ok=True)
+            elif kind.name in ("purelib", "platlib"):
+                shutil.copytree(kind, tree, dirs_exist_ok=True)
+        shutil.rmtree(data)
+
+
+def tree_bytes() -> int:
+    """What travels with every run besides the payload: the files git tracks and the untracked ones
+    it does not ignore."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    return sum(path.stat().st_size for name in listed.split("\0") if name and (path := ROOT / name).is_file())
+
+
+def wheels_of(specs: tuple[str, ...], cache: Path) -> list[Path]:
+    """One downloaded wheel per spec (two versions of one package would shadow each other there)."""
+    wanted = {spec.split("==")[0].split(">=")[0].lower().replace("-", "_") for spec in specs}
+    found: dict[str, list[Path]] = {}
+    for wheel in sorted(cache.glob("*.whl")):
+        found.setdefault(wheel.name.split("-")[0].lower(), []).append(wheel)
+    twice = {name: [w.name for w in found[name]] for name in wanted if len(found.get(name, [])) > 1}
+    if twice:
+        raise SystemExit(f"{cache} holds several versions of {twice}: delete the ones not wanted")
+    return [found[name][0] for name in sorted(wanted)]
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE / "payload")
@@ -182,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train-deps", action="store_true", help="also pyarrow and pandas (for ray.train)")
     args = parser.parse_args(argv)
     shutil.rmtree(args.out, ignore_errors=True)
-    (args.out / "wheels").mkdir(parents=True)
+    args.out.mkdir(parents=True)
     args.cache.mkdir(parents=True, exist_ok=True)
     download(RAY, args.cache)
     ray_wheel = next(args.cache.glob("ray-2.60.0-cp312-*.whl"))
@@ -195,16 +238,24 @@ def main(argv: list[str] | None = None) -> dict:
         ray["train_deps_packed_bytes"] = pack(trees, dropped, args.out / "train-deps-cp312.tar.xz")["packed_bytes"]
     for spec in WHEELS:
         download(spec, args.cache)
-    wanted = {spec.split("==")[0].split(">=")[0].lower().replace("-", "_") for spec in WHEELS}
-    for wheel in args.cache.glob("*.whl"):
-        name = wheel.name.split("-")[0].lower()
-        if name in wanted:
-            shutil.copy2(wheel, args.out / "wheels" / wheel.name)
-    wheels = sorted(p.name for p in (args.out / "wheels").glob("*.whl"))
+    wheels = wheels_of(WHEELS, args.cache)
+    deps = pack(wheels, (), args.out / "deps-cp312.tar.xz")
     total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
-    manifest = {"ray": ray, "wheels": wheels, "total_bytes": total, "total_mib": round(total / 2**20, 1)}
+    tree = tree_bytes()
+    carried_mib = round((total + tree) / 2**20, 1)
+    manifest = {
+        "ray": ray,
+        "deps": {**deps, "wheels": [w.name for w in wheels]},
+        "total_bytes": total,
+        "total_mib": round(total / 2**20, 1),
+        "working_tree_mib": round(tree / 2**20, 1),
+        "carried_mib": carried_mib,
+        "carried_fits": carried_mib <= CARRY_LIMIT_MIB,
+    }
     (args.out / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in manifest.items() if k != "wheels"}, indent=2), f"\n{len(wheels)} wheels")
+    print(json.dumps({k: v for k, v in manifest.items() if k != "deps"}, indent=2), f"\n{len(wheels)} wheels packed")
+    if not manifest["carried_fits"]:
+        print(f"the payload and the working tree make {carried_mib} MiB: over the {CARRY_LIMIT_MIB} MiB of one run")
     return manifest
 
 

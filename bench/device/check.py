@@ -1,20 +1,24 @@
 """The whole GPU check in one command, each part a subprocess with its own time limit, all within
 one deadline; writes OUT/gpu-<device>.json and .md (with the command, device, torch/CUDA, date):
 
-    python -m bench.device.check --out OUT [--budget-s 460] [--parts engine,tiers,train,serving,compile]
-    python -m bench.device.check --out OUT --dry-run     # the same plumbing on this CPU, tiny model
+    python -m bench.device.check --out OUT [--budget-s 500] [--parts engine,tiers,train,serving,compile,sdxl]
+    python -m bench.device.check --out OUT --dry-run     # the same plumbing on this CPU, tiny models
 
 Parts, in order: the engine tests on the device (`CDSERVE_TEST_DEVICE`), the concept cache's device
 tier and merge on the device, a one-worker Ray Train run (NCCL on a GPU), the serving bench through
-the Ray Serve gRPC proxy (a/b/c), and compiled against eager UNet. A part that fails or runs out of
-time is reported as such; the parts after it still run while time is left.
+the Ray Serve gRPC proxy (a/b/c), compiled against eager UNet, and SDXL (`bench.device.sdxl`). A part
+that fails or runs out of time is reported as such; the parts after it still run while time is left.
+Each part may use at most its share of the time left when it starts, so the SD 1.5 parts come first
+and SDXL, last, takes what they leave; a part learns its deadline from `CDSERVE_PART_DEADLINE`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,6 +28,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts="]
+"""pytest as the parts run it: no cache written into the tree, without the suite's addopts."""
+PART_DEADLINE = "CDSERVE_PART_DEADLINE"
+"""The environment variable that tells a part when its time is up (Unix time), so it can fit its own
+stages in."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,7 @@ def parts(out: Path, dry_run: bool) -> list[Part]:
         if dry_run
         else "--model sd15 --device cuda --dtype fp16 --batches 1,8,16"
     ).split()
-    pytest = [*py, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-o", "addopts="]
+    pytest = [*PYTEST, "-x"]
     return [
         Part("engine", [*pytest, f"--junitxml={out}/engine.xml", *engine_tests], 0.2, tests),
         Part(
@@ -76,7 +85,8 @@ def parts(out: Path, dry_run: bool) -> list[Part]:
             {},
         ),
         Part("serving", [*py, "-m", "bench.serving", *serving, "--out", str(out)], 0.6, {}),
-        Part("compile", [*py, "-m", "bench.device.compile_bench", *compile_args, "--out", str(out)], 1.0, {}),
+        Part("compile", [*py, "-m", "bench.device.compile_bench", *compile_args, "--out", str(out)], 0.5, {}),
+        Part("sdxl", [*py, "-m", "bench.device.sdxl", "--out", str(out), *(["--dry-run"] if dry_run else [])], 1.0, {}),
     ]
 
 
@@ -88,22 +98,33 @@ def junit(path: Path) -> dict[str, int]:
     return {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
 
 
-def run_part(part: Part, out: Path, timeout_s: float) -> dict[str, Any]:
+def run_part(part: Part, out: Path, timeout_s: float, *, own_session: bool = True) -> dict[str, Any]:
+    """Run `part` to its end or its time limit. In a session of its own, a part that is cut off ends
+    with everything it started (Ray, compile workers, test processes), so nothing it left holds the
+    device's memory for the next part; one run from inside a part (`own_session=False`) stays in
+    that part's session and ends with it."""
     started = time.perf_counter()
     log = out / f"{part.name}.log"
     rc: int | str
     with log.open("w") as sink:
+        process = subprocess.Popen(
+            part.command,
+            cwd=ROOT,
+            env={**os.environ, **part.env, PART_DEADLINE: str(time.time() + timeout_s)},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=own_session,
+        )
         try:
-            rc = subprocess.run(
-                part.command,
-                cwd=ROOT,
-                env={**os.environ, **part.env},
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                timeout=timeout_s,
-            ).returncode
+            rc = process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             rc = "timeout"
+        finally:
+            if own_session:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+            process.kill()
+            process.wait()
     tail = log.read_text(errors="replace").splitlines()[-15:]
     return {
         "rc": rc,
@@ -148,7 +169,7 @@ def markdown(report: dict[str, Any]) -> str:
         tests = part.get("tests")
         detail = f" ({tests['tests']} tests, {tests['failures']} failed, {tests['errors']} errors)" if tests else ""
         rows.append(f"| {name} | {'ok' if part['ok'] else 'FAILED: ' + str(part['rc'])}{detail} | {part['seconds']} |")
-    for name in ("serving", "compile", "train"):
+    for name in ("serving", "compile", "train", "sdxl"):
         if name in report.get("results", {}):
             rows += ["", f"## {name}", "", "```json", json.dumps(report["results"][name], indent=1)[:6000], "```"]
     serving_md = report.get("serving_md")
@@ -160,9 +181,9 @@ def markdown(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--budget-s", type=float, default=460.0, help="all parts together")
-    parser.add_argument("--parts", default="engine,tiers,train,serving,compile")
-    parser.add_argument("--dry-run", action="store_true", help="on this CPU with the tiny model")
+    parser.add_argument("--budget-s", type=float, default=500.0, help="all parts together")
+    parser.add_argument("--parts", default="engine,tiers,train,serving,compile,sdxl")
+    parser.add_argument("--dry-run", action="store_true", help="on this CPU with the tiny models")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -183,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["tests"] = junit(args.out / f"{part.name}.xml") or None
         report["parts"][part.name] = result
         print(f"{part.name}: rc {result['rc']} in {result['seconds']} s", flush=True)
-    for name, file in (("train", "train-nccl.json"), ("compile", "compile.json")):
+    for name, file in (("train", "train-nccl.json"), ("compile", "compile.json"), ("sdxl", "sdxl.json")):
         if (args.out / file).exists():
             report["results"][name] = json.loads((args.out / file).read_text())
     serving = sorted(args.out.glob("serving-*.json"))
