@@ -1,6 +1,6 @@
 """What SVD compression costs an SDXL concept, and what it weighs at the real SDXL shapes.
 
-Trains one concept on the tiny SDXL (`shared.tiny_sdxl`), then for each energy fraction compresses
+Trains one concept on the tiny SDXL (`tests.support.tiny_sdxl`), then for each energy fraction compresses
 its K/V delta as training does (`shared.compress`) and measures:
 
 * the kept rank per layer (max, mean, and as a fraction of the layer's full rank);
@@ -35,8 +35,8 @@ from shared.basemodel import BaseModel, cross_attention_layers, layer_map, prepa
 from shared.compress import compress
 from shared.delta import ConceptDelta
 from shared.spec import BaseSpec
-from shared.tiny_sdxl import build_sdxl_unet_on_meta, build_tiny_sdxl_pipeline
 from tests.support.synthetic import random_concept
+from tests.support.tiny_sdxl import build_sdxl_unet_on_meta, build_tiny_sdxl_pipeline
 from training.config import ConceptConfig, Recipe, TrainConfig
 from training.loop import build_trainer
 from training.output import DEFAULT_COMPRESSION_BY_FAMILY

@@ -55,9 +55,9 @@ from shared.basemodel import BaseModel, prepare_base_model
 from shared.delta import ConceptDelta
 from shared.merge import closed_form_merge, load_captions, regularization_stats
 from shared.tiny import TINY_TOKENIZER_DIR, build_clip_l_text_encoder, build_sd_vae
-from shared.tiny_sdxl import build_sdxl_unet_random, build_tiny_sdxl_pipeline, sdxl_scheduler
 from shared.tokenizer import load_clip_tokenizer
 from tests.support.synthetic import random_concept
+from tests.support.tiny_sdxl import build_sdxl_unet_random, build_tiny_sdxl_pipeline, sdxl_scheduler
 from training.config import TrainConfig
 from training.loop import build_trainer
 from training.output import SDXL_MAX_RANK

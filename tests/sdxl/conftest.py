@@ -10,7 +10,7 @@ def sdxl_base():
     """The tiny SDXL pipeline from configs, prepared as a base model (fp32) on the engine tests'
     device: the CPU, or what `CDSERVE_TEST_DEVICE` names (the GPU check runs `test_engine.py` there)."""
     from shared.basemodel import prepare_base_model
-    from shared.tiny_sdxl import build_tiny_sdxl_pipeline
     from tests.engine.conftest import DEVICE
+    from tests.support.tiny_sdxl import build_tiny_sdxl_pipeline
 
     return prepare_base_model(build_tiny_sdxl_pipeline(seed=0), source="tiny-sdxl", device=DEVICE)

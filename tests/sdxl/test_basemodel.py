@@ -12,8 +12,8 @@ from serving.engine import SDXLDeltaEngine, create_engine
 from shared import artifact
 from shared.basemodel import layer_map, load_base_model, pipeline_class
 from shared.spec import BaseSpec
-from shared.tiny_sdxl import build_sdxl_unet_on_meta
 from tests.support.synthetic import random_concept
+from tests.support.tiny_sdxl import build_sdxl_unet_on_meta
 from training.output import SDXL_MAX_RANK
 
 SDXL_KV_PARAMETERS = 340_787_200

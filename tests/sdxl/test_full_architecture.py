@@ -18,8 +18,8 @@ from serving.engine.conditioning import RowLayout, build_conditioning
 from serving.engine.processor import bound, install_delta_processors
 from shared.basemodel import BaseSpec, cross_attention_layers, layer_map
 from shared.delta import ConceptDelta
-from shared.tiny_sdxl import SDXL_UNET_CONFIG, build_sdxl_unet_random
 from tests.support.synthetic import random_concept
+from tests.support.tiny_sdxl import SDXL_UNET_CONFIG, build_sdxl_unet_random
 
 pytestmark = pytest.mark.slow
 TOKENS, POOLED = 77, 1280

@@ -12,8 +12,8 @@ from diffusers.loaders.single_file_utils import infer_diffusers_model_type
 from safetensors.torch import load_file
 
 from shared.basemodel import load_base_model
-from shared.tiny_sdxl import build_tiny_sdxl_pipeline
 from tests.sdxl.single_file import save_sdxl_single_file
+from tests.support.tiny_sdxl import build_tiny_sdxl_pipeline
 
 COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 
