@@ -26,7 +26,7 @@ def trained(tmp_path_factory) -> tuple[Path, dict]:
     """One from-scratch run, every stage, and its report: the first test checks what it wrote, the
     retraining tests start from it (a from-scratch run is the module's costliest step: it runs once)."""
     out = tmp_path_factory.mktemp("first") / "toyworld"
-    return out, train_base(out, vae_steps=2, evaluator_steps=2, evaluator_images=64, **TINY)
+    return out, train_base(out, vae_steps=2, evaluator_steps=2, evaluator_images=64, heldout_images=64, **TINY)
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,8 @@ def first(trained) -> Path:
 def test_train_base_writes_a_loadable_model_with_its_evaluator_and_record(trained) -> None:
     out, report = trained
     assert report["diffusion"]["steps"] == report["patterns"]["steps"] == 2
+    checks = report["evaluator"]
+    assert checks["heldout_images"] == 64 and set(checks["heldout_accuracy"]) == {"clean", "softened", "vae_round_trip"}
     assert not (out / "checkpoints").exists()
     assert json.loads((out / RECORD).read_text()) == json.loads(json.dumps(report))
     base = load_base_model(out)

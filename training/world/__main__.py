@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     train.add_argument("--device", help="where the text encoder and UNet train: cpu, cuda, cuda:1…")
     train.add_argument("--eval-samples", type=int, help="fixed-seed samples for the prompt-following check")
+    train.add_argument("--heldout-images", type=int, help="fresh renders for the evaluator's held-out accuracy")
     options = vars(parser.parse_args(argv))
     del options["command"]
     train_base(**options)

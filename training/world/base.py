@@ -110,7 +110,9 @@ def _tokenizer(work: Path, seed: int):
     return train_clip_tokenizer(corpus, tok_dir, vocab_size=1000, model_max_length=MAX_TOKENS)
 
 
-def _train_codec(work: Path, seed: int, plan: Plan, evaluator_images: int) -> tuple[AutoencoderKL, Evaluator, dict]:
+def _train_codec(
+    work: Path, seed: int, plan: Plan, evaluator_images: int, heldout_images: int
+) -> tuple[AutoencoderKL, Evaluator, dict]:
     """Stages 2–3: the VAE, then the evaluator (trained on its round trips)."""
     vae, vae_result = train_vae(work, seed, plan.vae_s, plan.vae_steps)
     scaling = set_scaling_factor(vae, seed)
@@ -118,7 +120,7 @@ def _train_codec(work: Path, seed: int, plan: Plan, evaluator_images: int) -> tu
     evaluator, evaluator_result = train_evaluator(
         work, vae, seed, plan.evaluator_s, plan.evaluator_steps, n_train=evaluator_images
     )
-    accuracy = heldout_accuracy(evaluator, vae, seed + 1)
+    accuracy = heldout_accuracy(evaluator, vae, seed + 1, n=heldout_images)
     evaluator.config["heldout_accuracy"] = accuracy
     print(f"[evaluator] held-out accuracy {json.dumps(accuracy)}", flush=True)
     return (
@@ -126,7 +128,12 @@ def _train_codec(work: Path, seed: int, plan: Plan, evaluator_images: int) -> tu
         evaluator,
         {
             "vae": {"steps": vae_result.steps, "loss": vae_result.last_loss, "scaling_factor": scaling},
-            "evaluator": {"steps": evaluator_result.steps, "images": evaluator_images, "heldout_accuracy": accuracy},
+            "evaluator": {
+                "steps": evaluator_result.steps,
+                "images": evaluator_images,
+                "heldout_images": heldout_images,
+                "heldout_accuracy": accuracy,
+            },
         },
     )
 
@@ -157,6 +164,7 @@ def train_base(
     scenes: int = 16000,
     pattern_scenes: int = PATTERN_SCENES,
     evaluator_images: int = 10000,
+    heldout_images: int = 1000,
     eval_samples: int = 128,
     threads: int = 2,
     codec_from: Path | None = None,
@@ -168,7 +176,9 @@ def train_base(
     the text encoder and UNet alone, e.g. after changing their architecture. `start_from`: an asset
     whose codec, tokenizer, text encoder and UNet to keep, continued by `pattern_steps` more of stage 4
     (stage 1 and the plain scenes skipped too): more training without redoing what a run already did.
-    Only then does `minutes` cap stage 4 as well (a from-scratch run's stage 4 runs all its steps)."""
+    Only then does `minutes` cap stage 4 as well (a from-scratch run's stage 4 runs all its steps).
+    `heldout_images` and `eval_samples` size the checks whose figures the record keeps (fresh renders
+    the evaluator reads, prompts the model draws): they measure the run and change nothing it trains."""
     torch.set_num_threads(threads)
     started = time.monotonic()
     plan = Plan.make(minutes, vae_steps, evaluator_steps, diffusion_steps)
@@ -186,7 +196,7 @@ def train_base(
     else:
         tokenizer = _tokenizer(work, seed)
     if codec_from is None:
-        vae, evaluator, codec_report = _train_codec(work, seed, plan, evaluator_images)
+        vae, evaluator, codec_report = _train_codec(work, seed, plan, evaluator_images, heldout_images)
     else:
         vae, evaluator, codec_report = _load_codec(codec_from)
 
