@@ -6,10 +6,13 @@ import json
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+
+from serving.engine import GenerationRequest
+from shared.delta import ConceptDelta
 
 RESULTS = Path(__file__).resolve().parent / "results"
 """The kept results: the latest output of each bench and device (bench/README.md lists which)."""
@@ -22,6 +25,24 @@ def device_name(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def one_request_per_concept(
+    deltas: Sequence[ConceptDelta], *, with_concepts: bool, steps: int, size: int
+) -> list[GenerationRequest]:
+    """The batch the engine benches time: request i seeded i, naming concept i (every request its own
+    concept) or, without concepts, the same prompt on the base alone (the baseline)."""
+    return [
+        GenerationRequest(
+            prompt=f"a photo of a <c{i}> dog" if with_concepts else "a photo of a dog",
+            delta=delta if with_concepts else None,
+            steps=steps,
+            height=size,
+            width=size,
+            seed=i,
+        )
+        for i, delta in enumerate(deltas)
+    ]
 
 
 def interleaved_medians(

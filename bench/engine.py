@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from diffusers import StableDiffusionPipeline
 
-from bench.common import SCRATCH, device_name, interleaved_medians, write_result
+from bench.common import SCRATCH, device_name, interleaved_medians, one_request_per_concept, write_result
 from serving.engine import DeltaEngine, GenerationRequest
 from shared.basemodel import BaseModel, cross_attention_layers, prepare_base_model
 from shared.delta import ConceptDelta
@@ -99,17 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     ]
 
     def requests(with_concepts: bool) -> list[GenerationRequest]:
-        return [
-            GenerationRequest(
-                prompt=f"a photo of a <c{i}> dog" if with_concepts else "a photo of a dog",
-                delta=deltas[i] if with_concepts else None,
-                steps=args.steps,
-                height=size,
-                width=size,
-                seed=i,
-            )
-            for i in range(args.batch)
-        ]
+        return one_request_per_concept(deltas, with_concepts=with_concepts, steps=args.steps, size=size)
 
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     seconds = interleaved_medians(

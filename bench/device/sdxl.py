@@ -44,7 +44,7 @@ import torch
 from diffusers import StableDiffusionXLPipeline
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-from bench.common import device_name
+from bench.common import device_name, one_request_per_concept
 from bench.device.check import PART_DEADLINE, PYTEST, Part, junit, run_part
 from bench.training import peak_memory_mb, synthetic_config
 from serving.engine import DeltaEngine, GenerationRequest, create_engine
@@ -158,17 +158,7 @@ def throughput(
     sync = synchronizer(args.device)
 
     def batch(with_concepts: bool) -> list[GenerationRequest]:
-        return [
-            GenerationRequest(
-                prompt=f"a photo of a <c{i}> dog" if with_concepts else "a photo of a dog",
-                delta=deltas[i] if with_concepts else None,
-                steps=args.steps,
-                height=args.size,
-                width=args.size,
-                seed=i,
-            )
-            for i in range(args.batch)
-        ]
+        return one_request_per_concept(deltas, with_concepts=with_concepts, steps=args.steps, size=args.size)
 
     names = ("a_base", "b_concepts")
     runs: list[dict[str, tuple[float, float]]] = []
