@@ -1,9 +1,11 @@
 """A short Custom Diffusion run on the embedded base model teaches it a concept it cannot draw.
 
 The concept is the catalogue's twotone star (green left, red right): the base model draws two-tone
-circles and other two-tone stars, never this one. Trained with the recipe the demo uses, on the
-demo's own example images, the modifier token must make the evaluator see the concept far more often
-than the base model does, in held-out prompts (other sizes, backgrounds, a companion object).
+circles and other two-tone stars, never this one. Trained with the recipe the demo uses (its rates,
+regularisation and wordings) for a part of its steps, on the demo's own example images, the modifier
+token must make the evaluator see the concept far more often than the base model does, in held-out
+prompts (other sizes, backgrounds, a companion object). The recipe's learning rates are constant, so
+a shorter run is the first part of the demo's; docs/quality.md has what the full run reaches.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from training.world.recipe import world_recipe
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CONCEPT = CONCEPTS["twotone-star"]
 TOKEN = "<cd-twotone-star>"
+STEPS = 150
+"""Far fewer than the recipe's: measured on three training seeds, the concept is already drawn in
+most held-out prompts by then, well clear of the threshold below."""
 
 
 def _fidelity(engine: DeltaEngine, evaluator, delta, prompts: list[str]) -> float:
@@ -57,7 +62,7 @@ def test_short_training_raises_concept_fidelity_far_above_the_base(toyworld_dir,
                 reg_dir=str(EXAMPLES / CONCEPT.name / "reg"),
             )
         ],
-        recipe=world_recipe(checkpoint_every=10**5),
+        recipe=world_recipe(steps=STEPS, checkpoint_every=10**5),
     )
     concept = artifact.load(train(config, base=base, show_bar=False).path, base=base.spec)
 
@@ -67,4 +72,4 @@ def test_short_training_raises_concept_fidelity_far_above_the_base(toyworld_dir,
     before = _fidelity(engine, evaluator, None, without_token)
     after = _fidelity(engine, evaluator, concept.delta, prompts)
     assert before <= 0.1, before
-    assert after >= before + 0.3, (before, after)  # measured here: 0.00 → 1.00 (the bench: 0.91, ceiling in words 1.00)
+    assert after >= before + 0.3, (before, after)  # measured, training seeds 0/1/2: 0.00 → 0.96/0.92/0.92
