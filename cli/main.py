@@ -1,5 +1,7 @@
 """`cdserve` — dispatches to subcommands. Each module in COMMAND_MODULES exposes
 `register(subparsers)` and keeps its heavy imports inside the handlers, so `cdserve --help` is fast.
+A typed error from any subcommand (a refused value, an unknown concept, a service not reachable)
+is one line on stderr and exit status 1, never a traceback: it is the user's to act on.
 """
 
 from __future__ import annotations
@@ -7,6 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from shared.errors import CdserveError, Unavailable
 
 COMMAND_MODULES = (
     "serving.registry.cli",
@@ -31,9 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(error: CdserveError) -> str:
+    where = f" [{error.field}]" if error.field and error.field not in error.message else ""
+    hint = " (is the service running, and is the address right?)" if isinstance(error, Unavailable) else ""
+    return f"error ({error.reason}){where}: {error.message}{hint}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.handler(args) or 0)
+    try:
+        return int(args.handler(args) or 0)
+    except CdserveError as e:
+        print(error_line(e), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

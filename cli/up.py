@@ -48,19 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _up(args: argparse.Namespace) -> int:
     import logging
     import signal
-    import sys
     import threading
 
     from cli.stack import LocalStack
     from serving.config import ServingConfig, load_serving_config
-    from shared.errors import CdserveError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        config = load_serving_config(args.config) if args.config else ServingConfig()
-    except CdserveError as e:
-        print(f"error ({e.reason}): {e.message}", file=sys.stderr)
-        return 1
+    config = load_serving_config(args.config) if args.config else ServingConfig()
     if args.grpc_port is not None:
         config = config.model_copy(update={"grpc_port": args.grpc_port})
     stop = threading.Event()

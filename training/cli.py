@@ -7,10 +7,8 @@ Heavy imports stay inside the handlers so that `cdserve --help` is fast.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,24 +55,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_training(subparsers)
 
 
-def _typed_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """A typed error (bad recipe value, unknown job, …) becomes one line on stderr and exit status
-    1, as in the registry CLI, instead of a traceback."""
-
-    @functools.wraps(handler)
-    def run(args: argparse.Namespace) -> int:
-        from shared.errors import CdserveError
-
-        try:
-            return handler(args)
-        except CdserveError as e:
-            where = f" [{e.field}]" if e.field and e.field not in e.message else ""
-            print(f"error ({e.reason}){where}: {e.message}", file=sys.stderr)
-            return 1
-
-    return run
-
-
 # -- cdserve train ------------------------------------------------------------------------------
 
 
@@ -98,7 +78,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tls-ca", type=Path, help="PEM bundle to trust; enables TLS")
     for name, kind in RECIPE_FLAGS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, dest=name, help=f"recipe.{name}")
-    parser.set_defaults(handler=_typed_errors(_train))
+    parser.set_defaults(handler=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -170,7 +150,7 @@ def _register_training(subparsers: argparse._SubParsersAction) -> None:
 
     run = verbs.add_parser("run", help="train in this process (no Ray) from a TrainConfig YAML")
     run.add_argument("config", type=Path, help="YAML with TrainConfig fields")
-    run.set_defaults(handler=_typed_errors(_run_local))
+    run.set_defaults(handler=_run_local)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -179,18 +178,13 @@ def _register_concepts(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _with_client(command: Callable[[Any, argparse.Namespace], None]) -> Callable[[argparse.Namespace], int]:
-    """Run `command` with a client; a typed error becomes one line on stderr and exit status 1."""
+    """Run `command` with a client of the registry the flags name."""
 
     def handler(args: argparse.Namespace) -> int:
-        from shared.errors import CdserveError
         from shared.registry_client import RegistryClient
 
         with RegistryClient(args.registry, token=args.token, tls_ca_file=args.tls_ca) as client:
-            try:
-                command(client, args)
-            except CdserveError as e:
-                print(f"error ({e.reason}): {e.message}", file=sys.stderr)
-                return 1
+            command(client, args)
         return 0
 
     return handler
