@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from training.config import ConceptConfig, TrainConfig
+from training.config import TOKEN_PLACEHOLDER, ConceptConfig, TrainConfig
 from training.loop import train
 from training.regularization import captioned_images, write_captioned_folder
 from training.world.concepts import CONCEPTS, render_concept_targets, render_reg_pool
@@ -21,19 +21,23 @@ EXAMPLES = ROOT / "examples"
 MODEL = ROOT / "shared" / "assets" / "toyworld"
 
 
-def write_concept_data(name: str, token: str, seed: int) -> Path:
+def write_concept_data(name: str, seed: int) -> Path:
+    """The captions write the concept as V* (the paper's placeholder), so the folder trains under any
+    concept id: `cdserve train --id my-star` puts `<cd-my-star>` there."""
     concept = CONCEPTS[name]
     folder = EXAMPLES / name
     shutil.rmtree(folder, ignore_errors=True)
-    write_captioned_folder(folder / "targets", render_concept_targets(concept, n=8, seed=seed, modifier=token))
+    write_captioned_folder(
+        folder / "targets", render_concept_targets(concept, n=8, seed=seed, modifier=TOKEN_PLACEHOLDER)
+    )
     write_captioned_folder(folder / "reg", render_reg_pool(concept.category, k=200, seed=seed + 1))
     return folder
 
 
 def main() -> None:
     # Both on target set 31 of bench.pairs, so the demo's merged pair is one the bench measures.
-    write_concept_data("twotone-star", "<cd-twotone-star>", seed=31)
-    folder = write_concept_data("outlined-triangle", "<cd-outlined-triangle>", seed=31)
+    write_concept_data("twotone-star", seed=31)
+    folder = write_concept_data("outlined-triangle", seed=31)
     targets = captioned_images(folder / "targets")
     with tempfile.TemporaryDirectory() as work:
         result = train(
