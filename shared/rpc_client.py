@@ -103,6 +103,9 @@ class RpcClient:
     RETRIED_METHODS: ClassVar[tuple[str, ...]] = ()
     TIMEOUT_S: ClassVar[float] = 30.0
     """Default deadline of a call (a client's `timeout_s`)."""
+    CONNECT_WAIT_S: ClassVar[float] = 15.0
+    """How long a write waits for its channel to connect: long enough for a supervised restart,
+    short enough that a caller whose service is down hears so, not after the whole deadline."""
     MAX_MESSAGE_BYTES: ClassVar[int] = 4 * MiB
     """Default largest message either way (a client's `max_message_bytes`)."""
 
@@ -187,10 +190,10 @@ class RpcClient:
     def _call_once(
         self, method: Callable[..., T], request: Any, *, timeout_s: float | None = None, token: str | None = None
     ) -> T:
-        """A write that must not run twice: it first waits for the channel to connect (sending
-        nothing, so a server that is restarting is waited for rather than failed on), then runs
-        once, unretried."""
-        self.wait_ready()
+        """A write that must not run twice: it first waits up to CONNECT_WAIT_S for the channel to
+        connect (sending nothing, so a server that is restarting is waited for rather than failed
+        on), then runs once, unretried."""
+        self.wait_ready(min(self.CONNECT_WAIT_S, timeout_s or self.timeout_s))
         return self._call(method, request, timeout_s=timeout_s, token=token)
 
     def _stream(self, method: Callable[..., Iterator[T]], request: Any, *, timeout_s: float | None) -> Iterator[T]:
