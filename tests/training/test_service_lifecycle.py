@@ -193,25 +193,20 @@ def cancelled_before_start(stack):
         return {"job": job, "cancel_reply": reply, "ray_status": status, "get": acme.get(job.job_id)}
 
 
+def train_argv(stack, folder: Path, concept_id: str) -> list[str]:
+    """`cdserve train` of a dog from `folder` to the stack as tenant acme, without regularisation."""
+    flags = {"--images": str(folder), "--category": "dog", "--id": concept_id}
+    flags |= {"--server": stack.target, "--token": "tok-acme", "--reg": "none"}
+    return ["train", *(part for flag in flags.items() for part in flag)]
+
+
 @pytest.fixture(scope="module")
 def cli_job(stack, tmp_path_factory):
     """`cdserve train … --watch` in this process: (exit code, stdout, stderr)."""
     folder = tmp_path_factory.mktemp("cli-images")
     write_images(folder, 2)
     argv = [
-        "train",
-        "--images",
-        str(folder),
-        "--category",
-        "dog",
-        "--id",
-        "cli-dog",
-        "--server",
-        stack.target,
-        "--token",
-        "tok-acme",
-        "--reg",
-        "none",
+        *train_argv(stack, folder, "cli-dog"),
         "--steps",
         "2",
         "--batch-size",
@@ -313,21 +308,7 @@ def test_cancelling_a_finished_job_is_a_conflict(stack, cli_job):
 
 def test_cli_bad_flag_values_exit_non_zero_naming_the_field(stack, tmp_path, capsys):
     write_images(tmp_path, 1)
-    argv = [
-        "train",
-        "--images",
-        str(tmp_path),
-        "--category",
-        "dog",
-        "--id",
-        "bad-dog",
-        "--server",
-        stack.target,
-        "--token",
-        "tok-acme",
-        "--reg",
-        "none",
-    ]
+    argv = train_argv(stack, tmp_path, "bad-dog")
     with client(stack, "tok-ops") as ops:
         jobs_before = len(ops.list().jobs)
     assert cdserve([*argv, "--steps", "0"]) == 1
